@@ -1,0 +1,80 @@
+"""``ddpm noise IMAGE … -o OUT.png [--npz]``: the notes' strip — x_0, then x_t at each listed t (eq. 5)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from core.atomic import atomic_path
+from core.forward import draw_noise, q_sample
+from core.images import load_image, make_grid, save_image
+from core.schedule import NoiseSchedule, parse_schedule_spec
+
+NOTES_T, NOTES_BETA_START, NOTES_BETA_END = 100, 1e-4, 0.05
+NOTES_TIMESTEPS = "19,39,59,79,99"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("noise", help="noise a photo to several timesteps and write the strip",
+                       description="Write x_0 followed by x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε at each --t, as one PNG. "
+                       "Without --schedule: the notes' example, linear 1e-4 → 0.05 with T=100.")
+    p.add_argument("image", help="any image Pillow reads")
+    p.add_argument("--schedule", help="a preset name or a saved FILE.json (default: the notes' linear T=100)")
+    p.add_argument("--T", type=int, help="timesteps for a preset")
+    p.add_argument("--beta-start", type=float, help="first β for a preset")
+    p.add_argument("--beta-end", type=float, help="last β for a preset")
+    p.add_argument("--zero-snr", action="store_true", help="rescale the preset to zero terminal SNR")
+    p.add_argument("--t", default=None, help=f"comma-separated timesteps (default {NOTES_TIMESTEPS})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise ε (default 0)")
+    p.add_argument("-o", "--output", required=True, help="output PNG")
+    p.add_argument("--npz", action="store_true", help="also write OUT.npz with x0, xt and t")
+    p.set_defaults(func=run)
+
+
+def parse_timesteps(text: str, schedule: NoiseSchedule) -> list[int]:
+    try:
+        ts = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--t must be comma-separated integers, got {text!r}") from None
+    if not ts:
+        raise ValueError("--t lists no timesteps")
+    for t in ts:
+        schedule.check_t(t)
+    return ts
+
+
+def noise_strip(x0: np.ndarray, schedule: NoiseSchedule, timesteps: list[int], seed: int) -> np.ndarray:
+    """x_t for each t with one shared ε (so the strip matches the app at the same seed): K×H×W×3 float32."""
+    eps = draw_noise(x0.shape, seed).numpy()
+    return np.stack([q_sample(x0, t, eps, schedule) for t in timesteps]).astype(np.float32)
+
+
+def run(args) -> int:
+    out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"-o {out}: the strip is written as .png")
+    if not out.parent.is_dir() and str(out.parent):
+        raise ValueError(f"-o {out}: folder {out.parent} does not exist")
+    if args.schedule is None and args.T is None and args.beta_start is None and args.beta_end is None:
+        schedule = NoiseSchedule.preset("linear", T=NOTES_T, beta_start=NOTES_BETA_START, beta_end=NOTES_BETA_END,
+                                        zero_snr=args.zero_snr)
+    else:
+        schedule = parse_schedule_spec(args.schedule, T=args.T, beta_start=args.beta_start, beta_end=args.beta_end,
+                                       zero_snr=args.zero_snr)
+    if args.t is None:
+        ts = [round((t + 1) * schedule.T / NOTES_T) - 1 for t in map(int, NOTES_TIMESTEPS.split(","))]
+    else:
+        ts = parse_timesteps(args.t, schedule)
+    x0 = load_image(args.image)
+    xt = noise_strip(x0, schedule, ts, args.seed)
+    strip = make_grid([x0, *xt], ncols=len(ts) + 1, pad=4)
+    npz_path = out.with_suffix(".npz")
+    if args.npz:  # both files or neither: write the npz to a temp first, rename both at the end
+        with atomic_path(npz_path) as tmp_npz:
+            with open(tmp_npz, "wb") as f:
+                np.savez(f, x0=x0.astype(np.float32), xt=xt, t=np.asarray(ts, dtype=np.int64))
+            save_image(out, strip)
+    else:
+        save_image(out, strip)
+    print(f"wrote {out}" + (f" and {npz_path}" if args.npz else "") + f" (t = {', '.join(map(str, ts))})")
+    return 0

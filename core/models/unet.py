@@ -1,0 +1,190 @@
+"""A small ε-prediction UNet in plain torch (Ho et al. 2020, §4 and App. B; class conditioning for
+classifier-free guidance as in Ho & Salimans 2022).
+
+Sinusoidal timestep embedding → MLP; per resolution ``num_res_blocks`` residual blocks (GroupNorm, SiLU, the time
+embedding added after the first conv), self-attention at the feature-map sizes in ``attention_resolutions``,
+stride-2 conv down, nearest-neighbour up with skip connections. With ``num_classes`` = K > 0 a learned class
+embedding (K + 1 rows; row K is the null class used for unconditional / guided sampling) is added to the time
+embedding.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+
+@dataclass
+class UNetConfig:
+    resolution: int = 28
+    in_channels: int = 1
+    base_channels: int = 32
+    channel_mults: tuple = (1, 2, 2)
+    num_res_blocks: int = 1
+    attention_resolutions: tuple = (7,)
+    num_classes: int = 0
+    dropout: float = 0.0
+    groups: int = 8
+    prediction_type: str = "epsilon"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.channel_mults = tuple(int(m) for m in self.channel_mults)
+        self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, "
+                             f"got {self.prediction_type!r}")
+        for name in ("resolution", "in_channels", "base_channels", "num_res_blocks", "groups"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"UNet config: {name} must be ≥ 1, got {getattr(self, name)}")
+        for m in self.channel_mults:
+            if (self.base_channels * m) % self.groups:
+                raise ValueError(f"UNet config: {self.base_channels}×{m} channels are not divisible by "
+                                 f"{self.groups} groups")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channel_mults"] = list(self.channel_mults)
+        d["attention_resolutions"] = list(self.attention_resolutions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"UNet config has unknown keys: {', '.join(unknown)}")
+        return cls(**d)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps: [cos(t·ω_k), sin(t·ω_k)], ω_k = P^(−k/(dim/2))."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return F.pad(emb, (0, 1)) if dim % 2 else emb
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, temb: int, groups: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.temb = nn.Linear(temb, cout)
+        self.norm2 = nn.GroupNorm(groups, cout)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, emb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.temb(emb)[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, channels: int, groups: int, head_dim: int = 32):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = nn.GroupNorm(groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class UNet(nn.Module):
+    """ε_θ(x_t, t[, y]): ``forward(x, t, class_labels=None)``; ``t`` a scalar or a (B,) tensor of timesteps in
+    0…T−1; ``class_labels`` (B,) ints, where −1 or ``num_classes`` means "no class" (the null embedding)."""
+
+    def __init__(self, config: UNetConfig | None = None, **kwargs):
+        super().__init__()
+        cfg = config or UNetConfig(**kwargs)
+        self.config = cfg
+        ch, temb = cfg.base_channels, cfg.base_channels * 4
+        self.time_mlp = nn.Sequential(nn.Linear(ch, temb), nn.SiLU(), nn.Linear(temb, temb))
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, temb) if cfg.num_classes > 0 else None
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skips, cur, res = [ch], ch, cfg.resolution
+        for level, mult in enumerate(cfg.channel_mults):
+            for _ in range(cfg.num_res_blocks):
+                block = nn.ModuleList([ResBlock(cur, ch * mult, temb, cfg.groups, cfg.dropout)])
+                cur = ch * mult
+                if res in cfg.attention_resolutions:
+                    block.append(SelfAttention(cur, cfg.groups))
+                self.down.append(block)
+                skips.append(cur)
+            if level < len(cfg.channel_mults) - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(cur, cur, 3, stride=2, padding=1)]))
+                skips.append(cur)
+                res = (res + 1) // 2
+        self.mid = nn.ModuleList([ResBlock(cur, cur, temb, cfg.groups, cfg.dropout), SelfAttention(cur, cfg.groups),
+                                  ResBlock(cur, cur, temb, cfg.groups, cfg.dropout)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mults))):
+            for _ in range(cfg.num_res_blocks + 1):
+                block = nn.ModuleList([ResBlock(cur + skips.pop(), ch * mult, temb, cfg.groups, cfg.dropout)])
+                cur = ch * mult
+                if res in cfg.attention_resolutions:
+                    block.append(SelfAttention(cur, cfg.groups))
+                self.up.append(block)
+            if level > 0:
+                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"),
+                                              nn.Conv2d(cur, cur, 3, padding=1)]))
+                res *= 2
+        self.norm_out = nn.GroupNorm(cfg.groups, cur)
+        self.conv_out = nn.Conv2d(cur, cfg.in_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        b = x.shape[0]
+        t = torch.as_tensor(t, device=x.device)
+        if t.ndim == 0:
+            t = t.expand(b)
+        emb = self.time_mlp(timestep_embedding(t, self.config.base_channels))
+        if self.class_emb is not None:
+            if class_labels is None:
+                labels = torch.full((b,), self.config.num_classes, dtype=torch.long, device=x.device)
+            else:
+                labels = torch.as_tensor(class_labels, device=x.device).long().expand(b)
+                labels = torch.where(labels < 0, torch.full_like(labels, self.config.num_classes), labels)
+            emb = emb + self.class_emb(labels)
+        h = self.conv_in(x)
+        hs = [h]
+        for block in self.down:
+            if isinstance(block[0], ResBlock):
+                h = block[0](h, emb)
+                for layer in block[1:]:
+                    h = layer(h)
+            else:
+                h = block[0](h)
+            hs.append(h)
+        h = self.mid[0](h, emb)
+        h = self.mid[1](h)
+        h = self.mid[2](h, emb)
+        for block in self.up:
+            if isinstance(block[0], ResBlock):
+                skip = hs.pop()
+                if skip.shape[-2:] != h.shape[-2:]:
+                    h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
+                h = block[0](torch.cat([h, skip], dim=1), emb)
+                for layer in block[1:]:
+                    h = layer(h)
+            else:
+                for layer in block:
+                    h = layer(h)
+        if h.shape[-2:] != x.shape[-2:]:
+            h = F.interpolate(h, size=x.shape[-2:], mode="nearest")
+        return self.conv_out(F.silu(self.norm_out(h)))
