@@ -28,7 +28,7 @@ def _coef(values: np.ndarray, t, like):
     """values[t] shaped to broadcast against ``like`` (batch-first for tensors of timesteps)."""
     if isinstance(like, torch.Tensor):
         if isinstance(t, torch.Tensor) and t.ndim > 0:
-            v = torch.as_tensor(values, dtype=torch.float64)[t.long().cpu()].to(like.device, like.dtype)
+            v = torch.from_numpy(np.array(values, dtype=np.float64))[t.long().cpu()].to(like.device, like.dtype)
             return v.reshape(-1, *([1] * (like.ndim - 1)))
         return float(values[int(t)])
     if isinstance(t, np.ndarray) and t.ndim > 0:
