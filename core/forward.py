@@ -96,14 +96,15 @@ class ForwardPreview:
         self._X = torch.from_numpy(x0 * np.float32(127.5))
         self._E = torch.from_numpy(noise * np.float32(127.5))
         self._buf = torch.empty_like(self._X)
+        self._offset = torch.tensor(128.0)
 
     def render_coefficients(self, a: float, b: float, out: np.ndarray | None = None) -> np.ndarray:
         """⌊clip(a·X + b·E + 128, 0, 255)⌋ as uint8 (``out`` may be a preallocated H×W×3 uint8 array)."""
         if out is None:
             out = np.empty(self.shape, dtype=np.uint8)
         buf = self._buf
-        torch.mul(self._X, float(a), out=buf)
-        buf.add_(self._E, alpha=float(b)).add_(128.0).clamp_(0.0, 255.0)
+        torch.add(self._offset, self._X, alpha=float(a), out=buf)  # 128 + a·X in one pass
+        buf.add_(self._E, alpha=float(b)).clamp_(0.0, 255.0)
         torch.from_numpy(out).copy_(buf)
         return out
 
