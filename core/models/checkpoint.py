@@ -1,0 +1,224 @@
+"""Our model folder: ``config.json`` + ``model.safetensors`` + ``schedule.json`` (the layout diffusers users know).
+
+``config.json`` holds ``format`` ("ddpm-studio.model"), ``version``, ``unet`` (:class:`UNetConfig` as a dict),
+``prediction_type``, ``resolution``, ``channels``, ``num_classes``, ``variance_type``, ``clip_sample`` and any
+JSON-safe training metadata (step, loss, command line …). Weights are safetensors only: a pickle (``.pt``,
+``.ckpt``, ``.bin`` …) can run code when loaded, so it is refused and never opened.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.atomic import atomic_dir
+from core.models.denoiser import Denoiser
+from core.models.unet import UNet, UNetConfig
+from core.schedule import NoiseSchedule, ScheduleError
+
+FORMAT = "ddpm-studio.model"
+VERSION = 1
+CONFIG, WEIGHTS, SCHEDULE = "config.json", "model.safetensors", "schedule.json"
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+VARIANCE_TYPES = ("fixed_small", "fixed_large")
+RESERVED = ("format", "version", "unet", "prediction_type", "resolution", "channels", "num_classes")
+
+
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded or saved; the message is one line naming the file and the mismatch."""
+
+
+class UNetDenoiser(Denoiser):
+    """Our :class:`UNet` as a :class:`Denoiser`; the network is ``.net``, the training metadata ``.meta``."""
+
+    def __init__(self, net: UNet, schedule: NoiseSchedule | None = None, variance_type: str = "fixed_small",
+                 clip_sample: bool = True, name: str = "model", meta: dict | None = None):
+        cfg = net.config
+        param = next(net.parameters(), None)
+        super().__init__(resolution=cfg.resolution, channels=cfg.in_channels, prediction_type=cfg.prediction_type,
+                         num_classes=cfg.num_classes, schedule=schedule, variance_type=variance_type,
+                         clip_sample=bool(clip_sample), name=name,
+                         device=param.device if param is not None else torch.device("cpu"))
+        self.net = net.eval()
+        self.meta = dict(meta or {})
+
+    def model_output(self, x_t, t, class_labels=None, schedule=None):
+        return self.net(x_t, t, class_labels)
+
+    def to(self, device) -> "UNetDenoiser":
+        self.net.to(device)
+        return super().to(device)
+
+
+# ----- writing ------------------------------------------------------------------------------------------------
+def _json_safe(key: str, value):
+    """numpy scalars → Python, tuples → lists, NaN/inf → null; anything else that JSON cannot hold is an error."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(key, v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(f"{key}.{k}", v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    raise ModelLoadError(f"model metadata {key!r} is a {type(value).__name__}, which config.json cannot hold")
+
+
+def _plain_module(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "_orig_mod", model)  # torch.compile wraps the module; save the original's keys
+
+
+def model_config(model: UNet, **meta) -> dict:
+    """The ``config.json`` dict for ``model`` plus metadata (``variance_type`` and ``clip_sample`` have defaults)."""
+    cfg = _plain_module(model).config
+    variance_type = meta.pop("variance_type", "fixed_small")
+    if variance_type not in VARIANCE_TYPES:
+        raise ModelLoadError(f"variance_type must be one of {', '.join(VARIANCE_TYPES)}, got {variance_type!r}")
+    clash = sorted(set(meta) & set(RESERVED))
+    if clash:
+        raise ModelLoadError(f"model metadata may not set {', '.join(clash)} (they come from the UNet config)")
+    config = {"format": FORMAT, "version": VERSION, "unet": cfg.to_dict(), "prediction_type": cfg.prediction_type,
+              "resolution": cfg.resolution, "channels": cfg.in_channels, "num_classes": cfg.num_classes,
+              "variance_type": variance_type, "clip_sample": bool(meta.pop("clip_sample", True))}
+    config.update({str(k): _json_safe(str(k), v) for k, v in meta.items()})
+    return config
+
+
+def write_model_files(folder, model: UNet, schedule: NoiseSchedule, **meta) -> Path:
+    """Write config.json, model.safetensors and schedule.json into the existing ``folder`` (not atomically:
+    write into a temporary folder and rename it, as :func:`save_checkpoint` does)."""
+    from safetensors.torch import save_file
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: no such folder")
+    if not isinstance(schedule, NoiseSchedule):
+        raise ModelLoadError("save a model with the NoiseSchedule it was trained on")
+    config = model_config(model, **meta)
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in _plain_module(model).state_dict().items()}
+    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt", "producer": FORMAT})
+    (folder / SCHEDULE).write_text(schedule.to_json(), encoding="utf-8")
+    (folder / CONFIG).write_text(json.dumps(config, indent=1, allow_nan=False), encoding="utf-8")
+    return folder
+
+
+def save_checkpoint(folder, model: UNet, schedule: NoiseSchedule, **meta) -> Path:
+    """Write a complete model folder atomically: all three files appear together or not at all."""
+    folder = Path(folder)
+    with atomic_dir(folder) as tmp:
+        write_model_files(tmp, model, schedule, **meta)
+    return folder
+
+
+# ----- reading ------------------------------------------------------------------------------------------------
+def refuse_pickle(path: Path) -> ModelLoadError:
+    return ModelLoadError(f"{path}: refusing to open a pickle checkpoint ({path.suffix} files can run code when "
+                          "loaded); DDPM Studio reads only safetensors model folders")
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{path}: not a {what} (not UTF-8 text)") from None
+    except OSError as e:
+        raise ModelLoadError(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(d, dict):
+        raise ModelLoadError(f"{path}: a {what} must be a JSON object")
+    return d
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file (no code can run); one-line errors for a missing or corrupt file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    if not path.is_file():
+        near = sorted(p.name for p in path.parent.glob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+        if near:
+            raise refuse_pickle(path.parent / near[0])
+        raise ModelLoadError(f"{path}: no such file (the weights are missing)")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"{path}: not a valid safetensors file ({reason})") from None
+
+
+def check_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], path) -> None:
+    """One line naming missing or unexpected keys, or the first tensor whose shape differs."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        def few(keys):
+            return ", ".join(keys[:3]) + (f" … ({len(keys)} in all)" if len(keys) > 3 else "")
+        parts = ([f"missing {few(missing)}"] if missing else []) + ([f"unexpected {few(unexpected)}"] if unexpected
+                                                                       else [])
+        raise ModelLoadError(f"{path}: weights do not fit the config's network: {'; '.join(parts)}")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ModelLoadError(f"{path}: {k} has shape {list(state[k].shape)} but the config's network expects "
+                                 f"{list(v.shape)}")
+        if not (state[k].is_floating_point() or state[k].dtype == v.dtype):
+            raise ModelLoadError(f"{path}: {k} has dtype {state[k].dtype}, expected {v.dtype}")
+
+
+def read_model_config(folder: Path) -> tuple[dict, UNetConfig]:
+    path = folder / CONFIG
+    if not path.is_file():
+        raise ModelLoadError(f"{folder}: not a DDPM Studio model folder (no {CONFIG})")
+    config = read_json(path, "model config")
+    if config.get("format") != FORMAT:
+        raise ModelLoadError(f"{path}: format is {config.get('format')!r}, not {FORMAT!r}")
+    version = config.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
+        raise ModelLoadError(f"{path}: model format version {version!r} is newer than this program reads ({VERSION})")
+    if not isinstance(config.get("unet"), dict):
+        raise ModelLoadError(f"{path}: no 'unet' architecture object")
+    try:
+        ucfg = UNetConfig.from_dict(config["unet"])
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{path}: {str(e).splitlines()[0]}") from None
+    for key, value in (("resolution", ucfg.resolution), ("channels", ucfg.in_channels),
+                       ("num_classes", ucfg.num_classes), ("prediction_type", ucfg.prediction_type)):
+        if key in config and config[key] != value:
+            raise ModelLoadError(f"{path}: {key} is {config[key]!r} but the UNet config says {value!r}")
+    if config.get("variance_type", "fixed_small") not in VARIANCE_TYPES:
+        raise ModelLoadError(f"{path}: variance_type {config.get('variance_type')!r} is not one of "
+                             f"{', '.join(VARIANCE_TYPES)}")
+    return config, ucfg
+
+
+def load_checkpoint(folder, device="cpu") -> UNetDenoiser:
+    """Load one of our model folders as a :class:`UNetDenoiser` on ``device`` (eval mode)."""
+    folder = Path(folder)
+    if folder.is_file():
+        if folder.suffix.lower() in PICKLE_SUFFIXES:
+            raise refuse_pickle(folder)
+        raise ModelLoadError(f"{folder}: a model is a folder (config.json + {WEIGHTS} + {SCHEDULE}), not a file")
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: no such folder")
+    config, ucfg = read_model_config(folder)
+    try:
+        schedule = NoiseSchedule.load(folder / SCHEDULE)
+    except ScheduleError as e:
+        raise ModelLoadError(str(e).splitlines()[0]) from None
+    state = read_safetensors(folder / WEIGHTS)
+    net = UNet(ucfg)
+    check_state_dict(net, state, folder / WEIGHTS)
+    net.load_state_dict(state, strict=True)
+    meta = {k: v for k, v in config.items() if k not in RESERVED}
+    den = UNetDenoiser(net, schedule=schedule, variance_type=config.get("variance_type", "fixed_small"),
+                       clip_sample=bool(config.get("clip_sample", True)),
+                       name=str(config.get("name") or folder.name), meta=meta)
+    return den.to(device)
