@@ -1,0 +1,147 @@
+"""Image panes and the pixel histogram: pyqtgraph views that only show arrays computed elsewhere."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+IMAGE_BACKGROUND = "#202124"
+
+
+class FrameView(pg.GraphicsView):
+    """A GraphicsView that reports each finished paint (``painted(perf_counter_time)``) — what the slider
+    benchmark waits for, and a hook for tests."""
+
+    painted = Signal(float)
+
+    def __init__(self, parent=None):
+        super().__init__(parent, background=IMAGE_BACKGROUND)
+        self.paint_count = 0
+
+    def paintEvent(self, ev):  # noqa: N802 - Qt override
+        super().paintEvent(ev)
+        self.paint_count += 1
+        self.painted.emit(time.perf_counter())
+
+
+class ImagePane(QWidget):
+    """A title over a zoomable, aspect-locked view of one H×W×3 uint8 image (row-major, origin top-left).
+
+    ``set_image`` takes ownership of the array it is given (pass a fresh one per frame: pyqtgraph wraps it in a
+    QImage without copying)."""
+
+    def __init__(self, title: str, object_name: str, tooltip: str, parent=None):
+        super().__init__(parent)
+        self.setObjectName(object_name)
+        self.title = QLabel(title)
+        self.title.setObjectName(f"{object_name}Title")
+        self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.view = FrameView()
+        self.view.setObjectName(f"{object_name}View")
+        self.view.setToolTip(tooltip)
+        self.view.setAcceptDrops(False)  # drops go to the main window
+        self.view.setMinimumSize(160, 120)
+        self.view.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.viewbox = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.viewbox.setMouseEnabled(True, True)
+        self.view.setCentralItem(self.viewbox)
+        self.item = pg.ImageItem(axisOrder="row-major")
+        self.viewbox.addItem(self.item)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.title)
+        layout.addWidget(self.view, 1)
+        self._shape: tuple[int, int] | None = None
+
+    @property
+    def image(self) -> np.ndarray | None:
+        """The array being shown (uint8 H×W×3)."""
+        return self.item.image
+
+    def set_image(self, u8: np.ndarray) -> None:
+        new_shape = u8.shape[:2]
+        self.item.setImage(u8, autoLevels=False, levels=None)
+        if new_shape != self._shape:
+            self._shape = new_shape
+            self.fit()
+
+    def fit(self) -> None:
+        if self._shape is not None:
+            h, w = self._shape
+            self.viewbox.setRange(xRange=(0, w), yRange=(0, h), padding=0.01)
+
+    def link_to(self, other: "ImagePane") -> None:
+        self.viewbox.setXLink(other.viewbox)
+        self.viewbox.setYLink(other.viewbox)
+
+
+def style_plot(pw: pg.PlotWidget) -> None:
+    """Light plot style that reads well next to Qt's widgets."""
+    pw.setBackground("w")
+    for name in ("left", "bottom", "right", "top"):
+        ax = pw.getAxis(name)
+        ax.setPen(pg.mkPen("#444"))
+        ax.setTextPen(pg.mkPen("#222"))
+        ax.enableAutoSIPrefix(False)  # "β_t (x0.001)" with ticks in thousandths confuses more than it helps
+    pw.showGrid(x=True, y=True, alpha=0.15)
+
+
+class PixelHistogram(pg.PlotWidget):
+    """Density histogram of x_t's values (a fixed subsample of pixels) with the N(0, 1) density overlaid."""
+
+    RANGE = 4.0
+    BINS = 96
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("pixelHistogram")
+        self.setToolTip("Histogram of x_t's values (a fixed sample of up to 65,536 values, before display clipping) "
+                        "against the standard normal density φ(x) = exp(−x²/2)/√(2π): as t → T, "
+                        "x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε drifts to N(0, I).")
+        self.setAcceptDrops(False)
+        style_plot(self)
+        self.setMenuEnabled(False)
+        self.setMouseEnabled(False, False)
+        self.hideButtons()
+        self.edges = np.linspace(-self.RANGE, self.RANGE, self.BINS + 1)
+        self.hist = self.plot(self.edges, np.zeros(self.BINS), stepMode="center", fillLevel=0,
+                              brush=pg.mkBrush(70, 130, 220, 110), pen=pg.mkPen(40, 90, 180, width=1))
+        xs = np.linspace(-self.RANGE, self.RANGE, 241)
+        self.normal = self.plot(xs, np.exp(-xs**2 / 2) / math.sqrt(2 * math.pi),
+                                pen=pg.mkPen(215, 60, 40, width=2), name="N(0, 1)")
+        self.setXRange(-self.RANGE, self.RANGE, padding=0)
+        self.setLabel("bottom", "pixel value of x_t")
+        self.setLabel("left", "density")
+        self.getPlotItem().getViewBox().setLimits(xMin=-self.RANGE, xMax=self.RANGE)
+        self.counts = np.zeros(self.BINS)
+
+    def set_values(self, values: np.ndarray) -> None:
+        counts, _ = np.histogram(values, bins=self.edges)
+        total = max(1, values.size)
+        density = counts / (total * (self.edges[1] - self.edges[0]))
+        self.counts = density
+        self.hist.setData(self.edges, density)
+        self.setYRange(0, max(0.45, float(density.max()) * 1.05), padding=0)
+
+
+def qpixmap_from_u8(u8: np.ndarray) -> QPixmap:
+    """H×W×3 uint8 → QPixmap (the pixels are copied, so the array may be freed afterwards)."""
+    u8 = np.ascontiguousarray(u8)
+    h, w = u8.shape[:2]
+    qimg = QImage(u8.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(qimg.copy())
+
+
+def u8_from_qimage(qimg: QImage) -> np.ndarray:
+    """A QImage of any format → H×W×3 uint8 (copied)."""
+    img = qimg.convertToFormat(QImage.Format.Format_RGB888)
+    w, h, bpl = img.width(), img.height(), img.bytesPerLine()
+    buf = np.frombuffer(img.constBits(), dtype=np.uint8, count=h * bpl).reshape(h, bpl)
+    return buf[:, :3 * w].reshape(h, w, 3).copy()

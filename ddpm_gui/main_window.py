@@ -1,0 +1,898 @@
+"""DDPM Studio's main window: a photo, a timestep slider with live noising, and the schedule panel.
+
+The window is a thin view over ``core`` objects: the photo x_0 (:func:`core.images.load_image`), its fixed noise
+ε = :func:`core.forward.draw_noise` (shape, seed), the schedule (:class:`core.schedule.NoiseSchedule`, owned by the
+:class:`~ddpm_gui.schedule_panel.SchedulePanel`) and :class:`core.forward.ForwardPreview`, which turns
+(x_0, ε, t) into display pixels.
+
+The slider path: a slider change only records the newest t and arms a zero-timeout timer; when the event loop
+gets to it, x_t for that newest t is rendered from the cached x_0 and ε and handed to pyqtgraph. Faster drags
+skip the intermediate t instead of queueing them. The Markov-chain mode (eq. 2 step by step) is too slow for
+that path, so it runs on a worker thread with cached checkpoints (:mod:`ddpm_gui.chain`).
+
+For the panels that later issues add (Generate, Train, ELBO):
+
+- ``add_panel(title, widget)`` puts a widget in a tab beside the schedule panel; ``show_panel(widget)`` raises it.
+- ``create_runner(name)`` gives a :class:`~ddpm_gui.worker.WorkerRunner` whose errors appear in a message box and
+  which is stopped when the window closes.
+- ``schedule`` / ``scheduleChanged``, ``timestep`` / ``set_timestep`` / ``timestepChanged``, ``x0``, ``noise``,
+  ``seed`` / ``imageChanged`` and ``image_view`` (the x_t pane; ``image_view.set_image(u8)`` shows a frame).
+- ``show_error(message)`` (a non-blocking message box + status bar) and ``statusBar().showMessage``.
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import QByteArray, QSettings, QSignalBlocker, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QColor, QGuiApplication, QImage, QKeySequence, QPainter
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
+                               QMainWindow, QMessageBox, QPushButton, QSizePolicy, QSlider, QSpinBox, QSplitter,
+                               QTabWidget, QVBoxLayout, QWidget)
+
+from core.cli.cmd_noise import NOTES_T, NOTES_TIMESTEPS, noise_strip
+from core.forward import ForwardPreview, draw_noise
+from core.images import ImageLoadError, SAMPLES, from_uint8, load_image, make_grid, sample_path, save_image, to_uint8
+from core.schedule import NoiseSchedule, ScheduleError
+from ddpm_gui import settings as settings_mod
+from ddpm_gui.chain import ChainCache, ChainFrame, chain_frames
+from ddpm_gui.image_views import ImagePane, PixelHistogram, qpixmap_from_u8, u8_from_qimage
+from ddpm_gui.schedule_panel import SchedulePanel
+from ddpm_gui.worker import WorkerRunner, one_line, shutdown_all
+
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff *.ppm *.pgm);;All files (*)"
+MAX_WORK_PIXELS = 2048 * 2048      # larger photos are downscaled for the interactive view (export uses the file)
+HIST_SAMPLES = 65_536
+STRIP_THUMB_HEIGHT = 120
+PLAY_FPS = 30
+PLAY_SECONDS = 5.0                 # one pass 0 → T−1 while playing
+SAMPLE_LABELS = {"chelsea": "Chelsea the cat", "coffee": "Coffee", "astronaut": "Astronaut (Eileen Collins)"}
+CLOSED, CHAIN = "closed", "chain"
+
+
+def notes_timesteps(T: int) -> list[int]:
+    """The notes' strip timesteps 19, 39, 59, 79, 99 (for T = 100), scaled to T as the CLI scales them."""
+    return [max(0, min(T - 1, round((t + 1) * T / NOTES_T) - 1)) for t in map(int, NOTES_TIMESTEPS.split(","))]
+
+
+class MainWindow(QMainWindow):
+    """DDPM Studio's main window. ``MainWindow()`` opens the built-in cat with Ho et al.'s linear schedule;
+    ``MainWindow(path)`` opens a photo; ``settings=QSettings(...)`` restores and later saves geometry, photo,
+    schedule, t and seed (``ddpm-gui`` passes the user's settings; tests and scripts get a fresh window)."""
+
+    imageChanged = Signal()            # a new photo or new noise
+    scheduleChanged = Signal(object)   # the new NoiseSchedule
+    timestepChanged = Signal(int)
+    frameShown = Signal(int)           # x_t for this t was handed to the view (closed form, or a chain state)
+
+    def __init__(self, image=None, *, settings: QSettings | None = None, parent=None):
+        super().__init__(parent)
+        self.setObjectName("mainWindow")
+        self.setWindowTitle("DDPM Studio")
+        self.setAcceptDrops(True)
+        self._settings = settings
+        self._runners: list[WorkerRunner] = []
+        self._x0: np.ndarray | None = None
+        self._x0_full_shape: tuple[int, int] | None = None
+        self._noise: np.ndarray | None = None
+        self._preview: ForwardPreview | None = None
+        self._hist_index: np.ndarray | None = None
+        self._moments = (0.0, 0.0, 0.0)
+        self._photo_path: Path | None = None
+        self._photo_label = ""
+        self._sample_name: str | None = None
+        self._pending_t: int | None = None
+        self._mode = CLOSED
+        self._chain_cache: ChainCache | None = None
+        self._chain_status = ""
+        self._strip_default = True
+        self._closing = False
+        self.last_error: str | None = None
+        self.last_frame_time = 0.0
+        self.readout_values: dict = {}
+        self.frames_rendered = 0
+
+        self._render_timer = QTimer(self)
+        self._render_timer.setSingleShot(True)
+        self._render_timer.setInterval(0)
+        self._render_timer.timeout.connect(self._render_pending)
+        self._strip_timer = QTimer(self)
+        self._strip_timer.setSingleShot(True)
+        self._strip_timer.setInterval(150)
+        self._strip_timer.timeout.connect(self._update_strip)
+        self._play_timer = QTimer(self)
+        self._play_timer.setInterval(int(1000 / PLAY_FPS))
+        self._play_timer.timeout.connect(self._play_tick)
+
+        self.schedule_panel = SchedulePanel(NoiseSchedule.preset("linear"))
+        self._chain_runner = self.create_runner("markov-chain")
+        self._build_ui()
+        self._build_menus()
+        self.schedule_panel.scheduleChanged.connect(self._on_schedule_changed)
+        self.schedule_panel.timestepDragged.connect(self.set_timestep)
+        self.schedule_panel.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
+        self.schedule_panel.error.connect(self.show_error)
+        self._apply_schedule_range()
+
+        restored = self._restore_settings() if settings is not None else {}
+        opened = False
+        if image is not None:
+            opened = self.open_image(image)
+        elif restored.get("photo"):
+            kind, value = restored["photo"]
+            opened = self.open_sample(value) if kind == "sample" else self.open_image(value, quiet=True)
+        if not opened:
+            self.open_sample("chelsea")
+        if "t" in restored:
+            self.set_timestep(restored["t"])
+        if settings is None or not restored.get("geometry"):
+            self.resize(1440, 900)
+
+    # ----- public API ------------------------------------------------------------------------------------
+    @property
+    def schedule(self) -> NoiseSchedule:
+        return self.schedule_panel.schedule
+
+    @property
+    def timestep(self) -> int:
+        return self.timestepSlider.value()
+
+    @property
+    def seed(self) -> int:
+        return self.seedSpin.value()
+
+    @property
+    def x0(self) -> np.ndarray:
+        """The photo being noised, H×W×3 float32 in [−1, 1] (downscaled if the file is over 2048² pixels)."""
+        return self._x0
+
+    @property
+    def noise(self) -> np.ndarray:
+        """Its fixed ε = draw_noise(x0.shape, seed) as numpy float32."""
+        return self._noise
+
+    @property
+    def photo_path(self) -> Path | None:
+        return self._photo_path
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def image_view(self) -> ImagePane:
+        return self.xtPane
+
+    def displayed_image(self) -> np.ndarray | None:
+        """The uint8 pixels of x_t currently handed to the view."""
+        return self.xtPane.image
+
+    def set_timestep(self, t: int) -> None:
+        t = int(min(max(int(t), 0), self.schedule.T - 1))
+        self.timestepSlider.setValue(t)
+
+    def set_seed(self, seed: int) -> None:
+        self.seedSpin.setValue(int(seed))
+
+    def new_noise(self) -> None:
+        """Draw a new ε (a random seed)."""
+        self.set_seed(secrets.randbelow(self.seedSpin.maximum() + 1))
+
+    def set_mode(self, mode: str) -> None:
+        """``"closed"`` (eq. 5, one ε for all t) or ``"chain"`` (eq. 2 step by step, a worker thread)."""
+        i = self.modeCombo.findData(mode)
+        if i < 0:
+            raise ValueError(f"unknown mode {mode!r}")
+        self.modeCombo.setCurrentIndex(i)
+
+    def open_image(self, path, quiet: bool = False) -> bool:
+        """Load a photo; on failure show its one-line reason (unless ``quiet``) and keep the current one."""
+        try:
+            x0 = load_image(path)
+        except ImageLoadError as e:
+            if not quiet:
+                self.show_error(str(e), title="Cannot open image")
+            return False
+        self._set_photo(x0, Path(path), Path(path).name, None)
+        return True
+
+    def open_sample(self, name: str) -> bool:
+        try:
+            path = sample_path(name)
+            x0 = load_image(path)
+        except ImageLoadError as e:
+            self.show_error(str(e), title="Cannot open sample")
+            return False
+        self._set_photo(x0, path, SAMPLE_LABELS.get(name, name), name)
+        return True
+
+    def set_image_array(self, x0: np.ndarray, label: str = "image") -> None:
+        """Use an H×W×3 float array in [−1, 1] as the photo (e.g. pasted)."""
+        x0 = np.asarray(x0, dtype=np.float32)
+        if x0.ndim != 3 or x0.shape[2] != 3 or min(x0.shape[:2]) < 1:
+            raise ValueError(f"expected an H×W×3 image, got shape {x0.shape}")
+        self._set_photo(x0, None, label, None)
+
+    def paste_image(self) -> bool:
+        """Paste an image (or an image file) from the clipboard."""
+        mime = QGuiApplication.clipboard().mimeData()
+        if mime is not None and mime.hasUrls():
+            for url in mime.urls():
+                if url.isLocalFile():
+                    return self.open_image(url.toLocalFile())
+        if mime is not None and mime.hasImage():
+            qimg = QImage(mime.imageData())
+            if not qimg.isNull():
+                self.set_image_array(from_uint8(_flatten_alpha(qimg)), "pasted image")
+                return True
+        self.show_error("The clipboard holds no image", title="Paste")
+        return False
+
+    def strip_timesteps(self) -> list[int]:
+        """The strip's timesteps from its text field (raises ValueError with one line if it's not valid)."""
+        text = self.stripEdit.text().strip()
+        if not text:
+            return notes_timesteps(self.schedule.T)
+        try:
+            ts = [int(v) for v in text.replace(";", ",").split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"strip timesteps must be comma-separated integers, got {text!r}") from None
+        if not ts:
+            raise ValueError("the strip lists no timesteps")
+        for t in ts:
+            try:
+                self.schedule.check_t(t)
+            except ScheduleError as e:
+                raise ValueError(str(e)) from None
+        if len(ts) > 16:
+            raise ValueError("the strip shows at most 16 timesteps")
+        return ts
+
+    def strip_image(self, full_resolution: bool = True) -> np.ndarray:
+        """x_0 then x_t at each strip timestep, as ``ddpm noise`` writes it (same seed → same ε, same pixels).
+
+        With ``full_resolution`` and a photo that was downscaled for the view, the file is reloaded so the
+        strip matches ``ddpm noise FILE`` exactly."""
+        ts = self.strip_timesteps()
+        x0 = self._x0
+        if full_resolution and self._photo_path is not None and self._x0_full_shape != x0.shape[:2]:
+            x0 = load_image(self._photo_path)
+        xt = noise_strip(x0, self.schedule, ts, self.seed)
+        return make_grid([x0, *xt], ncols=len(ts) + 1, pad=4)
+
+    def export_strip(self, path) -> bool:
+        try:
+            save_image(path, self.strip_image())
+        except (OSError, ValueError) as e:
+            self.show_error(f"{path}: {one_line(e)}" if str(path) not in str(e) else one_line(e),
+                            title="Export strip")
+            return False
+        self.statusBar().showMessage(f"Wrote the strip to {path}", 6000)
+        return True
+
+    def add_panel(self, title: str, widget: QWidget) -> int:
+        """Add a panel as a tab beside the schedule panel; returns its tab index."""
+        return self.panelTabs.addTab(widget, title)
+
+    def show_panel(self, widget: QWidget) -> None:
+        self.panelTabs.setCurrentWidget(widget)
+
+    def create_runner(self, name: str) -> WorkerRunner:
+        """A worker runner owned by this window: its errors are shown, and it is stopped when the window closes."""
+        runner = WorkerRunner(self, name=name)
+        runner.error.connect(lambda msg, n=name: self.show_error(msg, title=n.capitalize()))
+        self._runners.append(runner)
+        return runner
+
+    def show_error(self, message: str, title: str = "DDPM Studio") -> None:
+        """A one-line message in a non-blocking message box and in the status bar."""
+        message = (message.strip().splitlines() or [""])[0]
+        self.last_error = message
+        self.statusBar().showMessage(message, 10000)
+        if self._closing:
+            return
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        box.setObjectName("errorMessageBox")
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    def fit_view(self) -> None:
+        self.xtPane.fit()
+
+    def save_screenshot(self, path) -> None:
+        """Grab the window as a PNG, written atomically."""
+        from core.atomic import atomic_path
+        pixmap = self.grab()
+        with atomic_path(Path(path)) as tmp:
+            if not pixmap.save(str(tmp), "PNG"):
+                raise OSError(f"{path}: could not write the screenshot")
+
+    # ----- photo, noise, schedule --------------------------------------------------------------------------
+    def _set_photo(self, x0: np.ndarray, path: Path | None, label: str, sample: str | None) -> None:
+        h, w = x0.shape[:2]
+        self._x0_full_shape = (h, w)
+        note = ""
+        if h * w > MAX_WORK_PIXELS:
+            scale = math.sqrt(MAX_WORK_PIXELS / (h * w))
+            nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
+            img = Image.fromarray(to_uint8(x0)).resize((nw, nh), Image.Resampling.LANCZOS)
+            x0 = from_uint8(np.asarray(img))
+            note = f" (shown at {nw}×{nh}; the file is {w}×{h})"
+        self._x0 = np.ascontiguousarray(x0, dtype=np.float32)
+        self._photo_path, self._photo_label, self._sample_name = path, label, sample
+        self.x0Pane.set_image(to_uint8(self._x0))
+        self.setWindowTitle(f"DDPM Studio — {label}")
+        self._make_noise()
+        self.statusBar().showMessage(f"Opened {label}: {w}×{h}{note}", 6000)
+
+    def _make_noise(self) -> None:
+        x0 = self._x0
+        self._noise = draw_noise(x0.shape, self.seed).numpy()
+        self._preview = ForwardPreview(x0, self._noise)
+        rng = np.random.default_rng(12345)
+        self._hist_index = rng.integers(0, x0.size, size=min(HIST_SAMPLES, x0.size))
+        x = x0.reshape(-1).astype(np.float64)
+        e = self._noise.reshape(-1).astype(np.float64)
+        self._moments = (float(np.dot(x, x) / x.size), float(np.dot(x, e) / x.size), float(np.dot(e, e) / e.size))
+        self._hist_x0 = self._x0.reshape(-1)[self._hist_index].astype(np.float64)
+        self._hist_eps = self._noise.reshape(-1)[self._hist_index].astype(np.float64)
+        self.noisePane.set_image(to_uint8(self._noise))
+        self._chain_cache = None
+        self._request_frame()
+        self._strip_timer.start()
+        self.imageChanged.emit()
+
+    def _on_schedule_changed(self, schedule: NoiseSchedule) -> None:
+        self._apply_schedule_range()
+        self._chain_cache = None
+        self._request_frame()
+        self._strip_timer.start()
+        self.scheduleChanged.emit(schedule)
+
+    def _apply_schedule_range(self) -> None:
+        T = self.schedule.T
+        if self._strip_default:
+            with QSignalBlocker(self.stripEdit):
+                self.stripEdit.setText(", ".join(map(str, notes_timesteps(T))))
+        for w in (self.timestepSlider, self.timestepSpin):
+            w.setMaximum(T - 1)  # clamps the value (emits valueChanged if it moved)
+        self.timestepSlider.setPageStep(max(1, T // 20))
+        self.tMaxLabel.setText(f"/ {T - 1}")
+
+    # ----- the slider path ---------------------------------------------------------------------------------
+    def _on_slider(self, t: int) -> None:
+        with QSignalBlocker(self.timestepSpin):
+            self.timestepSpin.setValue(t)
+        self.schedule_panel.set_timestep(t)
+        self._request_frame()
+        self.timestepChanged.emit(t)
+
+    def _request_frame(self) -> None:
+        """Remember the newest t and render it when the event loop gets there (coalescing fast drags)."""
+        self._pending_t = self.timestepSlider.value()
+        if not self._render_timer.isActive():
+            self._render_timer.start()
+
+    def _render_pending(self) -> None:
+        t, self._pending_t = self._pending_t, None
+        if t is None or self._preview is None:
+            return
+        t = min(t, self.schedule.T - 1)
+        if self._mode == CHAIN:
+            self._update_readout(t, mse=math.nan)  # the chain's PSNR arrives with its frame
+            self._start_chain(t)
+            return
+        self._update_readout(t)
+        self.xtPane.set_image(self._preview.render(t, self.schedule))  # a fresh array per frame
+        self.last_frame_time = time.perf_counter()
+        self.frames_rendered += 1
+        a = self.schedule.sqrt_alphas_cumprod[t]
+        b = self.schedule.sqrt_one_minus_alphas_cumprod[t]
+        self.histogram.set_values(a * self._hist_x0 + b * self._hist_eps)
+        self.frameShown.emit(t)
+
+    def psnr(self, t: int) -> float:
+        """PSNR of x_t against x_0 in dB, on the [−1, 1] scale (peak-to-peak 2) before display clipping:
+        10·log10(4 / MSE) with MSE = (a−1)²·E[x_0²] + 2(a−1)b·E[x_0 ε] + b²·E[ε²], a = √ᾱ_t, b = √(1−ᾱ_t)."""
+        a = float(self.schedule.sqrt_alphas_cumprod[t])
+        b = float(self.schedule.sqrt_one_minus_alphas_cumprod[t])
+        xx, xe, ee = self._moments
+        mse = (a - 1) ** 2 * xx + 2 * (a - 1) * b * xe + b * b * ee
+        return _psnr(mse)
+
+    def _update_readout(self, t: int, mse: float | None = None) -> None:
+        s = self.schedule
+        ab = float(s.alphas_cumprod[t])
+        snr = float(s.snr[t])
+        snr_db = "−∞" if snr <= 0 else f"{10 * math.log10(snr):+.2f}"
+        psnr = self.psnr(t) if mse is None else _psnr(mse)
+        psnr_txt = "∞" if math.isinf(psnr) else ("…" if math.isnan(psnr) else f"{psnr:.2f}")
+        cells = [("t", f"{t}"), ("β<sub>t</sub>", f"{s.betas[t]:.5g}"), ("ᾱ<sub>t</sub>", f"{ab:.5g}"),
+                 ("√ᾱ<sub>t</sub>", f"{math.sqrt(ab):.4f}"), ("√(1−ᾱ<sub>t</sub>)", f"{math.sqrt(1 - ab):.4f}"),
+                 ("SNR", f"{snr_db} dB"), ("PSNR(x<sub>t</sub>, x<sub>0</sub>)", f"{psnr_txt} dB")]
+        self.readout.setText("&nbsp;&nbsp;·&nbsp;&nbsp;".join(f"{k} = <b>{v}</b>" for k, v in cells))
+        self.readout_values = dict(t=t, beta=float(s.betas[t]), alpha_bar=ab, sqrt_alpha_bar=math.sqrt(ab),
+                                   sqrt_one_minus_alpha_bar=math.sqrt(1 - ab),
+                                   snr_db=(-math.inf if snr <= 0 else 10 * math.log10(snr)), psnr_db=psnr)
+
+    # ----- Markov-chain mode -------------------------------------------------------------------------------
+    def _on_mode(self, _index: int) -> None:
+        self._mode = self.modeCombo.currentData()
+        chain = self._mode == CHAIN
+        self.modeNote.setVisible(chain)
+        if not chain:
+            self._chain_runner.cancel()
+            self._chain_status = ""
+        self.xtPane.title.setText(self._xt_title())
+        self._request_frame()
+
+    def _xt_title(self) -> str:
+        if self._mode == CHAIN:
+            return "<b>x<sub>t</sub></b> — Markov chain, eq. 2: x<sub>t</sub> = √(1−β<sub>t</sub>)·x<sub>t−1</sub> + √β<sub>t</sub>·ε<sub>t</sub>"
+        return "<b>x<sub>t</sub></b> = √ᾱ<sub>t</sub>·x<sub>0</sub> + √(1−ᾱ<sub>t</sub>)·ε &nbsp;(eq. 5)"
+
+    def _start_chain(self, t: int) -> None:
+        if self._chain_cache is None:
+            self._chain_cache = ChainCache(self._x0, self.schedule, self.seed)
+        self._chain_target = t
+        self.modeNote.setText(f"{CHAIN_NOTE}  Walking the chain to t = {t}…")
+        self._chain_runner.start(chain_frames, self._chain_cache, t, sample_index=self._hist_index,
+                                 on_frame=self._on_chain_frame, on_finished=lambda _r: self._on_chain_done())
+
+    def _on_chain_frame(self, frame: ChainFrame | None) -> None:
+        if frame is None:
+            return
+        self.xtPane.set_image(frame.image)
+        self.last_frame_time = time.perf_counter()
+        if frame.sample is not None:
+            self.histogram.set_values(frame.sample)
+        self._update_readout(frame.t, mse=frame.mse)
+        self.frames_rendered += 1
+        if not frame.final:
+            self.modeNote.setText(f"{CHAIN_NOTE}  Walking the chain: step {frame.t} of {frame.target}…")
+        self.frameShown.emit(frame.t)
+
+    def _on_chain_done(self) -> None:
+        t = getattr(self, "_chain_target", 0)
+        stride = self._chain_cache.stride if self._chain_cache else 1
+        self.modeNote.setText(f"{CHAIN_NOTE}  Showing step {t} (checkpoints every {stride} steps).")
+
+    # ----- strip -------------------------------------------------------------------------------------------
+    def _on_strip_edited(self) -> None:
+        self._strip_default = self.stripEdit.text().strip() in ("", ", ".join(map(str, notes_timesteps(self.schedule.T))))
+        self._update_strip()
+
+    def _update_strip(self) -> None:
+        try:
+            ts = self.strip_timesteps()
+        except ValueError as e:
+            self.statusBar().showMessage(f"Strip: {e}", 8000)
+            return
+        h = self._x0.shape[0]
+        step = max(1, h // STRIP_THUMB_HEIGHT)
+        x0 = self._x0[::step, ::step]
+        eps = self._noise[::step, ::step]
+        s = self.schedule
+        frames = [x0] + [s.sqrt_alphas_cumprod[t] * x0 + s.sqrt_one_minus_alphas_cumprod[t] * eps for t in ts]
+        grid = make_grid(frames, ncols=len(frames), pad=3)
+        self._strip_pixmap = qpixmap_from_u8(grid)
+        tile_w = frames[0].shape[1] + 3
+        self._strip_captions = [(i * tile_w / grid.shape[1], text)
+                                for i, text in enumerate(["x₀"] + [f"t = {t}" for t in ts])]
+        self._fit_strip()
+
+    def _fit_strip(self) -> None:
+        pm = getattr(self, "_strip_pixmap", None)
+        if pm is None:
+            return
+        w = max(50, self.stripView.width())
+        h = max(30, self.stripView.height())
+        scaled = pm.scaled(w, h, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+        p = QPainter(scaled)
+        font = p.font()
+        font.setPointSizeF(8.5)
+        p.setFont(font)
+        fm = p.fontMetrics()
+        for frac, text in getattr(self, "_strip_captions", []):
+            x = int(frac * scaled.width()) + 2
+            box_w, box_h = fm.horizontalAdvance(text) + 8, fm.height() + 2
+            p.fillRect(x, scaled.height() - box_h - 2, box_w, box_h, QColor(0, 0, 0, 150))
+            p.setPen(QColor("white"))
+            p.drawText(x + 4, scaled.height() - 4 - fm.descent(), text)
+        p.end()
+        self.stripView.setPixmap(scaled)
+
+    def _export_strip_dialog(self) -> None:
+        name = (Path(self._photo_label).stem or "image") + f"_strip_seed{self.seed}.png"
+        path, _ = QFileDialog.getSaveFileName(self, "Export strip", name, "PNG (*.png)")
+        if path:
+            if not path.lower().endswith(".png"):
+                path += ".png"
+            self.export_strip(path)
+
+    # ----- play --------------------------------------------------------------------------------------------
+    def _on_play(self, on: bool) -> None:
+        if on:
+            if self.timestep >= self.schedule.T - 1:
+                self.set_timestep(0)
+            self._play_timer.start()
+        else:
+            self._play_timer.stop()
+        self.playButton.setText("⏸ Pause" if on else "▶ Play")
+
+    def _play_tick(self) -> None:
+        T = self.schedule.T
+        step = max(1, round(T / (PLAY_SECONDS * PLAY_FPS)))
+        t = self.timestep + step
+        if t >= T - 1:
+            self.set_timestep(T - 1)
+            self.playButton.setChecked(False)
+        else:
+            self.set_timestep(t)
+
+    # ----- UI ----------------------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        self.xtPane = ImagePane(self._xt_title(), "xtPane",
+                                "x_t at the slider's t. Wheel: zoom, drag: pan, Ctrl+0: fit.")
+        self.x0Pane = ImagePane("<b>x<sub>0</sub></b> — the photo", "x0Pane", "The clean photo x_0")
+        self.noisePane = ImagePane("<b>ε</b> ~ N(0, I) — fixed for this photo and seed", "noisePane",
+                                   "The noise ε = draw_noise(shape, seed), shown with x_t's mapping "
+                                   "u8 = clip(127.5·x + 128): x_T ≈ ε")
+        self.x0Pane.link_to(self.xtPane)
+        self.noisePane.link_to(self.xtPane)
+        self.x0Pane.hide()
+        self.noisePane.hide()
+        panes = QHBoxLayout()
+        panes.setSpacing(6)
+        for p in (self.xtPane, self.x0Pane, self.noisePane):
+            panes.addWidget(p, 1)
+
+        self.showX0Check = QCheckBox("show x₀")
+        self.showX0Check.setObjectName("showX0Check")
+        self.showX0Check.setToolTip("Show the clean photo x_0 beside x_t")
+        self.showX0Check.toggled.connect(self.x0Pane.setVisible)
+        self.showX0Check.toggled.connect(lambda _v: QTimer.singleShot(0, self.fit_view))
+        self.showNoiseCheck = QCheckBox("show ε")
+        self.showNoiseCheck.setObjectName("showNoiseCheck")
+        self.showNoiseCheck.setToolTip("Show the noise ε beside x_t (x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε)")
+        self.showNoiseCheck.toggled.connect(self.noisePane.setVisible)
+        self.showNoiseCheck.toggled.connect(lambda _v: QTimer.singleShot(0, self.fit_view))
+        self.fitButton = QPushButton("Fit")
+        self.fitButton.setObjectName("fitViewButton")
+        self.fitButton.setToolTip("Fit the photo to the view (Ctrl+0)")
+        self.fitButton.clicked.connect(self.fit_view)
+
+        self.modeCombo = QComboBox()
+        self.modeCombo.setObjectName("modeCombo")
+        self.modeCombo.addItem("Closed form q(x_t | x_0), eq. 5 — one ε for all t", CLOSED)
+        self.modeCombo.addItem("Markov chain, eq. 2 — a new ε every step", CHAIN)
+        self.modeCombo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.modeCombo.setMinimumContentsLength(16)
+        self.modeCombo.setToolTip("Closed form: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε with one ε for all t (eq. 5). "
+                                  "Markov chain: x_t = √(1−β_t)·x_{t−1} + √β_t·ε_t, a new ε_t every step "
+                                  "(eq. 2). They agree in distribution, not pixel for pixel.")
+        self.modeCombo.currentIndexChanged.connect(self._on_mode)
+
+        self.seedSpin = QSpinBox()
+        self.seedSpin.setObjectName("seedSpin")
+        self.seedSpin.setRange(0, 2**31 - 1)
+        self.seedSpin.setKeyboardTracking(False)
+        self.seedSpin.setToolTip("Seed of ε (a seeded CPU torch.Generator: the same seed gives the same ε as "
+                                 "`ddpm noise --seed` on every machine)")
+        self.seedSpin.valueChanged.connect(lambda _v: self._x0 is not None and self._make_noise())
+        self.newNoiseButton = QPushButton("New noise")
+        self.newNoiseButton.setObjectName("newNoiseButton")
+        self.newNoiseButton.setToolTip("Draw a new ε ~ N(0, I) (a random seed)")
+        self.newNoiseButton.clicked.connect(self.new_noise)
+
+        controls = QHBoxLayout()
+        controls.addWidget(self.showX0Check)
+        controls.addWidget(self.showNoiseCheck)
+        controls.addWidget(self.fitButton)
+        controls.addStretch(1)
+        controls.addWidget(QLabel("Seed"))
+        controls.addWidget(self.seedSpin)
+        controls.addWidget(self.newNoiseButton)
+        mode_row = QHBoxLayout()
+        mode_row.addWidget(QLabel("Mode"))
+        mode_row.addWidget(self.modeCombo, 1)
+
+        self.modeNote = QLabel(CHAIN_NOTE)
+        self.modeNote.setObjectName("modeNote")
+        self.modeNote.setWordWrap(True)
+        self.modeNote.setStyleSheet("color: #8a4b00;")
+        self.modeNote.hide()
+
+        self.histogram = PixelHistogram()
+        self.histogram.setFixedHeight(150)
+
+        self.playButton = QPushButton("▶ Play")
+        self.playButton.setObjectName("playButton")
+        self.playButton.setCheckable(True)
+        self.playButton.setToolTip("Animate t from here to T−1 (about 5 s per pass); click again to pause")
+        self.playButton.toggled.connect(self._on_play)
+        self.timestepSlider = QSlider(Qt.Orientation.Horizontal)
+        self.timestepSlider.setObjectName("timestepSlider")
+        self.timestepSlider.setToolTip("Timestep t (0…T−1): x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε. "
+                                       "Arrows step by 1, Page Up/Down by T/20, Home/End jump to the ends.")
+        self.timestepSlider.setRange(0, 999)
+        self.timestepSlider.valueChanged.connect(self._on_slider)
+        self.timestepSpin = QSpinBox()
+        self.timestepSpin.setObjectName("timestepSpin")
+        self.timestepSpin.setRange(0, 999)
+        self.timestepSpin.setToolTip("Timestep t (0…T−1)")
+        self.timestepSpin.valueChanged.connect(self.timestepSlider.setValue)
+        self.tMaxLabel = QLabel("/ 999")
+        slider_row = QHBoxLayout()
+        slider_row.addWidget(self.playButton)
+        slider_row.addWidget(QLabel("t"))
+        slider_row.addWidget(self.timestepSlider, 1)
+        slider_row.addWidget(self.timestepSpin)
+        slider_row.addWidget(self.tMaxLabel)
+
+        self.readout = QLabel()
+        self.readout.setObjectName("timestepReadout")
+        self.readout.setTextFormat(Qt.TextFormat.RichText)
+        self.readout.setWordWrap(True)
+        self.readout.setToolTip("β_t; ᾱ_t = Π(1−β_s); √ᾱ_t and √(1−ᾱ_t), the scales of x_0 and ε in x_t; "
+                                "SNR = 10·log10(ᾱ_t/(1−ᾱ_t)) dB; PSNR(x_t, x_0) = 10·log10(2²/MSE) dB on the "
+                                "[−1, 1] scale, before display clipping")
+        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.stripEdit = QLineEdit()
+        self.stripEdit.setObjectName("stripTimesteps")
+        self.stripEdit.setToolTip("Timesteps of the strip, comma-separated (default: the notes' 19, 39, 59, 79, 99 "
+                                  "scaled to T). The strip uses the closed form with this photo's ε, like "
+                                  "`ddpm noise`.")
+        self.stripEdit.editingFinished.connect(self._on_strip_edited)
+        self.exportStripButton = QPushButton("Export strip…")
+        self.exportStripButton.setObjectName("exportStripButton")
+        self.exportStripButton.setToolTip("Save x_0 and x_t at the strip's timesteps as one PNG, at full resolution "
+                                          "(the same pixels as `ddpm noise IMAGE --seed S`)")
+        self.exportStripButton.clicked.connect(self._export_strip_dialog)
+        strip_row = QHBoxLayout()
+        strip_row.addWidget(QLabel("Strip at t ="))
+        strip_row.addWidget(self.stripEdit, 1)
+        strip_row.addWidget(self.exportStripButton)
+        self.stripView = _ResizeLabel(self._fit_strip)
+        self.stripView.setObjectName("stripView")
+        self.stripView.setToolTip("x_0, then x_t at each strip timestep (one shared ε)")
+        self.stripView.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        self.stripView.setMinimumHeight(90)
+        self.stripView.setMaximumHeight(130)
+        self.stripView.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+        left = QWidget()
+        left.setObjectName("imageArea")
+        lv = QVBoxLayout(left)
+        lv.setContentsMargins(6, 6, 6, 6)
+        lv.addLayout(panes, 1)
+        lv.addLayout(controls)
+        lv.addLayout(mode_row)
+        lv.addWidget(self.modeNote)
+        lv.addLayout(slider_row)
+        lv.addWidget(self.readout)
+        lv.addWidget(self.histogram)
+        lv.addLayout(strip_row)
+        lv.addWidget(self.stripView)
+
+        self.panelTabs = QTabWidget()
+        self.panelTabs.setObjectName("panelTabs")
+        self.panelTabs.setToolTip("")
+        self.panelTabs.addTab(self.schedule_panel, "Schedule")
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("mainSplitter")
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.panelTabs)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([840, 600])
+        self.setCentralWidget(self.splitter)
+        self.statusBar().setObjectName("statusBar")
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        file_menu = mb.addMenu("&File")
+        self._action(file_menu, "&Open image…", self._open_dialog, "Ctrl+O", "openImageAction")
+        samples = file_menu.addMenu("Built-in &samples")
+        for name in SAMPLES:
+            self._action(samples, SAMPLE_LABELS.get(name, name), lambda _c=False, n=name: self.open_sample(n),
+                         None, f"sample{name.capitalize()}Action")
+        self._action(file_menu, "&Paste image", self.paste_image, "Ctrl+V", "pasteImageAction")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Export strip…", self._export_strip_dialog, "Ctrl+E", "exportStripAction")
+        self._action(file_menu, "Save &screenshot…", self._screenshot_dialog, None, "screenshotAction")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, "Ctrl+Q", "quitAction")
+
+        sched = mb.addMenu("&Schedule")
+        undo, redo = self.schedule_panel.make_undo_actions(self)
+        sched.addAction(undo)
+        sched.addAction(redo)
+        self.addAction(undo)
+        self.addAction(redo)
+        sched.addSeparator()
+        self._action(sched, "The notes' example (linear, T = 100)", self.schedule_panel.apply_notes_example, None,
+                     "notesExampleAction")
+        self._action(sched, "Ho et al. (linear, T = 1000)",
+                     lambda: self.schedule_panel.apply_preset("linear", T=1000, beta_start=1e-4, beta_end=0.02,
+                                                              zero_snr=False), None, "hoPresetAction")
+        self._action(sched, "&Load schedule…", self.schedule_panel._load_dialog, None, "loadScheduleAction")
+        self._action(sched, "&Save schedule…", self.schedule_panel._save_dialog, None, "saveScheduleAction")
+        pin = self._action(sched, "&Pin as reference", self.schedule_panel.set_pinned, None, "pinScheduleAction")
+        pin.setCheckable(True)
+        self.schedule_panel.pinButton.toggled.connect(pin.setChecked)
+
+        view = mb.addMenu("&View")
+        for check in (self.showX0Check, self.showNoiseCheck):
+            a = QAction(check.text(), self, checkable=True)
+            a.setObjectName(check.objectName().replace("Check", "Action"))
+            a.toggled.connect(check.setChecked)
+            check.toggled.connect(a.setChecked)
+            view.addAction(a)
+        self._action(view, "&Fit image", self.fit_view, "Ctrl+0", "fitViewAction")
+        play = self._action(view, "&Play / pause", self.playButton.toggle, "Ctrl+Space", "playAction")
+        del play
+
+        help_menu = mb.addMenu("&Help")
+        self._action(help_menu, "&About DDPM Studio", self._about, None, "aboutAction")
+
+    def _action(self, menu, text, slot, shortcut, name) -> QAction:
+        a = QAction(text, self)
+        a.setObjectName(name)
+        if shortcut:
+            a.setShortcut(QKeySequence(shortcut))
+        a.triggered.connect(slot)
+        menu.addAction(a)
+        self.addAction(a)
+        return a
+
+    def _open_dialog(self) -> None:
+        start = str(self._photo_path.parent) if self._photo_path else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", start, IMAGE_FILTER)
+        if path:
+            self.open_image(path)
+
+    def _screenshot_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "ddpm-studio.png", "PNG (*.png)")
+        if path:
+            try:
+                self.save_screenshot(path)
+            except OSError as e:
+                self.show_error(one_line(e))
+
+    def _about(self) -> None:
+        box = QMessageBox(QMessageBox.Icon.Information, "About DDPM Studio",
+                          "DDPM Studio: see denoising diffusion happen. Drag t to noise the photo; drag the "
+                          "schedule's points to reshape β_t.", QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    # ----- drag and drop -----------------------------------------------------------------------------------
+    def dragEnterEvent(self, ev):  # noqa: N802 - Qt override
+        mime = ev.mimeData()
+        if (mime.hasUrls() and any(u.isLocalFile() for u in mime.urls())) or mime.hasImage():
+            ev.acceptProposedAction()
+        else:
+            ev.ignore()
+
+    def dragMoveEvent(self, ev):  # noqa: N802 - Qt override
+        self.dragEnterEvent(ev)
+
+    def dropEvent(self, ev):  # noqa: N802 - Qt override
+        mime = ev.mimeData()
+        files = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()] if mime.hasUrls() else []
+        if files:
+            ev.acceptProposedAction()
+            self.open_image(files[0])
+        elif mime.hasImage():
+            ev.acceptProposedAction()
+            self.set_image_array(from_uint8(_flatten_alpha(QImage(mime.imageData()))), "dropped image")
+        else:
+            ev.ignore()
+
+    # ----- settings and closing ----------------------------------------------------------------------------
+    def _restore_settings(self) -> dict:
+        s = self._settings
+        out: dict = {}
+        geometry = s.value("window/geometry")
+        if isinstance(geometry, (QByteArray, bytes)) and self.restoreGeometry(QByteArray(geometry)):
+            out["geometry"] = True
+        text = s.value("schedule/json")
+        if isinstance(text, str) and text:
+            try:
+                self.schedule_panel.set_schedule(NoiseSchedule.from_json(text), "Restore schedule")
+                self.schedule_panel.undo_stack.clear()
+            except ScheduleError:
+                pass
+        seed = settings_mod.int_value(s, "noise/seed")
+        if seed is not None and 0 <= seed <= self.seedSpin.maximum():
+            with QSignalBlocker(self.seedSpin):
+                self.seedSpin.setValue(seed)
+        t = settings_mod.int_value(s, "view/t")
+        if t is not None:
+            out["t"] = t
+        sample = s.value("photo/sample")
+        path = s.value("photo/path")
+        if isinstance(sample, str) and sample in SAMPLES:
+            out["photo"] = ("sample", sample)
+        elif isinstance(path, str) and path and Path(path).is_file():
+            out["photo"] = ("path", path)
+        for key, check in (("view/showX0", self.showX0Check), ("view/showNoise", self.showNoiseCheck)):
+            v = settings_mod.bool_value(s, key)
+            if v is not None:
+                check.setChecked(v)
+        curve = s.value("schedule/curve")
+        if isinstance(curve, str):
+            try:
+                self.schedule_panel.set_curve(curve)
+            except KeyError:
+                pass
+        return out
+
+    def save_settings(self) -> None:
+        s = self._settings
+        if s is None:
+            return
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("schedule/json", self.schedule.to_json())
+        s.setValue("schedule/curve", self.schedule_panel.curve)
+        s.setValue("noise/seed", self.seed)
+        s.setValue("view/t", self.timestep)
+        s.setValue("view/showX0", self.showX0Check.isChecked())
+        s.setValue("view/showNoise", self.showNoiseCheck.isChecked())
+        s.setValue("photo/sample", self._sample_name or "")
+        s.setValue("photo/path", str(self._photo_path) if self._photo_path and not self._sample_name else "")
+        s.sync()
+
+    def closeEvent(self, ev):  # noqa: N802 - Qt override
+        self._closing = True
+        self._play_timer.stop()
+        self._render_timer.stop()
+        self._strip_timer.stop()
+        for runner in self._runners:
+            runner.shutdown(timeout_s=10.0)
+        shutdown_all(timeout_s=10.0)
+        self.save_settings()
+        super().closeEvent(ev)
+
+    def resizeEvent(self, ev):  # noqa: N802 - Qt override
+        super().resizeEvent(ev)
+        self._fit_strip()
+
+
+CHAIN_NOTE = ("Markov chain: a fresh ε_t at every step. It agrees with the closed form in distribution, "
+              "not pixel for pixel.")
+
+
+class _ResizeLabel(QLabel):
+    def __init__(self, on_resize):
+        super().__init__()
+        self._on_resize = on_resize
+
+    def resizeEvent(self, ev):  # noqa: N802 - Qt override
+        super().resizeEvent(ev)
+        self._on_resize()
+
+
+def _psnr(mse: float) -> float:
+    if math.isnan(mse):
+        return math.nan
+    return math.inf if mse <= 0 else 10.0 * math.log10(4.0 / mse)
+
+
+def _flatten_alpha(qimg: QImage) -> np.ndarray:
+    """A QImage → H×W×3 uint8, transparency composited over white (as core.images does for files)."""
+    if qimg.hasAlphaChannel():
+        bg = QImage(qimg.size(), QImage.Format.Format_RGB888)
+        bg.fill(Qt.GlobalColor.white)
+        p = QPainter(bg)
+        p.drawImage(0, 0, qimg)
+        p.end()
+        qimg = bg
+    return u8_from_qimage(qimg)

@@ -1,0 +1,660 @@
+"""The schedule panel: a pyqtgraph plot of β_t (or ᾱ_t, √ᾱ_t, √(1−ᾱ_t), log-SNR), preset controls, and a visual
+editor whose control points rebuild the schedule by monotone interpolation (:mod:`ddpm_gui.schedule_edit`).
+
+The panel owns the current :class:`core.schedule.NoiseSchedule` and announces every change with
+``scheduleChanged(schedule)``; every change (preset, T, β range, a drag, Load) is one undo step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
+from PySide6.QtGui import QKeySequence, QUndoCommand, QUndoStack
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
+                               QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+
+from core.cli.cmd_noise import NOTES_BETA_END, NOTES_BETA_START, NOTES_T
+from core.schedule import MAX_T, PRESETS, NoiseSchedule, ScheduleError
+from ddpm_gui.image_views import style_plot
+from ddpm_gui.schedule_edit import (BETA, CURVES, EditError, Knots, curve_values, fit_knots, from_space,
+                                    knots_from_params, schedule_from_knots, space_of, space_values, to_space,
+                                    zero_terminal)
+
+PRESET_LABELS = {"linear": "linear (Ho et al.)", "scaled_linear": "scaled linear (Stable Diffusion)",
+                 "cosine": "cosine (Nichol & Dhariwal)", "sigmoid": "sigmoid", "quadratic": "quadratic"}
+CURVE_TIPS = {
+    "beta": "β_t: the variance added at step t, x_t = √(1−β_t)·x_{t−1} + √β_t·ε (eq. 2)",
+    "alphas_cumprod": "ᾱ_t = Π_{s≤t}(1 − β_s): the signal's share of the variance of x_t (eq. 4–5)",
+    "sqrt_alphas_cumprod": "√ᾱ_t: the scale of x_0 in x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (eq. 5); dashed: √(1−ᾱ_t)",
+    "sqrt_one_minus_alphas_cumprod": "√(1−ᾱ_t): the scale of ε in x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (eq. 5); "
+                                     "dashed: √ᾱ_t",
+    "log_snr": "log-SNR λ_t = log(ᾱ_t / (1 − ᾱ_t)), natural log",
+}
+MAIN_PEN = pg.mkPen(30, 90, 200, width=2.5)
+SECOND_PEN = pg.mkPen(200, 90, 30, width=2, style=Qt.PenStyle.DashLine)
+PIN_PEN = pg.mkPen(120, 120, 120, 140, width=2, style=Qt.PenStyle.DotLine)
+MARKER_PEN = pg.mkPen(220, 40, 40, width=2)
+
+
+@dataclass(frozen=True)
+class EditState:
+    """What one undo step restores: the schedule and the control points it was edited with."""
+
+    schedule: NoiseSchedule
+    knots: Knots
+
+
+class _Snapshot(QUndoCommand):
+    def __init__(self, panel: "SchedulePanel", before: EditState, after: EditState, text: str):
+        super().__init__(text)
+        self.panel, self.before, self.after = panel, before, after
+        self._first = True
+
+    def redo(self):
+        if self._first:  # the edit is already applied when the command is pushed
+            self._first = False
+            return
+        self.panel._restore(self.after)
+
+    def undo(self):
+        self.panel._restore(self.before)
+
+
+class ControlPoints(pg.ScatterPlotItem):
+    """Draggable control points: drag moves one; right-click or Shift+click removes one."""
+
+    def __init__(self, panel: "SchedulePanel"):
+        super().__init__(size=12, pen=pg.mkPen("#222", width=1.5), brush=pg.mkBrush(255, 175, 0),
+                         hoverable=True, hoverSize=15, hoverBrush=pg.mkBrush(255, 215, 80), tip=None)
+        self.panel = panel
+        self._drag: tuple[int, pg.Point] | None = None
+        self.setZValue(10)
+
+    def _point_at(self, pos) -> int | None:
+        pts = self.pointsAt(pos)
+        return int(pts[0].index()) if len(pts) else None
+
+    def mouseDragEvent(self, ev):  # noqa: N802 - pyqtgraph override
+        if ev.button() != Qt.MouseButton.LeftButton:
+            ev.ignore()
+            return
+        if ev.isStart():
+            i = self._point_at(ev.buttonDownPos())
+            if i is None:
+                ev.ignore()
+                return
+            spot = self.data[i]
+            self._drag = (i, pg.Point(spot["x"], spot["y"]) - ev.buttonDownPos())
+            self.panel.begin_drag()
+        elif self._drag is None:
+            ev.ignore()
+            return
+        i, offset = self._drag
+        p = ev.pos() + offset
+        self.panel.drag_point(i, p.x(), p.y())
+        if ev.isFinish():
+            self._drag = None
+            self.panel.end_drag()
+        ev.accept()
+
+    def mouseClickEvent(self, ev):  # noqa: N802 - pyqtgraph override
+        i = self._point_at(ev.pos())
+        shift = bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if i is not None and (ev.button() == Qt.MouseButton.RightButton or
+                              (ev.button() == Qt.MouseButton.LeftButton and shift)):
+            self.panel.remove_point(i)
+            ev.accept()
+        else:
+            ev.ignore()
+
+
+class SchedulePanel(QWidget):
+    """Presets, the schedule plot and the visual editor. See the module docstring."""
+
+    scheduleChanged = Signal(object)   # NoiseSchedule
+    timestepDragged = Signal(int)      # the t marker was dragged
+    message = Signal(str)              # a one-line note for the status bar (refused edits, …)
+    error = Signal(str)                # a one-line error for a message box (a bad schedule file, …)
+
+    def __init__(self, schedule: NoiseSchedule | None = None, parent=None):
+        super().__init__(parent)
+        self.setObjectName("schedulePanel")
+        self._schedule = schedule or NoiseSchedule.preset("linear")
+        self._curve = "beta"
+        self._knots = fit_knots(self._schedule, BETA)
+        self._pinned: NoiseSchedule | None = None
+        self._t = 0
+        self._drag_before: EditState | None = None
+        self._updating_marker = False
+        self._last_preset = self._schedule.name if self._schedule.name in PRESETS else "linear"
+        self.undo_stack = QUndoStack(self)
+        self.undo_stack.setObjectName("scheduleUndoStack")
+        self._build()
+        self._sync_controls()
+        self._redraw()
+
+    # ----- public API ------------------------------------------------------------------------------------
+    @property
+    def schedule(self) -> NoiseSchedule:
+        return self._schedule
+
+    @property
+    def knots(self) -> Knots:
+        return self._knots
+
+    @property
+    def curve(self) -> str:
+        return self._curve
+
+    def set_schedule(self, schedule: NoiseSchedule, text: str = "Change schedule") -> None:
+        """Make ``schedule`` current as one undo step."""
+        knots = knots_from_params(schedule) or fit_knots(schedule, space_of(self._curve))
+        if knots.space != space_of(self._curve):
+            knots = fit_knots(schedule, space_of(self._curve))
+        self._commit(EditState(schedule, knots), text)
+
+    def set_curve(self, curve: str) -> None:
+        i = self.curveCombo.findData(curve)
+        if i < 0:
+            raise KeyError(curve)
+        self.curveCombo.setCurrentIndex(i)
+
+    def set_timestep(self, t: int) -> None:
+        """Move the t marker (the slider calls this; it does not emit ``timestepDragged``)."""
+        self._t = int(t)
+        self._updating_marker = True
+        try:
+            self.marker.setValue(self._t)
+        finally:
+            self._updating_marker = False
+
+    def point_position(self, i: int) -> tuple[float, float]:
+        """Where control point i is drawn, in plot coordinates (log10 of the value on a log axis)."""
+        spot = self.points.data[i]
+        return float(spot["x"]), float(spot["y"])
+
+    def move_point(self, i: int, t: int, value: float) -> bool:
+        """Move control point i to (t, value of the shown curve) as one undo step; False (and a status message)
+        if the edit is refused."""
+        self.begin_drag()
+        ok = self._apply_point(i, t, value)
+        self.end_drag()
+        return ok
+
+    def add_point(self, t: int) -> bool:
+        """Add a control point on the curve at t (the schedule is unchanged until a point moves)."""
+        t = int(round(t))
+        last = self._knots.t[-1]
+        if not 0 < t < last:
+            self.message.emit(f"add points between t = 1 and t = {last - 1}")
+            return False
+        v = float(space_values(self._schedule, self._knots.space)[t])
+        try:
+            knots, _ = self._knots.inserted(t, v)
+        except EditError as e:
+            self.message.emit(str(e))
+            return False
+        self._commit(EditState(self._schedule, knots), "Add point")
+        return True
+
+    def remove_point(self, i: int) -> bool:
+        try:
+            knots = self._knots.removed(i)
+            schedule = schedule_from_knots(knots, self._schedule.T, zero_terminal(self._schedule))
+        except EditError as e:
+            self.message.emit(f"Refused: {e}")
+            return False
+        self._commit(EditState(schedule, knots), "Remove point")
+        return True
+
+    def apply_preset(self, name: str | None = None, T: int | None = None, beta_start: float | None = None,
+                     beta_end: float | None = None, zero_snr: bool | None = None) -> bool:
+        """Switch to a preset (missing arguments come from the controls) as one undo step."""
+        name = name or self._last_preset
+        T = self.tSpin.value() if T is None else T
+        beta_start = self.betaStartSpin.value() if beta_start is None else beta_start
+        beta_end = self.betaEndSpin.value() if beta_end is None else beta_end
+        zero_snr = self.zeroSnrCheck.isChecked() if zero_snr is None else zero_snr
+        try:
+            schedule = NoiseSchedule.preset(name, T=int(T), beta_start=beta_start, beta_end=beta_end,
+                                            zero_snr=bool(zero_snr))
+        except ScheduleError as e:
+            self.message.emit(f"Refused: {e}")
+            self._sync_controls()
+            return False
+        self._last_preset = name
+        self.set_schedule(schedule, f"Preset {name}")
+        return True
+
+    def apply_notes_example(self) -> None:
+        """The notes' example: linear β from 1e-4 to 0.05 with T = 100."""
+        self.apply_preset("linear", T=NOTES_T, beta_start=NOTES_BETA_START, beta_end=NOTES_BETA_END, zero_snr=False)
+
+    def load_schedule(self, path) -> bool:
+        try:
+            schedule = NoiseSchedule.load(path)
+        except ScheduleError as e:
+            self.error.emit(str(e))
+            return False
+        self.set_schedule(schedule, f"Load {Path(path).name}")
+        self.message.emit(f"Loaded schedule {path} ({schedule.name}, T = {schedule.T})")
+        return True
+
+    def save_schedule(self, path) -> bool:
+        try:
+            self._schedule.save(path)
+        except (OSError, ValueError) as e:
+            from ddpm_gui.worker import one_line
+            self.error.emit(f"{path}: {one_line(e)}")
+            return False
+        self.message.emit(f"Saved schedule to {path}")
+        return True
+
+    def set_pinned(self, on: bool) -> None:
+        """Keep the current schedule as a faint reference curve (or drop it)."""
+        self._pinned = self._schedule if on else None
+        with QSignalBlocker(self.pinButton):
+            self.pinButton.setChecked(on)
+        self._redraw()
+
+    @property
+    def pinned(self) -> NoiseSchedule | None:
+        return self._pinned
+
+    # ----- editing ---------------------------------------------------------------------------------------
+    def begin_drag(self) -> None:
+        self._drag_before = EditState(self._schedule, self._knots)
+        self.plot.getViewBox().disableAutoRange()
+
+    def drag_point(self, i: int, x_view: float, y_view: float) -> bool:
+        """A drag position in plot coordinates; applies the edit if it is valid."""
+        with np.errstate(over="ignore"):
+            value = float(np.power(10.0, y_view)) if self._log_y() else float(y_view)
+        return self._apply_point(i, int(round(x_view)), value)
+
+    def end_drag(self) -> None:
+        before, self._drag_before = self._drag_before, None
+        self.plot.getViewBox().enableAutoRange(y=True)
+        if before is not None and (before.schedule is not self._schedule or before.knots != self._knots):
+            self.undo_stack.push(_Snapshot(self, before, EditState(self._schedule, self._knots), "Move point"))
+        self._redraw()
+
+    def _apply_point(self, i: int, t: int, value: float) -> bool:
+        knots = self._knots
+        last = knots.t[-1]
+        if i == 0:
+            t = 0
+        elif i == len(knots) - 1:
+            t = last
+        else:
+            t = int(min(max(t, knots.t[i - 1] + 1), knots.t[i + 1] - 1))
+        try:
+            v = to_space(self._curve, value)
+            new_knots = knots.with_point(i, t, v)
+            schedule = schedule_from_knots(new_knots, self._schedule.T, zero_terminal(self._schedule))
+        except EditError as e:
+            self.message.emit(f"Refused: {e} — kept the last valid schedule")
+            return False
+        self._set_state(EditState(schedule, new_knots))
+        return True
+
+    def _commit(self, state: EditState, text: str) -> None:
+        before = EditState(self._schedule, self._knots)
+        self._set_state(state)
+        self.undo_stack.push(_Snapshot(self, before, state, text))
+
+    def _restore(self, state: EditState) -> None:
+        knots = state.knots
+        if knots.space != space_of(self._curve):
+            knots = fit_knots(state.schedule, space_of(self._curve))
+        self._set_state(EditState(state.schedule, knots))
+
+    def _set_state(self, state: EditState) -> None:
+        changed = state.schedule is not self._schedule
+        self._schedule, self._knots = state.schedule, state.knots
+        if self._schedule.name in PRESETS:
+            self._last_preset = self._schedule.name
+        self._sync_controls()
+        self._redraw()
+        if changed:
+            self.scheduleChanged.emit(self._schedule)
+
+    # ----- UI --------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.presetCombo = QComboBox()
+        self.presetCombo.setObjectName("schedulePreset")
+        for name in PRESETS:
+            self.presetCombo.addItem(PRESET_LABELS.get(name, name), name)
+        self.presetCombo.addItem("custom (edited)", "custom")
+        self.presetCombo.setToolTip("Noise schedule preset. linear: β_t = linspace(β_start, β_end); "
+                                    "scaled linear: β_t = linspace(√β_start, √β_end)²; cosine: ᾱ(t) = "
+                                    "cos²((t/T + s)/(1 + s)·π/2); sigmoid; quadratic: β_start + (β_end − β_start)·u²")
+        self.presetCombo.activated.connect(self._on_preset_combo)
+
+        self.tSpin = QSpinBox()
+        self.tSpin.setObjectName("scheduleT")
+        self.tSpin.setRange(2, MAX_T)
+        self.tSpin.setKeyboardTracking(False)
+        self.tSpin.setToolTip("T: the number of noising steps (timesteps run 0…T−1)")
+        self.tSpin.valueChanged.connect(self._on_T)
+
+        self.betaStartSpin = QDoubleSpinBox()
+        self.betaStartSpin.setObjectName("betaStartSpin")
+        self.betaEndSpin = QDoubleSpinBox()
+        self.betaEndSpin.setObjectName("betaEndSpin")
+        for spin, tip in ((self.betaStartSpin, "β_start: the first step's variance β_0 (Ho et al.: 1e-4)"),
+                          (self.betaEndSpin, "β_end: the last step's variance β_{T−1} (Ho et al.: 0.02)")):
+            spin.setDecimals(5)
+            spin.setRange(0.00001, 0.99999)
+            spin.setSingleStep(0.0001)
+            spin.setKeyboardTracking(False)
+            spin.setToolTip(tip)
+            spin.valueChanged.connect(lambda _v: self.apply_preset())
+
+        self.zeroSnrCheck = QCheckBox("zero terminal SNR")
+        self.zeroSnrCheck.setObjectName("zeroSnrCheck")
+        self.zeroSnrCheck.setToolTip("Rescale √ᾱ so that ᾱ_{T−1} = 0 exactly (Lin et al. 2023): "
+                                     "√ᾱ'_t = (√ᾱ_t − √ᾱ_{T−1})·√ᾱ_0/(√ᾱ_0 − √ᾱ_{T−1})")
+        self.zeroSnrCheck.toggled.connect(lambda _v: self.apply_preset())
+
+        self.notesButton = QPushButton("Notes' T = 100")
+        self.notesButton.setObjectName("notesPresetButton")
+        self.notesButton.setToolTip("The notes' example: linear β from 1e-4 to 0.05 with T = 100")
+        self.notesButton.clicked.connect(self.apply_notes_example)
+
+        self.curveCombo = QComboBox()
+        self.curveCombo.setObjectName("scheduleCurve")
+        for key, (label, _space) in CURVES.items():
+            self.curveCombo.addItem(label, key)
+            self.curveCombo.setItemData(self.curveCombo.count() - 1, CURVE_TIPS[key], Qt.ItemDataRole.ToolTipRole)
+        self.curveCombo.setToolTip("Which curve to plot and edit: β_t, ᾱ_t, √ᾱ_t, √(1−ᾱ_t) or "
+                                   "log-SNR λ_t = log(ᾱ_t/(1−ᾱ_t))")
+        self.curveCombo.currentIndexChanged.connect(self._on_curve)
+
+        self.logYCheck = QCheckBox("log y")
+        self.logYCheck.setObjectName("scheduleLogY")
+        self.logYCheck.setToolTip("Logarithmic y axis (log-SNR is already a logarithm)")
+        self.logYCheck.setChecked(True)
+        self.logYCheck.toggled.connect(lambda _v: self._redraw())
+
+        self.undoButton = QToolButton()
+        self.undoButton.setObjectName("scheduleUndoButton")
+        self.undoButton.setText("↶ Undo")
+        self.undoButton.setToolTip("Undo the last schedule change (Ctrl+Z)")
+        self.undoButton.clicked.connect(self.undo_stack.undo)
+        self.redoButton = QToolButton()
+        self.redoButton.setObjectName("scheduleRedoButton")
+        self.redoButton.setText("↷ Redo")
+        self.redoButton.setToolTip("Redo (Ctrl+Shift+Z)")
+        self.redoButton.clicked.connect(self.undo_stack.redo)
+        self.undo_stack.canUndoChanged.connect(self.undoButton.setEnabled)
+        self.undo_stack.canRedoChanged.connect(self.redoButton.setEnabled)
+        self.undoButton.setEnabled(False)
+        self.redoButton.setEnabled(False)
+
+        self.pinButton = QPushButton("Pin")
+        self.pinButton.setObjectName("pinScheduleButton")
+        self.pinButton.setCheckable(True)
+        self.pinButton.setToolTip("Keep the current schedule as a faint dotted reference curve to compare against "
+                                  "(click again to drop it)")
+        self.pinButton.toggled.connect(self.set_pinned)
+        self.loadButton = QPushButton("Load…")
+        self.loadButton.setObjectName("loadScheduleButton")
+        self.loadButton.setToolTip("Load a schedule saved as JSON (the format of `ddpm schedule --json`)")
+        self.loadButton.clicked.connect(self._load_dialog)
+        self.saveButton = QPushButton("Save…")
+        self.saveButton.setObjectName("saveScheduleButton")
+        self.saveButton.setToolTip("Save the current schedule (β_0…β_{T−1}) as JSON, written atomically")
+        self.saveButton.clicked.connect(self._save_dialog)
+
+        self.plot = pg.PlotWidget()
+        self.plot.setObjectName("schedulePlot")
+        self.plot.setToolTip("The noise schedule. Drag the orange points to reshape it (monotone interpolation keeps "
+                             "ᾱ_t strictly decreasing and β_t in (0, 1)); double-click adds a point; right-click "
+                             "or Shift+click removes one; drag the red line to move t.")
+        self.plot.setAcceptDrops(False)
+        self.plot.setMinimumHeight(260)
+        style_plot(self.plot)
+        self.plot.setMenuEnabled(False)
+        self.plot.setLabel("bottom", "timestep t")
+        pi = self.plot.getPlotItem()
+        pi.addLegend(offset=(-10, 10), labelTextColor="#222", brush=pg.mkBrush(255, 255, 255, 220),
+                     pen=pg.mkPen("#bbb"))
+        self.pinCurve = pi.plot(pen=PIN_PEN, name="pinned")
+        self.secondCurve = pi.plot(pen=SECOND_PEN, name="")
+        self.mainCurve = pi.plot(pen=MAIN_PEN, name="β_t")
+        self.points = ControlPoints(self)
+        pi.addItem(self.points)
+        self.marker = pg.InfiniteLine(0, angle=90, movable=True, pen=MARKER_PEN,
+                                      hoverPen=pg.mkPen(255, 80, 80, width=4))
+        self.marker.setZValue(20)
+        self.marker.sigPositionChanged.connect(self._on_marker)
+        pi.addItem(self.marker, ignoreBounds=True)
+        self.plot.scene().sigMouseClicked.connect(self._on_scene_click)
+
+        self.info = QLabel()
+        self.info.setObjectName("scheduleInfo")
+        self.info.setWordWrap(True)
+        self.info.setTextFormat(Qt.TextFormat.RichText)
+        hint = QLabel("Drag the orange points to reshape · double-click adds a point · right-click or Shift+click "
+                      "removes one · Ctrl+Z / Ctrl+Shift+Z undo / redo · drag the red line to move t")
+        hint.setObjectName("scheduleHint")
+        hint.setWordWrap(True)
+        hint.setStyleSheet("color: #555;")
+
+        grid = QGridLayout()
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.addWidget(QLabel("Preset"), 0, 0)
+        grid.addWidget(self.presetCombo, 0, 1, 1, 3)
+        grid.addWidget(self.notesButton, 0, 4, 1, 2)
+        grid.addWidget(QLabel("T"), 1, 0)
+        grid.addWidget(self.tSpin, 1, 1)
+        grid.addWidget(QLabel("β_start"), 1, 2, alignment=Qt.AlignmentFlag.AlignRight)
+        grid.addWidget(self.betaStartSpin, 1, 3)
+        grid.addWidget(QLabel("β_end"), 1, 4, alignment=Qt.AlignmentFlag.AlignRight)
+        grid.addWidget(self.betaEndSpin, 1, 5)
+        grid.addWidget(QLabel("Curve"), 2, 0)
+        grid.addWidget(self.curveCombo, 2, 1)
+        grid.addWidget(self.logYCheck, 2, 2, 1, 2)
+        grid.addWidget(self.zeroSnrCheck, 2, 4, 1, 2)
+        for c in (1, 3, 5):
+            grid.setColumnStretch(c, 1)
+
+        row = QHBoxLayout()
+        row.addWidget(self.undoButton)
+        row.addWidget(self.redoButton)
+        row.addStretch(1)
+        row.addWidget(self.pinButton)
+        row.addWidget(self.loadButton)
+        row.addWidget(self.saveButton)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(grid)
+        layout.addLayout(row)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.info)
+        layout.addWidget(hint)
+        for w in (self.presetCombo, self.curveCombo):
+            w.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+            w.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            w.setMinimumContentsLength(8)
+        for spin in (self.tSpin, self.betaStartSpin, self.betaEndSpin):
+            spin.setMinimumWidth(70)
+            spin.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def make_undo_actions(self, parent):
+        """QActions for a menu: Undo (Ctrl+Z) and Redo (Ctrl+Shift+Z, also Ctrl+Y)."""
+        undo = self.undo_stack.createUndoAction(parent, "Undo schedule change")
+        undo.setShortcuts([QKeySequence("Ctrl+Z")])
+        undo.setObjectName("undoScheduleAction")
+        redo = self.undo_stack.createRedoAction(parent, "Redo schedule change")
+        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        redo.setObjectName("redoScheduleAction")
+        return undo, redo
+
+    def _sync_controls(self) -> None:
+        s = self._schedule
+        custom = s.name not in PRESETS
+        p = s.params if isinstance(s.params, dict) else {}
+        blockers = [QSignalBlocker(w) for w in (self.presetCombo, self.tSpin, self.betaStartSpin,
+                                                self.betaEndSpin, self.zeroSnrCheck)]
+        self.presetCombo.setCurrentIndex(self.presetCombo.findData("custom" if custom else s.name))
+        self.tSpin.setValue(s.T)
+        if not custom and "beta_start" in p:
+            self.betaStartSpin.setValue(float(p["beta_start"]))
+            self.betaEndSpin.setValue(float(p["beta_end"]))
+        self.zeroSnrCheck.setChecked(zero_terminal(s))
+        del blockers
+        self.betaStartSpin.setEnabled(not custom and s.name != "cosine")
+        self.betaEndSpin.setEnabled(not custom and s.name != "cosine")
+        self.zeroSnrCheck.setEnabled(not custom)
+        ab = s.alphas_cumprod
+        snr_end = "0 (zero terminal SNR)" if ab[-1] == 0 else f"{ab[-1]:.3g}"
+        self.info.setText(f"<b>{s.name}</b> · T = {s.T} · β {s.betas[0]:.3g} → {s.betas[-1]:.3g} · "
+                          f"ᾱ<sub>T−1</sub> = {snr_end} · {len(self._knots)} control points")
+
+    def _log_y(self) -> bool:
+        return self.logYCheck.isChecked() and self._curve != "log_snr"
+
+    def _redraw(self) -> None:
+        s, curve = self._schedule, self._curve
+        log_y = self._log_y()
+        pi = self.plot.getPlotItem()
+        pi.setLogMode(x=False, y=log_y)
+        self.logYCheck.setEnabled(curve != "log_snr")
+        t = np.arange(s.T)
+        label = CURVES[curve][0]
+        y = _finite(curve_values(s, curve), log_y)
+        self.mainCurve.setData(t, y)
+        legend = pi.legend
+        if legend is not None:
+            legend.clear()
+            legend.addItem(self.mainCurve, label)
+            # where this curve leaves room: (anchor on the legend, anchor on the plot, offset in pixels)
+            corner = {"beta": ((0, 0), (0, 0), (10, 10)),
+                      "sqrt_alphas_cumprod": ((1, 0.5), (1, 0.5), (-10, 0)),
+                      "sqrt_one_minus_alphas_cumprod": ((1, 0.5), (1, 0.5), (-10, 0))}.get(curve, ((1, 0), (1, 0), (-10, 10)))
+            legend.anchor(*corner)
+        if curve in ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod"):
+            other = "sqrt_one_minus_alphas_cumprod" if curve == "sqrt_alphas_cumprod" else "sqrt_alphas_cumprod"
+            self.secondCurve.setData(t, _finite(curve_values(s, other), log_y))
+            self.secondCurve.show()
+            if legend is not None:
+                legend.addItem(self.secondCurve, CURVES[other][0])
+        else:
+            self.secondCurve.setData([], [])
+            self.secondCurve.hide()
+        if self._pinned is not None:
+            self.pinCurve.setData(np.arange(self._pinned.T), _finite(curve_values(self._pinned, curve), log_y))
+            self.pinCurve.show()
+            if legend is not None:
+                legend.addItem(self.pinCurve, f"pinned: {self._pinned.name}")
+        else:
+            self.pinCurve.setData([], [])
+            self.pinCurve.hide()
+        kx = np.asarray(self._knots.t, dtype=np.float64)
+        ky = np.asarray([from_space(curve, v) for v in self._knots.v])
+        if log_y:
+            with np.errstate(divide="ignore"):
+                ky = np.log10(ky)
+        self.points.setData(kx, ky)
+        pi.setLabel("left", label)
+        vb = pi.getViewBox()
+        vb.setLimits(xMin=-0.02 * s.T, xMax=1.02 * (s.T - 1))
+        pi.setXRange(0, s.T - 1, padding=0.02)
+        if self._drag_before is None:
+            vb.enableAutoRange(y=True)
+        self.marker.setBounds((0, s.T - 1))
+
+    # ----- slots -----------------------------------------------------------------------------------------
+    def _on_preset_combo(self, index: int) -> None:
+        name = self.presetCombo.itemData(index)
+        if name == "custom":
+            self._sync_controls()
+            return
+        self.apply_preset(name)
+
+    def _on_T(self, T: int) -> None:
+        if self._schedule.name in PRESETS:
+            self.apply_preset(T=T)
+            return
+        # an edited schedule: stretch its control points to the new T
+        zt = zero_terminal(self._schedule)
+        old_last, new_last = self._knots.t[-1], (T - 2 if zt else T - 1)
+        if new_last < 1:
+            self.message.emit(f"Refused: T = {T} is too small for this schedule")
+            self._sync_controls()
+            return
+        ts, vs = [], []
+        for t, v in zip(self._knots.t, self._knots.v):
+            nt = int(round(t * new_last / old_last))
+            if ts and nt <= ts[-1]:
+                continue
+            ts.append(nt)
+            vs.append(v)
+        ts[-1] = new_last
+        try:
+            knots = Knots(self._knots.space, tuple(ts), tuple(vs))
+            schedule = schedule_from_knots(knots, T, zt)
+        except EditError as e:
+            self.message.emit(f"Refused: {e}")
+            self._sync_controls()
+            return
+        self._commit(EditState(schedule, knots), f"T = {T}")
+
+    def _on_curve(self, _index: int) -> None:
+        curve = self.curveCombo.currentData()
+        if curve == self._curve:
+            return
+        self._curve = curve
+        self.curveCombo.setToolTip(CURVE_TIPS[curve])
+        if self._knots.space != space_of(curve):
+            self._knots = fit_knots(self._schedule, space_of(curve))
+        with QSignalBlocker(self.logYCheck):
+            self.logYCheck.setChecked(curve == "beta")
+        self._sync_controls()
+        self._redraw()
+
+    def _on_marker(self) -> None:
+        if self._updating_marker:
+            return
+        t = int(round(self.marker.value()))
+        t = min(max(t, 0), self._schedule.T - 1)
+        if t != self._t:
+            self._t = t
+            self.timestepDragged.emit(t)
+
+    def _on_scene_click(self, ev) -> None:
+        if not ev.double() or ev.button() != Qt.MouseButton.LeftButton:
+            return
+        vb = self.plot.getViewBox()
+        if not vb.sceneBoundingRect().contains(ev.scenePos()):
+            return
+        p = vb.mapSceneToView(ev.scenePos())
+        if self.add_point(int(round(p.x()))):
+            self.message.emit(f"Added a point at t = {int(round(p.x()))}: drag it to reshape the schedule")
+        ev.accept()
+
+    def _load_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load schedule", "", "Schedule JSON (*.json);;All files (*)")
+        if path:
+            self.load_schedule(path)
+
+    def _save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save schedule", "schedule.json", "Schedule JSON (*.json)")
+        if path:
+            self.save_schedule(path)
+
+
+def _finite(y: np.ndarray, log_y: bool) -> np.ndarray:
+    """Non-finite values (and, on a log axis, values ≤ 0) become NaN, which pyqtgraph leaves out."""
+    y = np.array(y, dtype=np.float64)
+    bad = ~np.isfinite(y)
+    if log_y:
+        bad |= y <= 0
+    y[bad] = np.nan
+    return y

@@ -1,0 +1,251 @@
+"""The schedule panel and its editor: the monotone interpolation's guarantees (headless), edits that change the
+schedule and the image, refused edits that keep the last valid schedule, undo/redo, presets, the t marker, Pin,
+Save/Load."""
+import numpy as np
+import pytest
+
+from core.schedule import NoiseSchedule
+from ddpm_gui.schedule_edit import (BETA, LOGSNR, EditError, Knots, fit_knots, knots_from_params, pchip,
+                                    schedule_from_knots, to_space)
+
+
+# ----- the math, no Qt ------------------------------------------------------------------------------------------
+def test_pchip_interpolates_is_monotone_and_never_overshoots():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x = np.sort(rng.choice(1000, size=rng.integers(2, 9), replace=False)).astype(float)
+        y = np.sort(rng.random(len(x)))[::-1] * rng.choice([1e-3, 1, 50])   # decreasing data
+        q = np.arange(x[0], x[-1] + 1)
+        f = pchip(x, y, q)
+        assert np.allclose(pchip(x, y, x), y)                                # passes through the knots
+        assert np.all(np.diff(f) <= 1e-12 * max(1, y.max()))                 # monotone like the data
+        assert f.min() >= y.min() - 1e-12 and f.max() <= y.max() + 1e-12     # no overshoot
+    # non-monotone data: each piece stays between its two knot values
+    x, y = np.array([0.0, 3, 7, 10]), np.array([0.1, 0.9, 0.05, 0.5])
+    f = pchip(x, y, np.linspace(0, 10, 1001))
+    assert f.min() >= 0.05 - 1e-12 and f.max() <= 0.9 + 1e-12
+    # linear data is reproduced exactly
+    assert np.allclose(pchip([0, 2, 9], [1, 5, 19], np.arange(10)), 1 + 2 * np.arange(10))
+
+
+@pytest.mark.parametrize("space", [BETA, LOGSNR])
+@pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid"])
+def test_random_valid_edits_keep_alpha_bar_strictly_decreasing_and_beta_in_0_1(space, name):
+    rng = np.random.default_rng(1)
+    base = NoiseSchedule.preset(name, T=300)
+    knots = fit_knots(base, space)
+    accepted = 0
+    for _ in range(100):
+        i = int(rng.integers(0, len(knots)))
+        v = knots.v[i] * rng.uniform(0.3, 3) if space == BETA else knots.v[i] + rng.normal(0, 3)
+        try:
+            s = schedule_from_knots(knots.with_point(i, knots.t[i], v), base.T)
+        except EditError:
+            continue
+        accepted += 1
+        assert np.all((s.betas > 0) & (s.betas < 1))
+        assert np.all(np.diff(np.concatenate([[1.0], s.alphas_cumprod])) < 0)
+    assert accepted > 10
+
+
+def test_linear_schedule_is_reproduced_exactly_by_its_beta_points():
+    s = NoiseSchedule.preset("linear")
+    k = fit_knots(s, BETA)
+    assert np.allclose(schedule_from_knots(k, 1000).betas, s.betas, rtol=1e-12)
+
+
+def test_edits_that_break_the_constraints_are_refused_with_one_line():
+    s = NoiseSchedule.preset("linear", T=100)
+    kb = fit_knots(s, BETA)
+    for bad in (1.2, 0.0, -0.1):
+        with pytest.raises(EditError, match="between 0 and 1"):
+            schedule_from_knots(kb.with_point(2, kb.t[2], bad), 100)
+    kl = fit_knots(s, LOGSNR)
+    with pytest.raises(EditError, match="must decrease"):
+        schedule_from_knots(kl.with_point(2, kl.t[2], kl.v[1] + 1.0), 100)     # above its left neighbour
+    with pytest.raises(EditError, match="underflows"):
+        schedule_from_knots(Knots(BETA, (0, 999), (0.9, 0.9)), 1000)        # ᾱ = 0.1^1000 = 0 in float64
+    with pytest.raises(EditError, match="between 0 and 1"):
+        to_space("sqrt_alphas_cumprod", 1.3)
+    with pytest.raises(EditError):
+        Knots(BETA, (0, 50, 99), (0.1, 0.2, 0.3)).removed(0)
+
+
+def test_zero_terminal_snr_stays_pinned_and_knots_survive_save_and_load(tmp_path):
+    s = NoiseSchedule.preset("linear", T=200, zero_snr=True)
+    k = fit_knots(s, LOGSNR)
+    assert k.t[-1] == 198
+    edited = schedule_from_knots(k.with_point(2, k.t[2], k.v[2] - 0.5), 200, zero_terminal_snr=True)
+    assert edited.alphas_cumprod[-1] == 0.0 and edited.betas[-1] == 1.0
+    edited.save(tmp_path / "s.json")
+    loaded = NoiseSchedule.load(tmp_path / "s.json")
+    assert knots_from_params(loaded) == k.with_point(2, k.t[2], k.v[2] - 0.5)
+
+
+# ----- the panel in the window ----------------------------------------------------------------------------------
+pytest.importorskip("pytestqt")
+
+
+@pytest.fixture
+def window(qtbot):
+    from ddpm_gui import MainWindow
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.displayed_image() is not None, timeout=5000)
+    with qtbot.waitSignal(w.frameShown, timeout=5000):
+        w.set_timestep(300)
+    return w
+
+
+def expected_frame(w, schedule, t):
+    from core.forward import ForwardPreview, draw_noise
+    from core.images import load_image, sample_path
+    x0 = load_image(sample_path("chelsea"))
+    return ForwardPreview(x0, draw_noise(x0.shape, 0).numpy()).render(t, schedule)
+
+
+def test_moving_a_control_point_changes_the_schedule_and_the_image(window, qtbot):
+    panel = window.schedule_panel
+    before_sched = window.schedule
+    before_img = window.displayed_image().copy()
+    i = 1                                   # the point at t = 250 on β (log axis)
+    t_i = panel.knots.t[i]
+    with qtbot.waitSignal(window.frameShown, timeout=5000):
+        assert panel.move_point(i, t_i, 0.012)
+    s = window.schedule
+    assert s.betas[t_i] == pytest.approx(0.012)
+    assert s.name == "custom" and s != before_sched
+    assert np.all(np.diff(np.concatenate([[1.0], s.alphas_cumprod])) < 0)
+    img = window.displayed_image()
+    assert not np.array_equal(img, before_img)
+    assert np.array_equal(img, expected_frame(window, s, 300))   # the new schedule's x_t at the same t
+    assert panel.presetCombo.currentData() == "custom"
+
+
+def test_dragging_a_point_with_the_mouse_reshapes_the_curve(window, qtbot):
+    from PySide6.QtCore import QPoint, QPointF
+    panel = window.schedule_panel
+    plot = panel.plot
+    vb = plot.getViewBox()
+    i = 2                                                     # t = 500
+    x, y = panel.point_position(i)                            # y is log10(β) on the log axis
+    start = plot.mapFromScene(vb.mapViewToScene(QPointF(x, y)))
+    end = plot.mapFromScene(vb.mapViewToScene(QPointF(x, y - 0.5)))   # drag down by half a decade
+    before = window.schedule
+    vp = plot.viewport()
+    qtbot.mousePress(vp, QtLeft(), pos=start)
+    for k in range(1, 11):
+        qtbot.mouseMove(vp, start + (end - start) * k / 10)
+    qtbot.mouseRelease(vp, QtLeft(), pos=end)
+    qtbot.waitUntil(lambda: window.schedule is not before, timeout=3000)
+    t_i = panel.knots.t[i]
+    assert window.schedule.betas[t_i] == pytest.approx(before.betas[500] / 10 ** 0.5, rel=0.1)
+    assert panel.undo_stack.count() == 1                      # one drag = one undo step
+    assert isinstance(start, QPoint)
+
+
+def QtLeft():
+    from PySide6.QtCore import Qt
+    return Qt.MouseButton.LeftButton
+
+
+def test_a_refused_edit_keeps_the_last_valid_schedule(window, qtbot):
+    panel = window.schedule_panel
+    before = window.schedule
+    img = window.displayed_image().copy()
+    assert panel.move_point(2, panel.knots.t[2], 1.5) is False           # β > 1
+    assert window.schedule is before
+    assert "Refused" in window.statusBar().currentMessage() and "β" in window.statusBar().currentMessage()
+    panel.set_curve("alphas_cumprod")
+    assert panel.knots.space == LOGSNR
+    ab_left = panel.schedule.alphas_cumprod[panel.knots.t[1]]
+    assert panel.move_point(2, panel.knots.t[2], min(0.999, ab_left + 0.05)) is False   # ᾱ rising
+    assert window.schedule is before and panel.undo_stack.count() == 0
+    assert "ᾱ must decrease" in window.statusBar().currentMessage()
+    assert np.array_equal(window.displayed_image(), img)
+
+
+def test_undo_and_redo_with_the_keyboard(window, qtbot):
+    from PySide6.QtCore import Qt
+    panel = window.schedule_panel
+    original = window.schedule
+    assert panel.move_point(1, panel.knots.t[1], 0.001)
+    edited = window.schedule
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+    window.timestepSlider.setFocus()
+    with qtbot.waitSignal(window.frameShown, timeout=5000):
+        qtbot.keyClick(window.timestepSlider, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert window.schedule == original
+    assert np.array_equal(window.displayed_image(), expected_frame(window, original, 300))
+    qtbot.keyClick(window.timestepSlider, Qt.Key.Key_Z,
+                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert window.schedule == edited
+
+
+def test_add_and_remove_points(window, qtbot):
+    panel = window.schedule_panel
+    n = len(panel.knots)
+    sched = window.schedule
+    assert panel.add_point(123)
+    assert len(panel.knots) == n + 1 and 123 in panel.knots.t and window.schedule is sched   # no change yet
+    i = panel.knots.t.index(123)
+    assert panel.move_point(i, 123, 0.006)
+    assert window.schedule.betas[123] == pytest.approx(0.006)
+    assert panel.remove_point(i)
+    assert 123 not in panel.knots.t
+    assert panel.remove_point(0) is False and "first and last" in window.statusBar().currentMessage()
+    panel.undo_stack.undo()                     # undo the removal
+    assert window.schedule.betas[123] == pytest.approx(0.006)
+
+
+def test_presets_T_and_the_notes_example_update_slider_and_image(window, qtbot):
+    panel = window.schedule_panel
+    with qtbot.waitSignal(window.frameShown, timeout=5000):
+        panel.presetCombo.setCurrentIndex(panel.presetCombo.findData("cosine"))
+        panel.presetCombo.activated.emit(panel.presetCombo.currentIndex())
+    assert window.schedule == NoiseSchedule.preset("cosine")
+    assert np.array_equal(window.displayed_image(), expected_frame(window, window.schedule, 300))
+    panel.tSpin.setValue(200)
+    assert window.schedule == NoiseSchedule.preset("cosine", T=200)
+    assert window.timestepSlider.maximum() == 199 and window.timestep == 199
+    panel.notesButton.click()
+    assert window.schedule == NoiseSchedule.preset("linear", T=100, beta_start=1e-4, beta_end=0.05)
+    panel.zeroSnrCheck.setChecked(True)
+    assert window.schedule.alphas_cumprod[-1] == 0.0
+    # a bad preset value is refused and the controls snap back
+    panel.betaEndSpin.setValue(0.00001)   # β_end < β_start is allowed by core; a T of 1 is not
+    before = window.schedule
+    assert panel.apply_preset(T=1) is False and window.schedule is before
+    assert panel.tSpin.value() == before.T
+
+
+def test_the_t_marker_moves_the_slider_and_follows_it(window, qtbot):
+    panel = window.schedule_panel
+    assert panel.marker.value() == 300
+    with qtbot.waitSignal(window.frameShown, timeout=5000, check_params_cb=lambda t: t == 640):
+        panel.marker.setValue(640.2)     # what a drag of the red line does
+    assert window.timestep == 640
+    window.set_timestep(10)
+    assert panel.marker.value() == 10
+
+
+def test_pin_save_and_load(window, qtbot, tmp_path):
+    panel = window.schedule_panel
+    panel.pinButton.click()
+    assert panel.pinned == window.schedule and panel.pinCurve.isVisible()
+    assert panel.move_point(2, panel.knots.t[2], 0.004)
+    assert panel.pinned == NoiseSchedule.preset("linear") and panel.pinned != window.schedule
+    path = tmp_path / "edited.json"
+    assert panel.save_schedule(path)
+    edited = window.schedule
+    panel.apply_preset("sigmoid")
+    assert panel.load_schedule(path)
+    assert window.schedule == edited
+    assert panel.knots.t == tuple(knots_from_params(edited).t)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"betas": [0.1, 2.0]}')
+    assert panel.load_schedule(bad) is False
+    assert "bad.json" in window.last_error and "beta[1]" in window.last_error
+    assert window.schedule == edited

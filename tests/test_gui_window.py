@@ -1,0 +1,267 @@
+"""The main window against independent expectations: the pixels shown at t are what core computes from the photo
+and the seed; the readout's numbers; bad files; drag and drop; paste; the strip equals `ddpm noise`; settings;
+the Markov-chain mode."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("pytestqt")
+from PIL import Image  # noqa: E402
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage  # noqa: E402
+from PySide6.QtWidgets import QApplication, QMessageBox, QWidget  # noqa: E402
+
+from core.forward import ForwardPreview, draw_noise, markov_chain, q_sample  # noqa: E402
+from core.images import load_image, sample_path, to_uint8  # noqa: E402
+from core.schedule import NoiseSchedule  # noqa: E402
+from ddpm_gui import MainWindow  # noqa: E402
+from ddpm_gui.image_views import u8_from_qimage  # noqa: E402
+
+
+@pytest.fixture
+def window(qtbot):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.displayed_image() is not None, timeout=5000)
+    return w
+
+
+def show_t(qtbot, w, t):
+    with qtbot.waitSignal(w.frameShown, timeout=5000, check_params_cb=lambda shown: shown == t):
+        w.timestepSlider.setValue(t)
+
+
+def painted_pixels(w) -> np.ndarray:
+    """What pyqtgraph draws: the QImage it built from the array handed to the view."""
+    item = w.xtPane.item
+    if item._renderRequired:
+        item.render()
+    return u8_from_qimage(item.qimage)
+
+
+def test_window_opens_on_the_cat_with_ho_et_al_linear_schedule(window):
+    assert window.windowTitle().startswith("DDPM Studio")
+    x0 = load_image(sample_path("chelsea"))
+    assert np.array_equal(window.x0, x0)
+    s = window.schedule
+    assert s.T == 1000 and np.allclose(s.betas, np.linspace(1e-4, 0.02, 1000))
+    assert window.timestepSlider.maximum() == 999 and window.timestepSpin.maximum() == 999
+    for name in ("timestepSlider", "timestepSpin", "timestepReadout", "schedulePlot", "schedulePreset", "seedSpin",
+                 "newNoiseButton", "playButton", "modeCombo", "stripTimesteps", "exportStripButton", "scheduleT",
+                 "betaStartSpin", "betaEndSpin", "zeroSnrCheck", "pinScheduleButton", "scheduleCurve"):
+        widget = window.findChild(QWidget, name)
+        assert widget is not None, name
+        assert widget.toolTip(), f"{name} has no tooltip"
+
+
+def test_moving_the_slider_shows_exactly_what_core_computes_for_that_t_and_seed(window, qtbot):
+    x0 = load_image(sample_path("chelsea"))
+    eps = draw_noise(x0.shape, 0).numpy()   # seed 0, drawn independently of the window
+    sched = NoiseSchedule.preset("linear", T=1000)
+    ref = ForwardPreview(x0, eps)
+    for t in (137, 0, 500, 999):
+        show_t(qtbot, window, t)
+        shown = window.displayed_image()
+        assert np.array_equal(shown, ref.render(t, sched))
+        assert np.array_equal(painted_pixels(window), shown)
+        # and the same image as eq. 5 written out, up to float rounding at the ⌊·⌋ boundary
+        direct = to_uint8(x0 * math.sqrt(sched.alphas_cumprod[t]) + eps * math.sqrt(1 - sched.alphas_cumprod[t]))
+        diff = np.abs(shown.astype(int) - direct)
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-4
+    # keyboard on the slider: one step right
+    window.timestepSlider.setFocus()
+    with qtbot.waitSignal(window.frameShown, timeout=5000, check_params_cb=lambda t: t == 998):
+        qtbot.keyClick(window.timestepSlider, Qt.Key.Key_Left)
+    assert window.timestepSpin.value() == 998
+
+
+def test_fast_drags_render_only_the_newest_t(window, qtbot):
+    show_t(qtbot, window, 10)
+    before = window.frames_rendered
+    with qtbot.waitSignal(window.frameShown, timeout=5000) as blocker:
+        for t in range(11, 300):      # 289 value changes before the event loop runs once
+            window.timestepSlider.setValue(t)
+    assert blocker.args == [299]
+    assert window.frames_rendered == before + 1
+
+
+def test_readout_numbers_match_an_independent_computation(window, qtbot):
+    t = 250
+    show_t(qtbot, window, t)
+    betas = np.linspace(1e-4, 0.02, 1000)
+    ab = np.prod(1 - betas[:t + 1])
+    x0 = load_image(sample_path("chelsea")).astype(np.float64)
+    eps = draw_noise(x0.shape, 0).numpy().astype(np.float64)
+    xt = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * eps
+    psnr = 10 * math.log10(4 / np.mean((xt - x0) ** 2))
+    v = window.readout_values
+    assert v["t"] == t
+    assert v["beta"] == pytest.approx(betas[t], rel=1e-12)
+    assert v["alpha_bar"] == pytest.approx(ab, rel=1e-10)
+    assert v["sqrt_one_minus_alpha_bar"] == pytest.approx(math.sqrt(1 - ab), rel=1e-10)
+    assert v["snr_db"] == pytest.approx(10 * math.log10(ab / (1 - ab)), rel=1e-9)
+    assert v["psnr_db"] == pytest.approx(psnr, abs=1e-6)
+    text = window.readout.text()
+    assert "t = <b>250</b>" in text and f"{psnr:.2f} dB" in text
+    # the histogram drifts towards N(0, 1): at the last step it matches the normal density closely
+    show_t(qtbot, window, 999)
+    h = window.histogram
+    centers = (h.edges[:-1] + h.edges[1:]) / 2
+    normal = np.exp(-centers**2 / 2) / math.sqrt(2 * math.pi)
+    assert np.abs(h.counts - normal).max() < 0.03
+
+
+def test_seed_fixes_the_noise_and_new_noise_redraws_it(window, qtbot):
+    show_t(qtbot, window, 400)
+    first = window.displayed_image().copy()
+    with qtbot.waitSignal(window.frameShown, timeout=5000):
+        window.set_seed(1234)
+    assert np.array_equal(window.noise, draw_noise(window.x0.shape, 1234).numpy())
+    assert not np.array_equal(window.displayed_image(), first)
+    old_seed = window.seed
+    with qtbot.waitSignal(window.frameShown, timeout=5000):
+        window.newNoiseButton.click()
+    assert window.seed != old_seed
+    assert np.array_equal(window.noise, draw_noise(window.x0.shape, window.seed).numpy())
+
+
+def test_a_corrupt_file_shows_its_reason_and_keeps_the_photo(window, qtbot, tmp_path):
+    bad = tmp_path / "broken.png"
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(good)
+    bad.write_bytes(good.read_bytes()[:60])  # a PNG cut short
+    before = window.x0.copy()
+    assert window.open_image(bad) is False
+    assert "broken.png" in window.last_error and "\n" not in window.last_error
+    boxes = [b for b in window.findChildren(QMessageBox) if b.isVisible()]
+    assert boxes and boxes[-1].text() == window.last_error
+    assert np.array_equal(window.x0, before)
+    assert window.statusBar().currentMessage() == window.last_error
+
+
+def drop_on(widget, paths=(), image: QImage | None = None):
+    mime = QMimeData()
+    if paths:
+        mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    if image is not None:
+        mime.setImageData(image)
+    pos = QPointF(widget.width() / 2, widget.height() / 2)
+    enter = QDragEnterEvent(QPoint(int(pos.x()), int(pos.y())), Qt.DropAction.CopyAction, mime,
+                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, drop)
+    return enter.isAccepted(), drop.isAccepted()
+
+
+def test_dropping_a_file_on_the_photo_loads_it(window, qtbot, tmp_path):
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    path = tmp_path / "dropped.png"
+    Image.fromarray(pixels).save(path)
+    with qtbot.waitSignal(window.imageChanged, timeout=5000):
+        entered, dropped = drop_on(window.xtPane.view.viewport(), [path])
+    assert entered and dropped
+    assert np.array_equal(window.x0, pixels.astype(np.float32) / 127.5 - 1)
+    assert window.photo_path == path
+    qtbot.waitUntil(lambda: window.displayed_image().shape == (48, 64, 3), timeout=5000)
+    # a dropped corrupt file: message, photo kept
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    drop_on(window.xtPane.view.viewport(), [bad])
+    assert "bad.jpg" in window.last_error
+    assert window.photo_path == path
+
+
+def test_paste_an_image_from_the_clipboard(window, qtbot):
+    rng = np.random.default_rng(4)
+    pixels = np.ascontiguousarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
+    qimg = QImage(pixels.data, 50, 30, 150, QImage.Format.Format_RGB888).copy()
+    QGuiApplication.clipboard().setImage(qimg)
+    with qtbot.waitSignal(window.imageChanged, timeout=5000):
+        assert window.paste_image()
+    assert np.array_equal(window.x0, pixels.astype(np.float32) / 127.5 - 1)
+    assert window.photo_path is None
+
+
+def test_exported_strip_equals_the_cli_strip(window, qtbot, tmp_path):
+    from core.cli import main as ddpm
+    window.set_seed(7)
+    gui_png = tmp_path / "gui.png"
+    assert window.export_strip(gui_png)
+    cli_png = tmp_path / "cli.png"
+    assert ddpm(["noise", str(sample_path("chelsea")), "--schedule", "linear", "--T", "1000", "--seed", "7",
+                 "-o", str(cli_png)]) == 0
+    assert np.array_equal(np.asarray(Image.open(gui_png)), np.asarray(Image.open(cli_png)))
+    # the notes' example is one click away, and the strip follows it (19, 39, 59, 79, 99)
+    window.schedule_panel.notesButton.click()
+    assert window.schedule.T == 100 and window.strip_timesteps() == [19, 39, 59, 79, 99]
+    assert window.export_strip(gui_png)
+    assert ddpm(["noise", str(sample_path("chelsea")), "--seed", "7", "-o", str(cli_png)]) == 0
+    assert np.array_equal(np.asarray(Image.open(gui_png)), np.asarray(Image.open(cli_png)))
+    # bad timesteps: a one-line message, no file
+    window.stripEdit.setText("5, 400")
+    assert window.export_strip(tmp_path / "none.png") is False
+    assert "400" in window.last_error and not (tmp_path / "none.png").exists()
+
+
+def test_settings_remember_geometry_photo_schedule_t_and_seed(qtbot, tmp_path):
+    ini = str(tmp_path / "ddpm-gui.ini")
+    w1 = MainWindow(settings=QSettings(ini, QSettings.Format.IniFormat))
+    qtbot.addWidget(w1)
+    w1.show()
+    w1.open_sample("coffee")
+    w1.schedule_panel.apply_notes_example()
+    w1.set_timestep(42)
+    w1.set_seed(99)
+    # the offscreen platform's screen is 800×600 and restoring clamps width and place to it: check the height
+    w1.resize(w1.width(), 577)
+    w1.close()
+    w2 = MainWindow(settings=QSettings(ini, QSettings.Format.IniFormat))
+    qtbot.addWidget(w2)
+    assert w2.schedule == NoiseSchedule.preset("linear", T=100, beta_start=1e-4, beta_end=0.05)
+    assert w2.timestep == 42 and w2.seed == 99
+    assert np.array_equal(w2.x0, load_image(sample_path("coffee")))
+    assert w2.height() == 577 != MainWindow().height()
+    # a garbled settings file falls back to the defaults without an error
+    (tmp_path / "bad.ini").write_text("[schedule]\njson=\"{not json\"\n[view]\nt=abc\n[noise]\nseed=-5\n")
+    w3 = MainWindow(settings=QSettings(str(tmp_path / "bad.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w3)
+    assert w3.schedule.T == 1000 and w3.seed == 0 and w3.last_error is None
+
+
+def test_markov_chain_mode_walks_eq_2_on_a_worker_from_the_same_seed(window, qtbot):
+    window.schedule_panel.apply_notes_example()          # T = 100
+    window.set_mode("chain")
+    assert window.modeNote.isVisible() and "not pixel for pixel" in window.modeNote.text()
+    t = 60
+    with qtbot.waitSignal(window.frameShown, timeout=20000, check_params_cb=lambda shown: shown == t):
+        window.timestepSlider.setValue(t)
+    x0 = load_image(sample_path("chelsea"))
+    *_, state = markov_chain(x0, window.schedule, seed=0, t_end=t)   # independent walk of eq. 2
+    assert np.array_equal(window.displayed_image(), to_uint8(state))
+    # same distribution as the closed form, different pixels
+    closed = q_sample(torch.from_numpy(x0), t, draw_noise(x0.shape, 0), window.schedule).numpy()
+    chain = state.numpy()
+    assert not np.array_equal(to_uint8(closed), window.displayed_image())
+    assert abs(chain.std() - closed.std()) < 0.02 and abs(chain.mean() - closed.mean()) < 0.02
+    assert window.readout_values["psnr_db"] == pytest.approx(10 * math.log10(4 / np.mean((chain - x0) ** 2)),
+                                                              abs=1e-4)
+    # back to the closed form
+    with qtbot.waitSignal(window.frameShown, timeout=5000):
+        window.set_mode("closed")
+    assert np.array_equal(window.displayed_image(), ForwardPreview(x0, draw_noise(x0.shape, 0).numpy()).render(
+        t, window.schedule))
+
+
+def test_add_panel_puts_a_tab_beside_the_schedule(window):
+    from PySide6.QtWidgets import QLabel
+    panel = QLabel("generate here")
+    i = window.add_panel("Generate", panel)
+    assert window.panelTabs.tabText(i) == "Generate" and window.panelTabs.tabText(0) == "Schedule"
+    window.show_panel(panel)
+    assert window.panelTabs.currentWidget() is panel
