@@ -70,7 +70,7 @@ def _json_safe(key: str, value):
         return {str(k): _json_safe(f"{key}.{k}", v) for k, v in value.items()}
     if isinstance(value, Path):
         return str(value)
-    raise ModelLoadError(f"model metadata {key!r} is a {type(value).__name__}, which config.json cannot hold")
+    raise ModelLoadError(f"model metadata {key!r} of type {type(value).__name__} cannot be stored in config.json")
 
 
 def _plain_module(model: torch.nn.Module) -> torch.nn.Module:
