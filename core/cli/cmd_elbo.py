@@ -1,0 +1,135 @@
+"""``ddpm elbo --model SPEC (--image FILE | --data builtin:mnist|DIR --n N) [--variance small|large] [--json]``:
+the variational bound L_VLB = L_T + Σ L_{t−1} + L_0 of a model on real images, every term in bits/dim
+(DDPM notes, eq. 9–14; computed by :mod:`core.vlb`)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from core.cli.progress import Progress
+from core.vlb import DEFAULT_BATCH_SIZE, VARIANCES, BoundResult, compute_bound
+
+DEFAULT_N = 8
+ORACLE_SCHEDULE = "linear"  # the oracle has no schedule of its own: Ho et al.'s linear, T = 1000, unless --schedule
+
+
+def register(sub) -> None:
+    p = sub.add_parser("elbo", help="compute the variational bound (bits/dim) of a model on images",
+                       description="Evaluate every term of the variational bound L_VLB = L_T + Σ_{t≥2} L_{t−1} + L_0 "
+                       "(notes eq. 9–14) for a model on a photo or on dataset images, in bits per dimension. "
+                       "--json prints {\"bits_per_dim\": total, \"terms\": [L_0, L_1, …, L_T], …}.")
+    p.add_argument("--model", required=True, help="builtin:mnist, oracle:PATH, or a model folder")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="an image file (centre-cropped and resized to the model's resolution)")
+    src.add_argument("--data", help="builtin:mnist (its held-out digits) or a folder of images")
+    p.add_argument("--n", type=int, default=None, help=f"how many --data images (default {DEFAULT_N}; the first N)")
+    p.add_argument("--split", choices=("heldout", "train", "all"), default=None,
+                   help="which builtin:mnist digits (default heldout: digits no model here was trained on)")
+    p.add_argument("--variance", choices=VARIANCES, default=None,
+                   help="p_θ's variance: small = β̃_t, large = β_t (default: the model's own)")
+    p.add_argument("--schedule", default=None,
+                   help="a preset name or schedule FILE.json (default: the model's own; linear T=1000 for an oracle)")
+    p.add_argument("--T", type=int, default=None, help="timesteps for a --schedule preset (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise that draws each x_t (default 0)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"(image, timestep) pairs per forward pass (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--no-clip", action="store_true", help="do not clip x̂_0 to [−1, 1] (default: the model's setting)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    p.set_defaults(func=run)
+
+
+def load_images(args, denoiser) -> tuple[np.ndarray, str]:
+    """The N×C×H×W images to evaluate, at the model's resolution and channels, and a short description."""
+    c, r = denoiser.channels, denoiser.resolution
+    if args.image is not None:
+        if args.n is not None or args.split is not None:
+            raise ValueError("--n and --split go with --data, not --image")
+        return image_for_model(args.image, r, c), args.image
+    n = DEFAULT_N if args.n is None else args.n
+    if n < 1:
+        raise ValueError(f"--n must be at least 1, got {n}")
+    from core.data import load_dataset
+    builtin = args.data.startswith("builtin:")
+    if args.split not in (None, "all", "train") and not builtin:
+        raise ValueError(f"--split {args.split} needs builtin:mnist (a folder has no held-out split)")
+    split = args.split or ("heldout" if builtin else "all")
+    data = load_dataset(args.data, resolution=r, split=split, channels=c)
+    if n > len(data):
+        raise ValueError(f"--n {n}: {args.data} ({split}) has only {len(data)} images")
+    return data.images[:n], f"{args.data} ({split}, first {n})"
+
+
+def image_for_model(path, resolution: int, channels: int) -> np.ndarray:
+    """A photo as 1×C×H×W on the uint8 grid: centre-cropped, resized (Lanczos), and for one channel converted to
+    luma the way Pillow's ``convert("L")`` does (ITU-R 601, rounded to 8 bits)."""
+    from PIL import Image
+    from core.images import from_uint8, load_image, resize_square, to_uint8
+    img = load_image(path)
+    if img.shape[:2] != (resolution, resolution):
+        img = resize_square(img, resolution)
+    u8 = to_uint8(img)
+    if channels == 1:
+        u8 = np.asarray(Image.fromarray(u8).convert("L"))[..., None]
+    return from_uint8(u8).transpose(2, 0, 1)[None]
+
+
+def pick_schedule(args, denoiser):
+    """--schedule (a preset, with --T, or a file); else the model's own; else (the oracle) linear, T = 1000."""
+    from core.schedule import parse_schedule_spec
+    if args.schedule is not None:
+        return parse_schedule_spec(args.schedule, T=args.T)
+    if args.T is not None:
+        raise ValueError("--T goes with --schedule PRESET")
+    return denoiser.schedule if denoiser.schedule is not None else parse_schedule_spec(ORACLE_SCHEDULE, T=1000)
+
+
+def run(args) -> int:
+    from core.models.load import load_model
+    denoiser = load_model(args.model, device=args.device)
+    x0, source = load_images(args, denoiser)
+    schedule = pick_schedule(args, denoiser)
+    start = time.perf_counter()
+    events = compute_bound(denoiser, x0, schedule, args.variance, batch_size=args.batch_size, seed=args.seed,
+                           clip_denoised=False if args.no_clip else None)
+    result = None
+    with Progress(len(x0) * schedule.T, "elbo", unit="terms") as bar:
+        for event in events:
+            if isinstance(event, BoundResult):
+                result = event
+            else:
+                bar.update(event.done)
+    seconds = time.perf_counter() - start
+    if args.json:
+        out = {**result.to_dict(), "model": args.model, "images": source, "seconds": round(seconds, 3)}
+        print(json.dumps(out))
+    else:
+        print(summary(result, args.model, source, seconds))
+    return 0
+
+
+def summary(r: BoundResult, model: str, source: str, seconds: float) -> str:
+    """The bound as a few lines: total, the three parts, and where in t the KL terms sit."""
+    n, T = r.per_image.shape[0], r.T
+    k = r.terms[1:-1]
+    lines = [f"variational bound of {model} on {n} image{'s' * (n != 1)} from {source}",
+             f"  schedule {r.schedule.name} T={T}, variance {r.variance} (σ_t² = {'β̃_t' if r.variance == 'small' else 'β_t'}),"
+             f" clip x̂_0 {'on' if r.clip_denoised else 'off'}, seed {r.seed}, {seconds:.1f} s",
+             f"  L_T        prior     {r.prior:10.5f} bits/dim",
+             f"  L_1…L_{T - 1:<4} KL sum    {r.kl:10.5f} bits/dim"]
+    edges = [1, 2, 11, 101, T]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if lo < T and hi > lo:
+            hi = min(hi, T)
+            label = f"L_{lo}" if hi - lo == 1 else f"L_{lo}…L_{hi - 1}"
+            lines.append(f"    {label:<14}        {k[lo - 1:hi - 1].sum():10.5f}")
+    lines += [f"  L_0        decoder   {r.decoder:10.5f} bits/dim",
+              f"  total                {r.bits_per_dim:10.5f} bits/dim"
+              f"  (= {r.bits_per_dim * r.dims:.1f} bits per image)"]
+    if n > 1:
+        per = r.per_image_bits_per_dim
+        lines.append(f"  per image: min {per.min():.4f}, median {np.median(per):.4f}, max {per.max():.4f} bits/dim")
+    return "\n".join(lines)
