@@ -13,6 +13,13 @@ from core.models.oracle import OracleDenoiser
 from core.models.unet import UNet, UNetConfig
 from core.schedule import NoiseSchedule
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and immune to other jobs on the 2 cores
+    yield
+    torch.set_num_threads(old)
+
 
 @pytest.fixture
 def image_folder(tmp_path):

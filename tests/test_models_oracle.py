@@ -6,6 +6,13 @@ import torch
 from core.models.oracle import OracleDenoiser
 from core.schedule import NoiseSchedule
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and immune to other jobs on the 2 cores
+    yield
+    torch.set_num_threads(old)
+
 
 def brute_force(images, labels, x_t, t, schedule, y=None):
     """softmax_i(−‖x_t − √ᾱ x_i‖² / (2(1−ᾱ))) · x_i, directly, in float64."""

@@ -12,6 +12,13 @@ from core.samplers.guidance import GuidedModel
 from core.samplers.timesteps import spaced_timesteps
 from core.schedule import NoiseSchedule
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and immune to other jobs on the 2 cores
+    yield
+    torch.set_num_threads(old)
+
 
 class GaussianData(Denoiser):
     """The exact denoiser when every pixel of x_0 is N(μ, s²): E[x_0 | x_t] = μ + α s²/(α² s² + σ²)·(x_t − α μ)."""

@@ -5,7 +5,6 @@ runs its own pipeline on the same weights. Unscaled random nets keep float32 rou
 x̂_0 clipping saturates (DDIM η = 0 at high t then iterates the random net itself, whose Jacobian is expanding):
 that case runs with clipping off, and clipped DDIM is checked with the oracle, a denoiser that contracts.
 """
-import numpy as np
 import pytest
 import torch
 

@@ -134,7 +134,7 @@ def run(args) -> int:
     elapsed = time.perf_counter() - start
     images = last.x_t.detach().float().cpu().clamp(-1, 1)
     if gif:
-        save_animation(out, frames + [frames[-1]] * 10, duration_ms=80)
+        save_animation(out, frames, duration_ms=[80] * (len(frames) - 1) + [1500])  # hold the result
     elif out.suffix.lower() == ".png":
         save_image(out, _grid(images, scale))
     else:
