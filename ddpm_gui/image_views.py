@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
@@ -59,18 +59,35 @@ class ImagePane(QWidget):
         layout.addWidget(self.title)
         layout.addWidget(self.view, 1)
         self._shape: tuple[int, int] | None = None
+        self._stride = 1
 
     @property
     def image(self) -> np.ndarray | None:
-        """The array being shown (uint8 H×W×3)."""
+        """The array being shown (uint8 H×W×3; every ``stride``-th pixel of the full image when decimated)."""
         return self.item.image
 
-    def set_image(self, u8: np.ndarray) -> None:
-        new_shape = u8.shape[:2]
+    @property
+    def stride(self) -> int:
+        return self._stride
+
+    def set_image(self, u8: np.ndarray, stride: int = 1, full_shape: tuple[int, int] | None = None) -> None:
+        """Show ``u8``. With ``stride`` s > 1 it is the full image's ``[::s, ::s]`` subsample and is drawn at
+        the full image's size, so zoom and coordinates stay in full-resolution pixels."""
+        h, w = u8.shape[:2]
+        full = full_shape or (h, w)
         self.item.setImage(u8, autoLevels=False, levels=None)
-        if new_shape != self._shape:
-            self._shape = new_shape
+        if stride != 1 or self._stride != 1:
+            self.item.setRect(QRectF(0, 0, w * stride, h * stride))
+        self._stride = stride
+        if full != self._shape:
+            self._shape = full
             self.fit()
+
+    def pixels_per_screen_pixel(self) -> float:
+        """How many full-resolution image pixels one device pixel of the view covers (the smaller axis)."""
+        sx, sy = self.viewbox.viewPixelSize()
+        dpr = self.view.devicePixelRatioF() or 1.0
+        return max(1e-9, min(abs(sx), abs(sy)) / dpr)
 
     def fit(self) -> None:
         if self._shape is not None:
@@ -83,14 +100,15 @@ class ImagePane(QWidget):
 
 
 def style_plot(pw: pg.PlotWidget) -> None:
-    """Light plot style that reads well next to Qt's widgets."""
+    """Light plot style that reads well next to Qt's widgets. No grid: pyqtgraph draws a grid as part of the
+    axes, which then cover the whole plot and repaint whenever anything in it moves (the t marker, the
+    histogram) — that was the largest cost of a slider frame."""
     pw.setBackground("w")
     for name in ("left", "bottom", "right", "top"):
         ax = pw.getAxis(name)
         ax.setPen(pg.mkPen("#444"))
         ax.setTextPen(pg.mkPen("#222"))
         ax.enableAutoSIPrefix(False)  # "β_t (x0.001)" with ticks in thousandths confuses more than it helps
-    pw.showGrid(x=True, y=True, alpha=0.15)
 
 
 class PixelHistogram(pg.PlotWidget):
@@ -121,6 +139,7 @@ class PixelHistogram(pg.PlotWidget):
         self.setLabel("left", "density")
         self.getPlotItem().getViewBox().setLimits(xMin=-self.RANGE, xMax=self.RANGE)
         self.counts = np.zeros(self.BINS)
+        self._top = None
 
     def set_values(self, values: np.ndarray) -> None:
         counts, _ = np.histogram(values, bins=self.edges)
@@ -128,7 +147,10 @@ class PixelHistogram(pg.PlotWidget):
         density = counts / (total * (self.edges[1] - self.edges[0]))
         self.counts = density
         self.hist.setData(self.edges, density)
-        self.setYRange(0, max(0.45, float(density.max()) * 1.05), padding=0)
+        top = max(0.45, math.ceil(float(density.max()) * 1.05 / 0.1) * 0.1)  # steps of 0.1: axes rarely redraw
+        if top != self._top:
+            self._top = top
+            self.setYRange(0, top, padding=0)
 
 
 def qpixmap_from_u8(u8: np.ndarray) -> QPixmap:

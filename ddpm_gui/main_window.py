@@ -21,12 +21,15 @@ For the panels that later issues add (Generate, Train, ELBO):
 """
 from __future__ import annotations
 
+import contextlib
+import html
 import math
 import secrets
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from PySide6.QtCore import QByteArray, QSettings, QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QGuiApplication, QImage, QKeySequence, QPainter
@@ -80,6 +83,7 @@ class MainWindow(QMainWindow):
         self._x0_full_shape: tuple[int, int] | None = None
         self._noise: np.ndarray | None = None
         self._preview: ForwardPreview | None = None
+        self._previews: dict[int, ForwardPreview] = {}
         self._hist_index: np.ndarray | None = None
         self._moments = (0.0, 0.0, 0.0)
         self._photo_path: Path | None = None
@@ -325,7 +329,9 @@ class MainWindow(QMainWindow):
         self._x0 = np.ascontiguousarray(x0, dtype=np.float32)
         self._photo_path, self._photo_label, self._sample_name = path, label, sample
         self.x0Pane.set_image(to_uint8(self._x0))
-        self.setWindowTitle(f"DDPM Studio — {label}")
+        self.photoLabel.setText(f"{label} · {x0.shape[1]}×{x0.shape[0]}")
+        self.photoLabel.setToolTip(str(path) if path else label)
+        self.x0Pane.title.setText(f"<b>x<sub>0</sub></b> — {html.escape(label)}")
         self._make_noise()
         self.statusBar().showMessage(f"Opened {label}: {w}×{h}{note}", 6000)
 
@@ -333,6 +339,7 @@ class MainWindow(QMainWindow):
         x0 = self._x0
         self._noise = draw_noise(x0.shape, self.seed).numpy()
         self._preview = ForwardPreview(x0, self._noise)
+        self._previews = {1: self._preview}
         rng = np.random.default_rng(12345)
         self._hist_index = rng.integers(0, x0.size, size=min(HIST_SAMPLES, x0.size))
         x = x0.reshape(-1).astype(np.float64)
@@ -387,13 +394,37 @@ class MainWindow(QMainWindow):
             self._start_chain(t)
             return
         self._update_readout(t)
-        self.xtPane.set_image(self._preview.render(t, self.schedule))  # a fresh array per frame
+        stride = self.display_stride
+        with _one_torch_thread():
+            frame = self._preview_at(stride).render(t, self.schedule)  # a fresh array per frame
+        self.xtPane.set_image(frame, stride=stride, full_shape=self._x0.shape[:2])
         self.last_frame_time = time.perf_counter()
         self.frames_rendered += 1
         a = self.schedule.sqrt_alphas_cumprod[t]
         b = self.schedule.sqrt_one_minus_alphas_cumprod[t]
         self.histogram.set_values(a * self._hist_x0 + b * self._hist_eps)
         self.frameShown.emit(t)
+
+    @property
+    def display_stride(self) -> int:
+        """Level of detail of the x_t view: s > 1 when one screen pixel covers s or more photo pixels, and then
+        the slider renders every s-th pixel of x_t (exactly ``ForwardPreview(x0, ε).render(t)[::s, ::s]``), s²
+        times less work with no visible loss. Zooming in re-renders at full resolution."""
+        if self._x0 is None or not self.xtPane.isVisible():
+            return 1
+        return max(1, int(math.floor(self.xtPane.pixels_per_screen_pixel() + 1e-6)))
+
+    def _preview_at(self, stride: int) -> ForwardPreview:
+        fp = self._previews.get(stride)
+        if fp is None:
+            fp = ForwardPreview(np.ascontiguousarray(self._x0[::stride, ::stride]),
+                                np.ascontiguousarray(self._noise[::stride, ::stride]))
+            self._previews[stride] = fp
+        return fp
+
+    def _on_view_range(self, *_args) -> None:
+        if self._mode == CLOSED and self._x0 is not None and self.display_stride != self.xtPane.stride:
+            self._request_frame()
 
     def psnr(self, t: int) -> float:
         """PSNR of x_t against x_0 in dB, on the [−1, 1] scale (peak-to-peak 2) before display clipping:
@@ -542,6 +573,7 @@ class MainWindow(QMainWindow):
         self.noisePane = ImagePane("<b>ε</b> ~ N(0, I) — fixed for this photo and seed", "noisePane",
                                    "The noise ε = draw_noise(shape, seed), shown with x_t's mapping "
                                    "u8 = clip(127.5·x + 128): x_T ≈ ε")
+        self.xtPane.viewbox.sigRangeChanged.connect(self._on_view_range)
         self.x0Pane.link_to(self.xtPane)
         self.noisePane.link_to(self.xtPane)
         self.x0Pane.hide()
@@ -593,6 +625,12 @@ class MainWindow(QMainWindow):
         controls.addWidget(self.showX0Check)
         controls.addWidget(self.showNoiseCheck)
         controls.addWidget(self.fitButton)
+        self.photoLabel = QLabel()
+        self.photoLabel.setObjectName("photoLabel")
+        self.photoLabel.setStyleSheet("color: #555;")
+        self.photoLabel.setMinimumWidth(40)
+        self.photoLabel.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        controls.addWidget(self.photoLabel, 1)
         controls.addStretch(1)
         controls.addWidget(QLabel("Seed"))
         controls.addWidget(self.seedSpin)
@@ -878,6 +916,23 @@ class _ResizeLabel(QLabel):
     def resizeEvent(self, ev):  # noqa: N802 - Qt override
         super().resizeEvent(ev)
         self._on_resize()
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Run the slider's render on this (the UI) thread alone. These few memory-bound passes gain little from a
+    second thread, and a thread pool that has to wait for a core busy with a training or sampling worker (or
+    another program) made a 3 ms frame take 30–50 ms on a loaded 2-core machine. Same pixels either way; the
+    previous count is restored at once, so workers keep theirs."""
+    prev = torch.get_num_threads()
+    if prev == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def _psnr(mse: float) -> float:

@@ -145,6 +145,26 @@ def test_dragging_a_point_with_the_mouse_reshapes_the_curve(window, qtbot):
     assert isinstance(start, QPoint)
 
 
+def test_double_click_adds_a_point_and_right_click_removes_it(window, qtbot):
+    from PySide6.QtCore import QPointF, Qt
+    panel = window.schedule_panel
+    plot, vb = panel.plot, panel.plot.getViewBox()
+    n = len(panel.knots)
+    y = float(np.log10(window.schedule.betas[600]))
+    pos = plot.mapFromScene(vb.mapViewToScene(QPointF(600, y)))
+    # what a real double-click sends: press, release, double-click, release
+    qtbot.mouseClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.mouseDClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.mouseRelease(plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.waitUntil(lambda: len(panel.knots) == n + 1, timeout=3000)
+    i = min(range(len(panel.knots)), key=lambda k: abs(panel.knots.t[k] - 600))
+    assert abs(panel.knots.t[i] - 600) <= 3
+    x, y = panel.point_position(i)
+    pos = plot.mapFromScene(vb.mapViewToScene(QPointF(x, y)))
+    qtbot.mouseClick(plot.viewport(), Qt.MouseButton.RightButton, pos=pos)
+    qtbot.waitUntil(lambda: len(panel.knots) == n, timeout=3000)
+
+
 def QtLeft():
     from PySide6.QtCore import Qt
     return Qt.MouseButton.LeftButton

@@ -43,7 +43,8 @@ def painted_pixels(w) -> np.ndarray:
 
 
 def test_window_opens_on_the_cat_with_ho_et_al_linear_schedule(window):
-    assert window.windowTitle().startswith("DDPM Studio")
+    assert window.windowTitle() == "DDPM Studio"
+    assert window.photoLabel.text() == "Chelsea the cat · 451×300"
     x0 = load_image(sample_path("chelsea"))
     assert np.array_equal(window.x0, x0)
     s = window.schedule
@@ -65,6 +66,7 @@ def test_moving_the_slider_shows_exactly_what_core_computes_for_that_t_and_seed(
     for t in (137, 0, 500, 999):
         show_t(qtbot, window, t)
         shown = window.displayed_image()
+        assert window.xtPane.stride == 1                 # a 451×300 photo in a large view: every pixel
         assert np.array_equal(shown, ref.render(t, sched))
         assert np.array_equal(painted_pixels(window), shown)
         # and the same image as eq. 5 written out, up to float rounding at the ⌊·⌋ boundary
@@ -76,6 +78,26 @@ def test_moving_the_slider_shows_exactly_what_core_computes_for_that_t_and_seed(
     with qtbot.waitSignal(window.frameShown, timeout=5000, check_params_cb=lambda t: t == 998):
         qtbot.keyClick(window.timestepSlider, Qt.Key.Key_Left)
     assert window.timestepSpin.value() == 998
+
+
+def test_a_large_photo_renders_at_the_views_level_of_detail_and_in_full_when_zoomed_in(window, qtbot):
+    rng = np.random.default_rng(5)
+    x0 = (rng.random((1536, 2048, 3), dtype=np.float32) * 2 - 1)
+    with qtbot.waitSignal(window.frameShown, timeout=5000):
+        window.set_image_array(x0, "big")
+    show_t(qtbot, window, 321)
+    full = ForwardPreview(x0, draw_noise(x0.shape, 0).numpy()).render(321, window.schedule)
+    s = window.xtPane.stride
+    view_px = window.xtPane.view.viewport().height()
+    assert s >= 2 and s <= 1536 / view_px                # one screen pixel covers ≥ s photo pixels
+    assert np.array_equal(window.displayed_image(), full[::s, ::s])
+    assert window.xtPane.item.mapRectToParent(window.xtPane.item.boundingRect()).width() >= 2048
+    # zoom in to 1:1 or closer: the view re-renders every pixel
+    with qtbot.waitSignal(window.frameShown, timeout=5000):
+        window.xtPane.viewbox.setRange(xRange=(100, 100 + view_px * 0.5), yRange=(100, 100 + view_px * 0.5),
+                                       padding=0)
+    assert window.xtPane.stride == 1
+    assert np.array_equal(window.displayed_image(), full)
 
 
 def test_fast_drags_render_only_the_newest_t(window, qtbot):
@@ -256,6 +278,21 @@ def test_markov_chain_mode_walks_eq_2_on_a_worker_from_the_same_seed(window, qtb
         window.set_mode("closed")
     assert np.array_equal(window.displayed_image(), ForwardPreview(x0, draw_noise(x0.shape, 0).numpy()).render(
         t, window.schedule))
+
+
+def test_play_animates_t_and_pause_stops_it(window, qtbot):
+    window.set_timestep(0)
+    window.playButton.click()
+    assert window.playButton.isChecked() and "Pause" in window.playButton.text()
+    qtbot.waitUntil(lambda: window.timestep > 30, timeout=5000)
+    window.playButton.click()
+    stopped_at = window.timestep
+    qtbot.wait(150)
+    assert window.timestep == stopped_at and "Play" in window.playButton.text()
+    window.set_timestep(990)                      # near the end: it stops at T−1 by itself
+    window.playButton.click()
+    qtbot.waitUntil(lambda: not window.playButton.isChecked(), timeout=5000)
+    assert window.timestep == 999
 
 
 def test_add_panel_puts_a_tab_beside_the_schedule(window):
