@@ -282,3 +282,15 @@ def test_the_oracle_needs_a_schedule_to_sample():
 def test_a_missing_device_is_one_line():
     with pytest.raises(ValueError, match="no CUDA GPU"):
         sample(Recorder(schedule=NoiseSchedule.preset("linear", T=10)), device="cuda")
+
+
+def test_plan_timesteps_is_what_a_run_visits():
+    from core.samplers import plan_timesteps
+    den = Recorder(schedule=NoiseSchedule.preset("linear", T=100))
+    for sampler in SAMPLERS:
+        for kw in ({}, {"steps": 7, "timestep_spacing": "trailing"}, {"t_start": 30, "steps": 5}):
+            start = {"x_start": torch.zeros(1, 1, 4, 4)} if "t_start" in kw else {}
+            visited = [s.t for s in sample(den, sampler=sampler, **kw, **start)]
+            assert visited == plan_timesteps(100, sampler, kw.get("steps"), kw.get("timestep_spacing"),
+                                             t_start=kw.get("t_start")).tolist()
+    assert plan_timesteps(1000, "dpmpp2m")[:2].tolist() == [999, 949]

@@ -56,6 +56,27 @@ def default_steps(sampler: str, T: int = 1000) -> int:
     return {"ddpm": T, "ddim": min(50, T), "dpmpp2m": min(20, T - 1)}[sampler]
 
 
+def plan_timesteps(T: int, sampler: str = "ddpm", steps: int | None = None, timestep_spacing: str | None = None,
+                   steps_offset: int = 0, t_start: int | None = None) -> np.ndarray:
+    """The timesteps a run visits, in order (the model is called once at each): diffusers' spacing for a run from
+    noise, or linspace over 0…t_start for SDEdit (``steps`` capped to fit). For plots and progress displays."""
+    _check_sampler(sampler)
+    solver_style = sampler == "dpmpp2m"
+    spacing = timestep_spacing or DEFAULT_SPACING[sampler]
+    if spacing not in SPACINGS:
+        raise SamplerError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    if t_start is not None:
+        t_start = _int("t_start", t_start, 1 if solver_style else 0, T - 1)
+        limit = t_start if solver_style else t_start + 1
+        steps = min(default_steps(sampler, T) if steps is None else _int("steps", steps, 1), limit)
+        return sdedit_timesteps(t_start, steps, solver=solver_style)
+    steps = default_steps(sampler, T) if steps is None else _int("steps", steps, 1, max_steps(T, solver_style))
+    try:
+        return spaced_timesteps(T, steps, spacing, steps_offset, solver_style)
+    except ValueError as e:
+        raise SamplerError(str(e)) from None
+
+
 def _check_sampler(sampler: str) -> str:
     if sampler not in SAMPLERS:
         raise SamplerError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -151,26 +172,15 @@ def sample(denoiser, schedule=None, sampler: str = "ddpm", steps: int | None = N
     threshold = parse_threshold(dynamic_threshold if dynamic_threshold is not None
                                 else getattr(denoiser, "dynamic_threshold", None))
     spacing = timestep_spacing or getattr(denoiser, "timestep_spacing", None) or DEFAULT_SPACING[sampler]
-    if spacing not in SPACINGS:
-        raise SamplerError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
     dev = pick_device(device) if device is not None else denoiser.device
     ctx = autocast(dev, precision)
 
     if (x_start is None) != (t_start is None):
         raise SamplerError("x_start and t_start go together (denoise an image from step t_start)")
+    timesteps = plan_timesteps(T, sampler, steps, spacing, getattr(denoiser, "steps_offset", 0), t_start)
     if x_start is not None:
-        t_start = _int("t_start", t_start, 1 if solver_style else 0, T - 1)
-        limit = t_start if solver_style else t_start + 1
-        steps = min(default_steps(sampler, T) if steps is None else _int("steps", steps, 1), limit)
-        timesteps = sdedit_timesteps(t_start, steps, solver=solver_style)
         x_start = _x_start(x_start, n, denoiser, "cpu")
         n = x_start.shape[0]
-    else:
-        steps = default_steps(sampler, T) if steps is None else _int("steps", steps, 1, max_steps(T, solver_style))
-        try:
-            timesteps = spaced_timesteps(T, steps, spacing, getattr(denoiser, "steps_offset", 0), solver_style)
-        except ValueError as e:
-            raise SamplerError(str(e)) from None
     labels = _labels(denoiser, class_labels, n, guidance, dev)
 
     ab = np.maximum(np.asarray(schedule.alphas_cumprod, dtype=np.float64), MIN_ALPHA_CUMPROD)
