@@ -131,3 +131,15 @@ def test_ctrl_c_leaves_no_file(image_folder, tmp_path, monkeypatch):
     out = tmp_path / "s.png"
     assert main(["sample", "--model", f"oracle:{image_folder}", "--sampler", "ddim", "-o", str(out)]) == 130
     assert list(tmp_path.glob("s*")) == []
+
+
+def test_the_oracle_samples_on_any_schedule(image_folder, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    assert main(["sample", "--model", f"oracle:{image_folder}", "--schedule", "cosine", "--sampler", "ddim",
+                 "--steps", "20", "--n", "2", "-o", str(out)]) == 0
+    from core.schedule import NoiseSchedule
+    want = run_to_end(sample(load_model(f"oracle:{image_folder}"), schedule=NoiseSchedule.preset("cosine"),
+                             sampler="ddim", steps=20, n=2)).x_t.clamp(-1, 1)
+    assert np.array_equal(np.load(out)["images"], want.numpy())
+    assert main(["sample", "--model", f"oracle:{image_folder}", "--schedule", "wiggly", "-o", str(out)]) == 2
+    assert "unknown schedule preset 'wiggly'" in capsys.readouterr().err

@@ -43,6 +43,8 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, metavar="P", help="dynamic thresholding at quantile P (Imagen)")
     p.add_argument("--from", dest="from_image", metavar="IMAGE", help="start from IMAGE noised to step --t (SDEdit)")
     p.add_argument("--t", type=int, help="with --from: the timestep to noise the image to")
+    p.add_argument("--schedule", metavar="SPEC", help="noise schedule: a preset name or a saved FILE.json (default: "
+                   "the model's own; the oracle's default is linear, T=1000)")
     p.add_argument("--resolution", type=int, help="oracle over photos/folders: image size (default: their own "
                    "size, else 32)")
     p.add_argument("--scale", type=int, help="enlarge the output by an integer factor (default: 1 for .png, "
@@ -106,10 +108,11 @@ def run(args) -> int:
     labels = parse_classes(args.class_)
     denoiser = load_model(args.model, device=device, resolution=args.resolution)
     x_start = start_image(args.from_image, denoiser) if args.from_image else None
-    schedule = denoiser.schedule
-    if schedule is None:  # the oracle: the default training schedule
-        from core.schedule import NoiseSchedule
-        schedule = NoiseSchedule.preset("linear", T=1000)
+    from core.schedule import parse_schedule_spec
+    if args.schedule is not None:
+        schedule = parse_schedule_spec(args.schedule, T=denoiser.schedule.T if denoiser.schedule else None)
+    else:  # the model's own; the oracle, which has none, gets Ho et al.'s linear T = 1000
+        schedule = denoiser.schedule or parse_schedule_spec("linear")
     steps = sample(denoiser, schedule=schedule, sampler=args.sampler, steps=args.steps, eta=args.eta,
                    seed=args.seed, n=args.n, class_labels=labels, guidance=args.guidance,
                    variance_type=args.variance, clip_sample=args.clip, dynamic_threshold=args.threshold,
