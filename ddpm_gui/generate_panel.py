@@ -345,7 +345,7 @@ class GeneratePanel(QWidget):
             self._update_class_widgets()
             return
         self.modelNote.setText("Loading…")
-        self._load_runner.start(self.cache.get, key, loader,
+        self._load_runner.start(_preload_model, self.cache, key, loader,
                                 on_finished=lambda _m, k=key: self._on_preloaded(k),
                                 on_error=lambda e: self.modelNote.setText(f"Cannot load: {one_line(e)}"))
 
@@ -797,6 +797,12 @@ class GeneratePanel(QWidget):
     def _shortcut_generate(self) -> None:
         self.window_.show_panel(self)
         self.generate()
+
+
+def _preload_model(cache: ModelCache, key: tuple, loader) -> str:
+    """Load into the cache on the worker thread; returns only the name (a model never crosses threads as a
+    payload: the worker copies payloads)."""
+    return cache.get(key, loader).name
 
 
 def _array_oracle(x0, device):
