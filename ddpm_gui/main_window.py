@@ -121,6 +121,8 @@ class MainWindow(QMainWindow):
         self.schedule_panel.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
         self.schedule_panel.error.connect(self.show_error)
         self._apply_schedule_range()
+        from ddpm_gui.generate_panel import GeneratePanel  # the Generate tab (issue 5)
+        self.generate_panel = GeneratePanel.install(self, settings=settings)
 
         restored = self._restore_settings() if settings is not None else {}
         opened = False
