@@ -157,9 +157,14 @@ class GeneratePanel(QWidget):
         loaded = self.cache.peek(job.model_key) is not None
         self._set_status("Generating…" if loaded else "Loading the model…")
         self._click_time = time.perf_counter()
-        self.runner.start(generate_frames, job, self.cache, self._live, on_frame=self._paint,
-                          on_finished=self._on_finished, on_cancelled=self._on_cancelled, on_error=self._on_error,
-                          on_done=self._on_done)
+        try:
+            self.runner.start(generate_frames, job, self.cache, self._live, on_frame=self._paint,
+                              on_finished=self._on_finished, on_cancelled=self._on_cancelled,
+                              on_error=self._on_error, on_done=self._on_done)
+        except RuntimeError:  # the window is closing
+            self._live = None
+            self._set_running(False)
+            return False
         self.runStarted.emit()
         return True
 
@@ -302,7 +307,7 @@ class GeneratePanel(QWidget):
             return
         self._prev_model_index = i
         self._update_class_widgets()
-        self._on_sampler_changed()
+        self._on_model_T()
         self._preload()
 
     # ----- model loading --------------------------------------------------------------------------------------
@@ -344,15 +349,18 @@ class GeneratePanel(QWidget):
             self._loaded_key = key
             self._update_class_widgets()
             return
+        try:
+            self._load_runner.start(_preload_model, self.cache, key, loader,
+                                    on_finished=lambda _m, k=key: self._on_preloaded(k),
+                                    on_error=lambda e: self.modelNote.setText(f"Cannot load: {one_line(e)}"))
+        except RuntimeError:  # the window is closing: its runners were shut down
+            return
         self.modelNote.setText("Loading…")
-        self._load_runner.start(_preload_model, self.cache, key, loader,
-                                on_finished=lambda _m, k=key: self._on_preloaded(k),
-                                on_error=lambda e: self.modelNote.setText(f"Cannot load: {one_line(e)}"))
 
     def _on_preloaded(self, key: tuple) -> None:
         self._loaded_key = key
         self._update_class_widgets()
-        self._on_sampler_changed()
+        self._on_model_T()
         model = self.cache.peek(key)
         if model is not None:
             self.modelReady.emit(model.name)
@@ -443,7 +451,8 @@ class GeneratePanel(QWidget):
         self.x0Pane.set_image(frame.x0)
         self.stepLabel.setText(f"step <b>{frame.index}</b>/{frame.total} &nbsp; t = <b>{frame.t}</b>")
         w = self.window_
-        if self.followCheck.isChecked() and w.schedule.T == (self._live or self.recording or Recording()).schedule_T:
+        rec = self._live if self._live is not None else self.recording
+        if self.followCheck.isChecked() and rec is not None and w.schedule.T == rec.schedule_T:
             w.set_timestep(frame.t)
 
     def _on_finished(self, final) -> None:
@@ -504,7 +513,7 @@ class GeneratePanel(QWidget):
             return
         frame = rec.frames[min(max(i, 0), len(rec) - 1)]
         self._show(frame)
-        every = f" (every {rec.stride}th step kept)" if rec.stride > 1 else ""
+        every = f" (1 step in {rec.stride} kept)" if rec.stride > 1 else ""
         self.timelineLabel.setText(f"{i + 1}/{len(rec)}{every}")
 
     def _on_replay(self, on: bool) -> None:
@@ -526,12 +535,19 @@ class GeneratePanel(QWidget):
 
     # ----- reactions ---------------------------------------------------------------------------------------------
     def _on_sampler_changed(self, *_args) -> None:
+        """A new sampler: its default number of steps for the model's T."""
         sampler = self.samplerCombo.currentData()
         T = self._model_T()
+        self._steps_T = T
         self.stepsSpin.setMaximum(max_steps(T, sampler == "dpmpp2m"))
         self.stepsSpin.setValue(default_steps(sampler, T))
         self.etaSpin.setEnabled(sampler == "ddim")
         self.samplerCombo.setToolTip(SAMPLER_TIPS[sampler])
+
+    def _on_model_T(self) -> None:
+        """A model was selected or loaded: keep the user's steps unless the number of timesteps T changed."""
+        if self._model_T() != getattr(self, "_steps_T", None):
+            self._on_sampler_changed()
 
     def _on_class_changed(self, *_args) -> None:
         self.guidanceSpin.setEnabled(self.classCombo.currentData() is not None)
@@ -615,7 +631,7 @@ class GeneratePanel(QWidget):
                                  "seed gives the same images on every device and as `ddpm sample --seed`")
         self.diceButton = QToolButton()
         self.diceButton.setObjectName("diceButton")
-        self.diceButton.setText("🎲")
+        self.diceButton.setText("⚄")
         self.diceButton.setToolTip("A random seed")
         self.diceButton.clicked.connect(self._roll_seed)
         self.batchSpin = QSpinBox()
@@ -709,6 +725,7 @@ class GeneratePanel(QWidget):
         self.timelineSlider.valueChanged.connect(self._on_timeline)
         self.timelineLabel = QLabel("–")
         self.timelineLabel.setObjectName("timelineLabel")
+        self.timelineLabel.setMinimumWidth(self.timelineLabel.fontMetrics().horizontalAdvance("0000/0000") + 8)
         self.exportButton = QToolButton()
         self.exportButton.setObjectName("exportButton")
         self.exportButton.setText("Export ▾")
