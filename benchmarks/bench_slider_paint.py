@@ -102,6 +102,28 @@ def bare_render(size: int, n: int) -> float:
     return statistics.median(times)
 
 
+def bench_chain(sizes: list[int]) -> dict:
+    """The Markov-chain mode's worker: walking eq. 2 from x_0 to t = 999 (T = 1000), then re-walking to a t
+    between checkpoints."""
+    from core.schedule import NoiseSchedule
+    from ddpm_gui.chain import ChainCache, chain_frames
+    out = {}
+    for size in sizes:
+        x0 = photo(size)
+        cache = ChainCache(x0, NoiseSchedule.preset("linear"), seed=0)
+        t0 = time.perf_counter()
+        for _ in chain_frames(cache, 999):
+            pass
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in chain_frames(cache, 999 - cache.stride // 2 - 1):
+            pass
+        again = time.perf_counter() - t0
+        out[f"{size}x{size}"] = {"walk_0_to_999_s": first, "stride": cache.stride,
+                                 "rewalk_between_checkpoints_s": again}
+    return out
+
+
 def _cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo"):
@@ -118,6 +140,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="512,1024,2048")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--full-res", action="store_true", help="zoom in so that every photo pixel is rendered")
+    ap.add_argument("--chain", action="store_true", help="also time the Markov-chain mode's walk (no Qt)")
     args = ap.parse_args()
     app = QApplication.instance() or QApplication([])
     from ddpm_gui import MainWindow
@@ -144,8 +167,9 @@ def main() -> None:
     meta = {"machine": f"{_cpu_name()}, {os.cpu_count()} CPUs", "load_average_1min": os.getloadavg()[0],
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "qt_platform": os.environ.get("QT_QPA_PLATFORM"), "frames_per_size": args.n}
+    chain = bench_chain([512, 1024]) if args.chain else {}
     if args.json:
-        print(json.dumps({"meta": meta, "results": results}, indent=1))
+        print(json.dumps({"meta": meta, "results": results, "chain": chain}, indent=1))
         return
     print(f"slider value change → pixels painted (offscreen, {meta['machine']}, torch {meta['torch']}, "
           f"{args.n} frames each, 1-min load average {meta['load_average_1min']:.1f})")
@@ -158,6 +182,9 @@ def main() -> None:
     print("median/p90/min: wall time to pixels painted; UI CPU: the UI thread's CPU time for that frame (what a "
           "frame costs without other load); frame ready: wall time until x_t was handed to the view; bare render: "
           "ForwardPreview.render of the whole photo alone, torch's default threads")
+    for k, r in chain.items():
+        print(f"Markov chain {k}: walk 0 → 999 {r['walk_0_to_999_s']:.1f} s; checkpoints every {r['stride']} steps, "
+              f"so a re-walk between two takes {r['rewalk_between_checkpoints_s']:.2f} s")
 
 
 if __name__ == "__main__":

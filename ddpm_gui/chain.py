@@ -22,6 +22,7 @@ import torch
 from core.forward import chain_noise, q_step
 from core.images import to_uint8
 from core.schedule import NoiseSchedule
+from ddpm_gui.torch_threads import one_torch_thread
 
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 
@@ -99,15 +100,15 @@ def chain_frames(cache: ChainCache, target: int, frame_interval_s: float = 0.1,
         sample = x.reshape(-1)[torch.from_numpy(sample_index)].numpy() if sample_index is not None else None
         return ChainFrame(s, target, to_uint8(x), final, mse, sample)
 
-    last_frame = time.perf_counter()
-    x = None
-    for s, x in walk(cache, target):
-        if s == target:
-            break
-        now = time.perf_counter()
-        if now - last_frame >= frame_interval_s:
-            last_frame = now
-            yield frame(s, x, False)
-        else:
-            yield None
-    yield frame(target, x, True)
+    with one_torch_thread():  # this worker thread's own thread count (see ddpm_gui.torch_threads)
+        last_frame = time.perf_counter()
+        x = None
+        for s, x in walk(cache, target):
+            if s == target:
+                break
+            if time.perf_counter() - last_frame >= frame_interval_s:
+                last_frame = time.perf_counter()
+                yield frame(s, x, False)
+            else:
+                yield None
+        yield frame(target, x, True)

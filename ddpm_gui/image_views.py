@@ -129,13 +129,15 @@ class PixelHistogram(pg.PlotWidget):
         self.setMouseEnabled(False, False)
         self.hideButtons()
         self.edges = np.linspace(-self.RANGE, self.RANGE, self.BINS + 1)
-        self.hist = self.plot(self.edges, np.zeros(self.BINS), stepMode="center", fillLevel=0,
+        self.addLegend(offset=(-8, 6), labelTextColor="#222", brush=pg.mkBrush(255, 255, 255, 220),
+                       pen=pg.mkPen("#bbb"))
+        self.hist = self.plot(self.edges, np.zeros(self.BINS), stepMode="center", fillLevel=0, name="x<sub>t</sub>",
                               brush=pg.mkBrush(70, 130, 220, 110), pen=pg.mkPen(40, 90, 180, width=1))
         xs = np.linspace(-self.RANGE, self.RANGE, 241)
         self.normal = self.plot(xs, np.exp(-xs**2 / 2) / math.sqrt(2 * math.pi),
-                                pen=pg.mkPen(215, 60, 40, width=2), name="N(0, 1)")
+                                pen=pg.mkPen(215, 60, 40, width=2), name="N(0, 1) density")
         self.setXRange(-self.RANGE, self.RANGE, padding=0)
-        self.setLabel("bottom", "pixel value of x_t")
+        self.setLabel("bottom", "value of a pixel of x<sub>t</sub> (before display clipping)")
         self.setLabel("left", "density")
         self.getPlotItem().getViewBox().setLimits(xMin=-self.RANGE, xMax=self.RANGE)
         self.counts = np.zeros(self.BINS)

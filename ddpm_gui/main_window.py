@@ -21,7 +21,6 @@ For the panels that later issues add (Generate, Train, ELBO):
 """
 from __future__ import annotations
 
-import contextlib
 import html
 import math
 import secrets
@@ -29,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from PySide6.QtCore import QByteArray, QSettings, QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QGuiApplication, QImage, QKeySequence, QPainter
@@ -45,6 +43,7 @@ from ddpm_gui import settings as settings_mod
 from ddpm_gui.chain import ChainCache, ChainFrame, chain_frames
 from ddpm_gui.image_views import ImagePane, PixelHistogram, qpixmap_from_u8, u8_from_qimage
 from ddpm_gui.schedule_panel import SchedulePanel
+from ddpm_gui.torch_threads import one_torch_thread
 from ddpm_gui.worker import WorkerRunner, one_line, shutdown_all
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff *.ppm *.pgm);;All files (*)"
@@ -397,7 +396,7 @@ class MainWindow(QMainWindow):
             return
         self._update_readout(t)
         stride = self.display_stride
-        with _one_torch_thread():
+        with one_torch_thread():
             frame = self._preview_at(stride).render(t, self.schedule)  # a fresh array per frame
         self.xtPane.set_image(frame, stride=stride, full_shape=self._x0.shape[:2])
         self.last_frame_time = time.perf_counter()
@@ -918,23 +917,6 @@ class _ResizeLabel(QLabel):
     def resizeEvent(self, ev):  # noqa: N802 - Qt override
         super().resizeEvent(ev)
         self._on_resize()
-
-
-@contextlib.contextmanager
-def _one_torch_thread():
-    """Run the slider's render on this (the UI) thread alone. These few memory-bound passes gain little from a
-    second thread, and a thread pool that has to wait for a core busy with a training or sampling worker (or
-    another program) made a 3 ms frame take 30–50 ms on a loaded 2-core machine. Same pixels either way; the
-    previous count is restored at once, so workers keep theirs."""
-    prev = torch.get_num_threads()
-    if prev == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 def _psnr(mse: float) -> float:

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 from core.cli.cmd_noise import NOTES_BETA_END, NOTES_BETA_START, NOTES_T
 from core.schedule import MAX_T, PRESETS, NoiseSchedule, ScheduleError
 from ddpm_gui.image_views import style_plot
-from ddpm_gui.schedule_edit import (BETA, CURVES, EditError, Knots, curve_values, fit_knots, from_space,
+from ddpm_gui.schedule_edit import (BETA, CURVES, HTML_LABELS, EditError, Knots, curve_values, fit_knots, from_space,
                                     knots_from_params, schedule_from_knots, space_of, space_values, to_space,
                                     zero_terminal)
 
@@ -527,7 +527,7 @@ class SchedulePanel(QWidget):
         pi.setLogMode(x=False, y=log_y)
         self.logYCheck.setEnabled(curve != "log_snr")
         t = np.arange(s.T)
-        label = CURVES[curve][0]
+        label = HTML_LABELS[curve]
         y = _finite(curve_values(s, curve), log_y)
         self.mainCurve.setData(t, y)
         legend = pi.legend
@@ -544,7 +544,7 @@ class SchedulePanel(QWidget):
             self.secondCurve.setData(t, _finite(curve_values(s, other), log_y))
             self.secondCurve.show()
             if legend is not None:
-                legend.addItem(self.secondCurve, CURVES[other][0])
+                legend.addItem(self.secondCurve, HTML_LABELS[other])
         else:
             self.secondCurve.setData([], [])
             self.secondCurve.hide()

@@ -10,7 +10,8 @@ after superqt's ``GeneratorWorker`` and Orange's one-task-per-widget executor:
     ends it emits exactly one of ``finished(return_value)``, ``cancelled(n_yielded)``, ``errored(exception)`` and
     then ``done()``. On cancel or error the generator is ``close()``-d in the worker thread, so its ``finally``
     blocks free memory (GPU memory too) before ``cancelled`` is emitted. A function that never yields can never
-    be cancelled: keep model calls inside the loop, one per turn.
+    be cancelled: keep model calls inside the loop, one per turn. A bare ``yield`` (None) is a cancel point
+    with nothing to show: it is counted but not emitted.
 
 ``FrameMailbox``
     A one-slot, thread-safe "newest value" box. The worker ``put``-s every value (replacing the old one) and
@@ -281,8 +282,10 @@ class GeneratorWorker(QThread):
                     except StopIteration as stop:
                         payload = copy_payload(stop.value)
                         break
-                    value = copy_payload(value)
                     self.n_yielded += 1
+                    if value is None:  # a bare ``yield``: a cancel point with nothing to show
+                        continue
+                    value = copy_payload(value)
                     if self._mailbox is not None:
                         self._mailbox.put(value)
                     if self._emit_yielded:
