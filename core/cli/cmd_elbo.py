@@ -66,9 +66,15 @@ def load_images(args, denoiser) -> tuple[np.ndarray, str]:
 def image_for_model(path, resolution: int, channels: int) -> np.ndarray:
     """A photo as 1×C×H×W on the uint8 grid: centre-cropped, resized (Lanczos), and for one channel converted to
     luma the way Pillow's ``convert("L")`` does (ITU-R 601, rounded to 8 bits)."""
+    from core.images import load_image
+    return array_for_model(load_image(path), resolution, channels)
+
+
+def array_for_model(img: np.ndarray, resolution: int, channels: int) -> np.ndarray:
+    """:func:`image_for_model` for a photo already in memory (H×W×3 in [−1, 1], as ``load_image`` returns it):
+    the GUI's ELBO panel uses it for a pasted photo that has no file."""
     from PIL import Image
-    from core.images import from_uint8, load_image, resize_square, to_uint8
-    img = load_image(path)
+    from core.images import from_uint8, resize_square, to_uint8
     if img.shape[:2] != (resolution, resolution):
         img = resize_square(img, resolution)
     u8 = to_uint8(img)
