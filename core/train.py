@@ -1,0 +1,427 @@
+"""Training a DDPM: the one loop the CLI (``ddpm train``) and the GUI's Train panel both drive.
+
+Per step (Ho et al. 2020, Alg. 1): draw x_0 from the data, t ~ U{0…T−1}, ε ~ N(0, I), form
+x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (eq. 5) and take a gradient step on L_simple = ‖target − f_θ(x_t, t, y)‖², where the
+target is ε (eq. 14 of Ho et al.), x_0, or v = √ᾱ_t·ε − √(1−ᾱ_t)·x_0 (Salimans & Ho 2022). Optional min-SNR-γ
+weighting (Hang et al. 2023): w_t = min(SNR_t, γ)/SNR_t for ε, min(SNR_t, γ) for x_0, min(SNR_t, γ)/(SNR_t + 1) for v.
+AdamW with linear warm-up, gradient-norm clipping, and EMA weights (the ones saved and sampled). With labelled data
+the model is class-conditional and each label is replaced by the null class with probability ``label_dropout``, so
+one network serves classifier-free guidance (Ho & Salimans 2022).
+
+:class:`Trainer` is an iterator of :class:`TrainEvent` (``for event in train(...)``). ``close()`` stops it at once;
+``save()`` writes a resumable checkpoint at any time between events. Checkpoints are folders written atomically
+(temp folder + rename): the model files of :mod:`core.models.checkpoint` holding the EMA weights (so a checkpoint
+loads like any model), plus ``train_state.safetensors`` (raw weights, optimizer moments, RNG state as uint8) and
+``train_state.json`` (step, options, loss history). No pickle anywhere. ``resume=True`` continues bit-exactly.
+
+Layout of ``out``: ``checkpoint/`` (latest resumable state), ``model/`` (inference files, written at the end),
+``samples/step_NNNNNN.png`` (EMA sample grids).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.atomic import atomic_dir, write_text_atomic
+from core.data import Dataset, load_dataset
+from core.device import autocast, pick_device
+from core.images import make_grid, save_image, to_uint8
+from core.models.checkpoint import read_json, read_safetensors, write_model_files
+from core.models.unet import UNet, UNetConfig
+from core.schedule import NoiseSchedule
+
+STATE_JSON, STATE_TENSORS = "train_state.json", "train_state.safetensors"
+STATE_FORMAT = "ddpm-studio.train-state"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Model sizes: (base channels, channel multipliers, attention at the lowest feature map?). ``small`` is the built-in
+# MNIST model: no attention in the res-blocks (the mid-block keeps its one) because CPU attention backward costs
+# ~5× a whole step at 7×7, and the sampling goals (1000 DDPM steps ≤ 10 s) need ≤ 10 ms per network call.
+MODEL_SIZES = {
+    "tiny": dict(base_channels=16, channel_mults=(1, 2, 2), attention=False),
+    "small": dict(base_channels=32, channel_mults=(1, 2, 2), attention=False),
+    "base": dict(base_channels=64, channel_mults=(1, 2, 2), attention=True),
+    "large": dict(base_channels=96, channel_mults=(1, 2, 2, 2), attention=True),
+}
+
+
+def unet_config_for(size: str, resolution: int, channels: int, num_classes: int,
+                    prediction_type: str = "epsilon") -> UNetConfig:
+    """The :class:`UNetConfig` of a named model size for data of the given shape."""
+    if size not in MODEL_SIZES:
+        raise ValueError(f"unknown model size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
+    spec = MODEL_SIZES[size]
+    mults = spec["channel_mults"]
+    lowest = resolution
+    for _ in mults[1:]:
+        lowest = (lowest + 1) // 2
+    return UNetConfig(resolution=resolution, in_channels=channels, base_channels=spec["base_channels"],
+                      channel_mults=mults, attention_resolutions=(lowest,) if spec["attention"] else (),
+                      num_classes=num_classes, groups=8, prediction_type=prediction_type)
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run (saved in ``train_state.json``, so ``resume`` needs only ``out``)."""
+
+    data: str = "builtin:mnist"
+    out: str = "runs/model"
+    steps: int = 10_000
+    batch_size: int = 64
+    resolution: int | None = None
+    channels: int | None = None
+    model_size: str = "small"
+    prediction_type: str = "epsilon"
+    schedule: str = "linear"
+    T: int = 1000
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    label_dropout: float = 0.15
+    min_snr_gamma: float | None = None
+    hflip: bool = False
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    sample_steps: int = 25
+    loss_log_every: int = 10
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "T", "sample_steps", "loss_log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "checkpoint_every", "sample_every"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.model_size not in MODEL_SIZES:
+            raise ValueError(f"unknown model size {self.model_size!r}; choose one of {', '.join(MODEL_SIZES)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class TrainEvent:
+    """One report from the loop. ``kind``: ``"step"`` (every step), ``"sample"`` (``grid`` is an H×W×3 uint8 EMA
+    sample grid, also saved as ``path``), ``"checkpoint"`` (``path`` is the folder), ``"done"`` (the final model
+    folder in ``path``). ``loss`` is this step's loss; ``loss_avg`` an exponential average (τ = 50 steps)."""
+
+    kind: str
+    step: int
+    total: int
+    loss: float = float("nan")
+    loss_avg: float = float("nan")
+    lr: float = 0.0
+    it_per_s: float = 0.0
+    elapsed_s: float = 0.0
+    grid: np.ndarray | None = None
+    path: str | None = None
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then constant (Ho et al. 2020 used 5000 warm-up steps at 2e-4)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr
+
+
+def loss_weights(snr: torch.Tensor, prediction_type: str, gamma: float | None) -> torch.Tensor:
+    """Min-SNR-γ weights (Hang et al. 2023) per sample; all ones when γ is None."""
+    if gamma is None:
+        return torch.ones_like(snr)
+    clipped = torch.clamp(snr, max=gamma)
+    if prediction_type == "epsilon":
+        return clipped / snr
+    if prediction_type == "sample":
+        return clipped
+    return clipped / (snr + 1.0)
+
+
+class Trainer:
+    """An iterator over :class:`TrainEvent`; see the module docstring. Build with :func:`train`."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False, dataset: Dataset | None = None):
+        out = Path(config.out)
+        ckpt = out / "checkpoint"
+        if resume:
+            if not (ckpt / STATE_JSON).is_file():
+                raise FileNotFoundError(f"{out}: no checkpoint to resume (expected {ckpt / STATE_JSON})")
+            state = read_json(ckpt / STATE_JSON, "training state")
+            if state.get("format") != STATE_FORMAT:
+                raise ValueError(f"{ckpt / STATE_JSON}: not a DDPM Studio training state")
+            saved = TrainConfig.from_dict(state["config"])
+            # a resumed run keeps its recipe; only the length, the device and the reporting cadence may change
+            for name in ("steps", "device", "precision", "checkpoint_every", "sample_every", "sample_steps"):
+                setattr(saved, name, getattr(config, name))
+            saved.out = str(out)
+            config = saved
+        elif (ckpt / STATE_JSON).exists():
+            raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+        self.cfg = cfg = config
+        self.out = out
+        self.device = pick_device(cfg.device)
+        self.precision = cfg.precision
+        if self.precision == "auto":
+            self.precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if self.device.type == "cuda" \
+                else "fp32"
+        data = dataset if dataset is not None else load_dataset(cfg.data, cfg.resolution, "train", cfg.channels)
+        self.dataset = data
+        self.schedule = NoiseSchedule.preset(cfg.schedule, T=cfg.T)
+        ucfg = unet_config_for(cfg.model_size, data.resolution, data.channels, data.num_classes, cfg.prediction_type)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the global RNG
+            torch.manual_seed(int(cfg.seed))
+            self.model = UNet(ucfg).to(self.device)
+        self.ema = UNet(ucfg).to(self.device)
+        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.eval().requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.generator = torch.Generator().manual_seed(int(cfg.seed))  # all randomness: data, t, ε, dropout
+        self.step = 0
+        self.loss_history: list[list[float]] = []  # [step, mean loss over the last loss_log_every steps]
+        self.loss_avg = float("nan")
+        self._loss_window: list[float] = []
+        self._x = torch.from_numpy(data.images).to(self.device)
+        self._y = torch.from_numpy(data.labels).to(self.device) if data.labels is not None else None
+        ab = torch.tensor(np.array(self.schedule.alphas_cumprod), dtype=torch.float64)
+        self._sqrt_ab = ab.sqrt().float().to(self.device)
+        self._sqrt_1mab = (1.0 - ab).sqrt().float().to(self.device)
+        self._snr = (ab / (1.0 - ab)).float().to(self.device)
+        self._closed = False
+        self._pending: list[TrainEvent] = []
+        self._start_time = None
+        if resume:
+            self._load_state(ckpt)
+
+    # ----- the iterator protocol ----------------------------------------------------------------------------
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> TrainEvent:
+        if self._closed:
+            raise StopIteration
+        if self._pending:
+            return self._pending.pop(0)
+        if self.step >= self.cfg.steps:
+            self._closed = True
+            raise StopIteration
+        loss = self.train_step()
+        events = [self._event("step", loss)]
+        s = self.step
+        if self.cfg.sample_every and s % self.cfg.sample_every == 0 or s == self.cfg.steps:
+            events.append(self.sample_event())
+        if self.cfg.checkpoint_every and s % self.cfg.checkpoint_every == 0 or s == self.cfg.steps:
+            events.append(self._event("checkpoint", path=str(self.save())))
+        if s == self.cfg.steps:
+            events.append(self._event("done", path=str(self.save_model())))
+        self._pending = events[1:]
+        return events[0]
+
+    def close(self) -> None:
+        """Stop now (no more steps). State stays in memory, so :meth:`save` still works afterwards."""
+        self._closed = True
+        self._pending = []
+
+    # ----- one step -----------------------------------------------------------------------------------------
+    def train_step(self) -> float:
+        """One optimizer step on a fresh batch (Ho et al. Alg. 1, plus options); returns the loss."""
+        if self._start_time is None:
+            self._start_time, self._start_step = time.perf_counter(), self.step
+        cfg, g, dev = self.cfg, self.generator, self.device
+        b = cfg.batch_size
+        idx = torch.randint(len(self._x), (b,), generator=g)
+        t = torch.randint(self.schedule.T, (b,), generator=g)
+        eps = torch.randn((b, *self._x.shape[1:]), generator=g)
+        drop = torch.rand(b, generator=g) < cfg.label_dropout
+        flip = torch.rand(b, generator=g) < 0.5
+        idx, t, eps = idx.to(dev), t.to(dev), eps.to(dev)
+        x0 = self._x[idx]
+        if cfg.hflip:
+            x0 = torch.where(flip.to(dev)[:, None, None, None], x0.flip(-1), x0)
+        labels = None
+        if self._y is not None:
+            labels = torch.where(drop.to(dev), torch.full_like(self._y[idx], self.dataset.num_classes), self._y[idx])
+        a, s = self._sqrt_ab[t][:, None, None, None], self._sqrt_1mab[t][:, None, None, None]
+        x_t = a * x0 + s * eps  # eq. 5
+        target = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0}[cfg.prediction_type]
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(self.step, cfg)
+        self.model.train()
+        with autocast(dev, self.precision):
+            out = self.model(x_t, t, labels)
+        per_sample = ((out.float() - target) ** 2).mean(dim=(1, 2, 3))
+        loss = (loss_weights(self._snr[t], cfg.prediction_type, cfg.min_snr_gamma) * per_sample).mean()
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+        else:
+            loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.step += 1
+        self._update_ema()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {self.step}; lower --lr or use fp32")
+        self.loss_avg = value if self.loss_avg != self.loss_avg else self.loss_avg + (value - self.loss_avg) / 50
+        self._loss_window.append(value)
+        if len(self._loss_window) >= cfg.loss_log_every:
+            self.loss_history.append([self.step, float(np.mean(self._loss_window))])
+            self._loss_window = []
+        return value
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """θ_ema ← d·θ_ema + (1 − d)·θ with d = min(decay, (1 + n)/(10 + n)) (warm-up so early EMA is usable)."""
+        d = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        ema_p = list(self.ema.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in self.model.parameters()], 1.0 - d)
+        for eb, b in zip(self.ema.buffers(), self.model.buffers()):
+            eb.copy_(b)
+
+    def _event(self, kind: str, loss: float = float("nan"), **kw) -> TrainEvent:
+        elapsed = time.perf_counter() - self._start_time if self._start_time else 0.0
+        done = self.step - getattr(self, "_start_step", self.step)
+        return TrainEvent(kind, self.step, self.cfg.steps, loss, self.loss_avg, lr_at(max(self.step - 1, 0), self.cfg),
+                          done / elapsed if elapsed > 0 else 0.0, elapsed, **kw)
+
+    # ----- samples ------------------------------------------------------------------------------------------
+    def sample_grid(self, n: int | None = None, seed: int = 0) -> np.ndarray:
+        """EMA samples (DDIM, ``sample_steps`` steps, η = 0) as one H×W×3 uint8 grid. Labelled data: classes
+        0…K−1 in order (guidance 1, i.e. plain conditional), two rows; otherwise 16 samples."""
+        k = self.dataset.num_classes
+        if n is None:
+            n = 2 * k if 0 < k <= 10 else 16
+        labels = torch.arange(n) % k if k else None
+        x = sample_ema(self.ema, self.schedule, n, self.cfg.sample_steps, seed, labels, self.device)
+        return make_grid(to_uint8(x.permute(0, 2, 3, 1).cpu().numpy()), ncols=k if 0 < k <= 10 else None, pad=2)
+
+    def sample_event(self) -> TrainEvent:
+        grid = self.sample_grid()
+        folder = self.out / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = save_image(folder / f"step_{self.step:06d}.png", grid)
+        return self._event("sample", grid=grid, path=str(path))
+
+    # ----- saving and resuming ------------------------------------------------------------------------------
+    def _model_meta(self) -> dict:
+        return {"name": Path(self.cfg.out).name, "trained_steps": self.step, "data": self.cfg.data,
+                "model_size": self.cfg.model_size, "class_names": list(self.dataset.class_names),
+                "weights": "ema", "ema_decay": self.cfg.ema_decay, "label_dropout": self.cfg.label_dropout,
+                "final_loss_avg": self.loss_avg if math.isfinite(self.loss_avg) else None}
+
+    def save(self, folder=None) -> Path:
+        """Write a resumable checkpoint (default ``out/checkpoint``) atomically; returns its path."""
+        folder = Path(folder) if folder is not None else self.out / "checkpoint"
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        opt_state = self.opt.state_dict()
+        for pid, st in opt_state["state"].items():
+            for key, value in st.items():
+                tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value)
+        tensors["rng.generator"] = self.generator.get_state()
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+        groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt_state["param_groups"]]
+        state = {"format": STATE_FORMAT, "version": 1, "step": self.step, "config": asdict(self.cfg),
+                 "optimizer_param_groups": groups, "loss_avg": self.loss_avg if math.isfinite(self.loss_avg) else None,
+                 "loss_history": self.loss_history, "loss_window": self._loss_window,
+                 "grad_scale": float(self.scaler.get_scale()) if self.scaler is not None else None}
+        from safetensors.torch import save_file
+        with atomic_dir(folder) as tmp:
+            write_model_files(tmp, self.ema, self.schedule, **self._model_meta())
+            save_file(tensors, str(tmp / STATE_TENSORS))
+            (tmp / STATE_JSON).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        return folder
+
+    def save_model(self, folder=None) -> Path:
+        """Inference files only (EMA weights; no optimizer state), atomically (default ``out/model``)."""
+        folder = Path(folder) if folder is not None else self.out / "model"
+        with atomic_dir(folder) as tmp:
+            write_model_files(tmp, self.ema, self.schedule, **self._model_meta())
+        return folder
+
+    def _load_state(self, ckpt: Path) -> None:
+        state = read_json(ckpt / STATE_JSON, "training state")
+        tensors = read_safetensors(ckpt / STATE_TENSORS)
+        ema = read_safetensors(ckpt / "model.safetensors")
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.ema.load_state_dict(ema)
+        opt_state = {"state": {}, "param_groups": state["optimizer_param_groups"]}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, pid, name = key.split(".", 2)
+                opt_state["state"].setdefault(int(pid), {})[name] = value
+        for g in opt_state["param_groups"]:
+            if "betas" in g:
+                g["betas"] = tuple(g["betas"])
+        self.opt.load_state_dict(opt_state)
+        self.generator.set_state(tensors["rng.generator"])
+        self.step = int(state["step"])
+        self.loss_avg = float("nan") if state.get("loss_avg") is None else float(state["loss_avg"])
+        self.loss_history = [list(p) for p in state.get("loss_history", [])]
+        self._loss_window = list(state.get("loss_window", []))
+        if self.scaler is not None and state.get("grad_scale"):
+            self.scaler.update(float(state["grad_scale"]))
+        if self.step > self.cfg.steps:
+            raise ValueError(f"the checkpoint is at step {self.step}, past the requested {self.cfg.steps} steps")
+
+
+def train(config: TrainConfig | None = None, resume: bool = False, dataset: Dataset | None = None,
+          **options) -> Trainer:
+    """Start (or with ``resume=True`` continue) a run: ``for event in train(data=…, out=…, steps=…): …``.
+    Keyword options are :class:`TrainConfig` fields."""
+    cfg = config if config is not None else TrainConfig(**options)
+    return Trainer(cfg, resume=resume, dataset=dataset)
+
+
+@torch.no_grad()
+def sample_ema(net: UNet, schedule: NoiseSchedule, n: int, steps: int, seed: int = 0,
+               class_labels: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """Deterministic DDIM (Song et al. 2021, eq. 12 with η = 0) for the training preview: n×C×H×W in [−1, 1].
+    Noise from a seeded CPU generator; x̂_0 clipped to [−1, 1]."""
+    from core.models.prediction import to_eps, to_x0
+    device = device or next(net.parameters()).device
+    cfg = net.config
+    was_training = net.training
+    net.eval()
+    x = torch.randn((n, cfg.in_channels, cfg.resolution, cfg.resolution),
+                    generator=torch.Generator().manual_seed(int(seed))).to(device)
+    labels = class_labels.to(device) if class_labels is not None else None
+    ab = schedule.alphas_cumprod
+    ts = np.unique(np.linspace(0, schedule.T - 1, min(steps, schedule.T)).round().astype(int))[::-1]
+    for i, t in enumerate(ts):
+        a_t, s_t = math.sqrt(ab[t]), math.sqrt(1 - ab[t])
+        out = net(x, torch.full((n,), int(t), device=device), labels).float()
+        x0 = to_x0(out, x, a_t, s_t, cfg.prediction_type).clamp(-1, 1)
+        eps = (x - a_t * x0) / s_t if cfg.prediction_type != "epsilon" else to_eps(out, x, a_t, s_t, "epsilon")
+        ab_prev = ab[ts[i + 1]] if i + 1 < len(ts) else 1.0
+        x = math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * eps
+    net.train(was_training)
+    return x
