@@ -239,6 +239,10 @@ class Trainer:
         self._pending = events[1:]
         return events[0]
 
+    def send(self, value=None) -> TrainEvent:
+        """Generator protocol, for workers that drive generators with ``send``: the same as ``next``."""
+        return self.__next__()
+
     def close(self) -> None:
         """Stop now (no more steps). State stays in memory, so :meth:`save` still works afterwards."""
         self._closed = True

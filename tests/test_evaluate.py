@@ -1,0 +1,110 @@
+"""core.evaluate and ddpm evaluate: the Fréchet distance against an independent computation, the near-copy test,
+the shipped classifier's held-out accuracy, and the command end to end on a tiny model."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.cli import main
+from core.evaluate import frechet_distance, near_copy_mask, nearest_train_distances, parse_class
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _frechet_by_general_eig(a, b):
+    """Independent route: Tr((Σa Σb)^½) from the (real, non-negative) eigenvalues of the non-symmetric Σa Σb."""
+    ca, cb = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    lam = np.linalg.eigvals(ca @ cb).real
+    return ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * np.sqrt(np.clip(lam, 0, None)).sum()
+
+
+def test_frechet_matches_independent_formula_and_known_cases():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 6)) @ rng.normal(size=(6, 6))
+    b = rng.normal(size=(300, 6)) * 2.0 + 1.0
+    assert frechet_distance(a, b) == pytest.approx(_frechet_by_general_eig(a, b), rel=1e-8)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-8)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    shift = np.array([3.0, 0, 0, 4.0, 0, 0])  # same covariance, means 5 apart → d² = 25
+    assert frechet_distance(a, a + shift) == pytest.approx(25.0, rel=1e-8)
+    # 1-D Gaussians: d² = (μ1 − μ2)² + (σ1 − σ2)²
+    x = rng.normal(size=(1000, 1))
+    y = 3.0 * (x - x.mean()) + 2.0
+    assert frechet_distance(x, y) == pytest.approx((x.mean() - 2.0) ** 2 + (2.0 * x.std(ddof=1)) ** 2, rel=1e-8)
+
+
+def test_near_copies_are_found_and_fresh_images_are_not():
+    rng = np.random.default_rng(1)
+    train = rng.uniform(-1, 1, (300, 1, 6, 6))
+    copies = train[:20] + rng.normal(scale=0.02, size=(20, 1, 6, 6))
+    fresh = rng.uniform(-1, 1, (20, 1, 6, 6))
+    assert near_copy_mask(copies, train).all()
+    assert not near_copy_mask(fresh, train).any()
+    d = nearest_train_distances(train[:3], train)
+    np.testing.assert_allclose(d[:, 0], 0.0, atol=1e-6)  # each training image is its own nearest neighbour
+    assert np.all(np.diff(d, axis=1) >= 0)
+
+
+def test_shipped_classifier_recognises_held_out_digits():
+    from core.classifier import classify, load_classifier
+    from core.data import load_dataset
+    held = load_dataset("builtin:mnist", split="heldout")
+    probs, feats = classify(load_classifier(), held.images)
+    assert (probs.argmax(1) == held.labels).mean() >= 0.95
+    assert feats.shape == (500, 128)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+
+
+def test_parse_class():
+    assert parse_class(None) is None and parse_class("all") == "all" and parse_class("7") == 7
+    for bad in ("10", "-1", "seven"):
+        with pytest.raises(ValueError, match="--class"):
+            parse_class(bad)
+
+
+@pytest.fixture(scope="module")
+def tiny_digit_model(tmp_path_factory):
+    from core.data import load_dataset
+    from core.train import TrainConfig, train
+    out = tmp_path_factory.mktemp("tiny")
+    data = load_dataset("builtin:mnist", split="heldout")
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        tr = train(TrainConfig(data="builtin:mnist", out=str(out / "run"), steps=2, batch_size=8,
+                               model_size="tiny", sample_every=0, checkpoint_every=0, device="cpu"), dataset=data)
+        events = list(tr)
+    return events[-1].path
+
+
+def test_evaluate_command_json(tiny_digit_model, capsys):
+    rc = main(["evaluate", "--model", tiny_digit_model, "--n", "20", "--steps", "2", "--class", "all",
+               "--guidance", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["n"] == 20 and out["class_label"] == "all" and out["guidance"] == 2.0
+    assert len(out["digit_shares"]) == 10 and sum(out["digit_shares"]) == pytest.approx(1.0)
+    for key in ("confident_share", "near_copy_share", "near_copy_share_real", "on_label_share"):
+        assert 0.0 <= out[key] <= 1.0
+    assert out["frechet"] > 0 and out["frechet_floor"] > 0
+    assert out["frechet_ratio"] == pytest.approx(out["frechet"] / out["frechet_floor"])
+    assert out["near_copy_share_real"] <= 0.05  # real held-out digits are not copies of training digits
+    # an untrained model's blobs are far from real digits: well above the real-vs-real floor
+    assert out["frechet_ratio"] > 3 and out["goals"]["on_label_share"]["met"] is False
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--class", "12"], "--class"),
+    (["--guidance", "3"], "--guidance needs --class"),
+    (["--n", "5"], "--n must be at least 20"),
+    (["--model", "/nonexistent/model"], "no such model"),
+])
+def test_evaluate_bad_input_is_one_line(argv, message, capsys):
+    assert main(["evaluate", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
