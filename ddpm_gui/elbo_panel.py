@@ -1,0 +1,906 @@
+"""The ELBO panel: the variational bound of a model on a photo or on dataset images, term by term.
+
+L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (DDPM notes, eq. 9–14), every term in bits per dimension, computed by
+:func:`core.vlb.compute_bound` on a worker thread — exactly what ``ddpm elbo`` prints, for the same model, images,
+schedule, variance and seed. The plot draws L_{t−1} against t on a log axis: the KL terms for t = 2…T as a line,
+L_0 (the decoder, t = 1) and L_T (the prior; drawn at t = T + 1, where the pattern L_{t−1} puts it) as markers.
+Hovering a point names the term, its value and its share of the total; clicking it moves the window's timestep
+slider to that term's x_t.
+
+Which schedule: a model trained on a schedule only knows that schedule's timesteps, so its bound is always computed
+with its own schedule and the panel says so. A model that accepts any schedule (the oracle) uses the window's:
+edit the schedule and Compute again (or tick "on schedule edits") to see the bound move, with the previous curve
+kept faint for comparison.
+
+A thin view over ``core``: the click turns the widgets into an :class:`ElboJob`; :func:`elbo_events` (run by a
+:class:`~ddpm_gui.worker.WorkerRunner`) loads the model, turns the photo or dataset into model-ready x_0 with the
+CLI's own helpers (:mod:`core.cli.cmd_elbo`) and passes the bound's progress to the UI as copies.
+
+``ElboPanel.install(window)`` adds it to a :class:`~ddpm_gui.main_window.MainWindow` as the "ELBO" tab.
+"""
+from __future__ import annotations
+
+import html
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
+from PySide6.QtGui import QStandardItemModel
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
+                               QProgressBar, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
+
+from core.device import pick_device
+from core.models.load import builtin_models, load_model
+from core.schedule import NoiseSchedule
+from core.vlb import BoundResult, compute_bound
+from ddpm_gui.generate_panel import _array_oracle, _ModelCombo
+from ddpm_gui.run_recording import ModelCache, format_eta
+from ddpm_gui.worker import WorkerRunner, one_line
+
+# model entries
+BUILTIN, PHOTO_ORACLE, ORACLE, FOLDER, ADD_MODEL = "builtin", "photo-oracle", "oracle", "folder", "add-model"
+# image sources
+PHOTO, DATASET, ADD_FOLDER = "photo", "dataset", "add-folder"
+MAX_IMAGES = 256
+AUTO_DELAY_MS = 400     # a schedule drag emits many changes: recompute once it rests
+
+KL_PEN = pg.mkPen((31, 119, 180), width=2)
+PREV_PEN = pg.mkPen((120, 120, 120, 110), width=2, style=Qt.PenStyle.DashLine)
+DECODER_BRUSH, PRIOR_BRUSH = pg.mkBrush(255, 127, 14), pg.mkBrush(214, 39, 40)
+PREV_BRUSH = pg.mkBrush(150, 150, 150, 90)
+
+TERMS_TIP = ("L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (notes eq. 9–14), each term in bits/dim "
+             "(nats / (C·H·W·ln 2)):\n"
+             "  L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)), t = 2…T, a Gaussian KL, one x_t ~ q(x_t | x_0) "
+             "per image and t\n"
+             "  L_0 = −log p_θ(x_0 | x_1), a discretized Gaussian over the 256 pixel bins (drawn at t = 1)\n"
+             "  L_T = KL(q(x_T | x_0) ‖ N(0, I)), closed form, no network (drawn at t = T + 1)\n"
+             "Log y axis. Hover a point for its value and share of the total; click it to show that x_t.")
+
+
+@dataclass(frozen=True)
+class ElboJob:
+    """Everything a run needs, taken from the widgets on the UI thread (no widget is touched by the worker)."""
+
+    model_key: tuple
+    loader: Callable
+    source: str                      # PHOTO or DATASET
+    photo_path: str | None = None    # the photo's file (the CLI's --image), or
+    photo_array: np.ndarray | None = None  # a photo with no file (pasted), H×W×3 in [−1, 1]
+    data: str | None = None          # builtin:mnist or a folder (the CLI's --data)
+    n: int = 1
+    variance: str | None = None      # None: the model's own
+    seed: int = 0
+    schedule: NoiseSchedule | None = None  # the window's; used only by a model that accepts any schedule
+
+
+@dataclass(frozen=True)
+class ElboProgress:
+    """A batch done: ``terms`` (T+1,) holds the image-mean bits/dim of every finished term and NaN for the rest."""
+
+    done: int
+    total: int
+    terms: np.ndarray
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class ElboRun:
+    """A finished bound, as the panel shows it. ``terms`` = [L_0, L_1, …, L_T] (bits/dim, mean over images), the
+    same numbers as :attr:`core.vlb.BoundResult.terms`; ``per_image`` N×(T+1)."""
+
+    terms: np.ndarray
+    per_image: np.ndarray
+    model_name: str
+    source: str
+    schedule_name: str
+    T: int
+    variance: str
+    seed: int
+    clip_denoised: bool
+    dims: int
+    any_schedule: bool
+    seconds: float
+
+    @property
+    def bits_per_dim(self) -> float:
+        return float(self.terms.sum())
+
+    @property
+    def label(self) -> str:
+        return f"{self.schedule_name}, T={self.T}, {self.variance}"
+
+
+def elbo_events(job: ElboJob, cache: ModelCache):
+    """The worker: load the model (cached), make x_0 as ``ddpm elbo`` does, then yield an :class:`ElboProgress`
+    per batch of the bound and return an :class:`ElboRun`. Closing the generator stops it after the batch in
+    flight (the bound's own generator is closed with it)."""
+    from core.cli.cmd_elbo import array_for_model, image_for_model, load_images
+    model = cache.get(job.model_key, job.loader)
+    yield None  # a cancel point between loading and the first batch
+    c, r = model.channels, model.resolution
+    if job.source == PHOTO:
+        if job.photo_path is not None:
+            x0, source = image_for_model(job.photo_path, r, c), Path(job.photo_path).name
+        elif job.photo_array is not None:
+            x0, source = array_for_model(job.photo_array, r, c), "the pasted photo"
+        else:
+            raise ValueError("open a photo first (File ▸ Open image)")
+        source += f" at {r}×{r}"
+    else:
+        x0, source = load_images(SimpleNamespace(image=None, data=job.data, n=job.n, split=None), model)
+    any_schedule = model.schedule is None
+    schedule = job.schedule if any_schedule else model.schedule
+    if schedule is None:
+        raise ValueError(f"{model.name} needs a schedule")
+    start = time.perf_counter()
+    events = compute_bound(model, x0, schedule, job.variance, seed=job.seed)
+    try:
+        for ev in events:
+            if isinstance(ev, BoundResult):
+                return ElboRun(terms=ev.terms.copy(), per_image=ev.per_image.copy(), model_name=model.name,
+                               source=source, schedule_name=schedule.name, T=ev.T, variance=ev.variance,
+                               seed=ev.seed, clip_denoised=ev.clip_denoised, dims=ev.dims,
+                               any_schedule=any_schedule, seconds=time.perf_counter() - start)
+            yield ElboProgress(ev.done, ev.total, ev.terms.copy(), time.perf_counter() - start)
+    finally:
+        events.close()
+    raise RuntimeError("the bound ended without a result")
+
+
+def term_name(k: int, T: int) -> str:
+    """The notes' name of term k (0…T) as rich text."""
+    return f"L<sub>{'T' if k == T else k}</sub>"
+
+
+def term_formula(k: int, T: int) -> str:
+    if k == 0:
+        return "−log p<sub>θ</sub>(x<sub>0</sub> | x<sub>1</sub>), the decoder"
+    if k == T:
+        return "KL(q(x<sub>T</sub> | x<sub>0</sub>) ‖ N(0, I)), the prior"
+    return f"KL(q(x<sub>{k}</sub> | x<sub>{k + 1}</sub>, x<sub>0</sub>) ‖ p<sub>θ</sub>(x<sub>{k}</sub> | x<sub>{k + 1}</sub>))"
+
+
+def _fmt(v: float) -> str:
+    """A bits/dim value readable from 1e-14 to 1e4."""
+    if not math.isfinite(v):
+        return "–"
+    if v == 0:
+        return "0"
+    a = abs(v)
+    return f"{v:.4g}" if 1e-3 <= a < 1e5 else f"{v:.3e}"
+
+
+def _positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points a log axis can draw (finite and > 0)."""
+    keep = np.isfinite(y) & (y > 0)
+    return x[keep], y[keep]
+
+
+class ElboPanel(QWidget):
+    """The ELBO tab. Build it with the main window it belongs to (photo, schedule, runners, error box)."""
+
+    runStarted = Signal()
+    progressed = Signal(int, int)     # terms done, total (image × timestep evaluations)
+    resultReady = Signal(object)      # the ElboRun now shown
+    runCancelled = Signal(int)        # evaluations done before the stop
+    runFailed = Signal(str)           # the one-line reason
+    hovered = Signal(int)             # the term k under the mouse (−1: none)
+
+    @classmethod
+    def install(cls, window) -> "ElboPanel":
+        panel = cls(window)
+        window.add_panel("ELBO", panel)
+        return panel
+
+    def __init__(self, window, parent=None):
+        super().__init__(parent)
+        self.setObjectName("elboPanel")
+        self.window_ = window
+        self.cache = ModelCache()
+        self.runner: WorkerRunner = window.create_runner("elbo")
+        self.result: ElboRun | None = None       # the curve drawn in full colour
+        self.previous: ElboRun | None = None     # the faint one
+        self.partial: ElboProgress | None = None  # the run in flight, as far as it got
+        self._running = False
+        self._job: ElboJob | None = None
+        self._prev_model_index = 0
+        self._prev_source_index = 0
+        self.hover_k: int | None = None
+        self.status_text = ""
+        self._auto_timer = QTimer(self)
+        self._auto_timer.setSingleShot(True)
+        self._auto_timer.setInterval(AUTO_DELAY_MS)
+        self._auto_timer.timeout.connect(self._auto_compute)
+        self._build_ui()
+        self._fill_models()
+        self._fill_sources()
+        self._on_model_changed(self.modelCombo.currentIndex())
+        self._set_running(False)
+        self._set_status("Choose a model and images, then Compute.")
+        window.scheduleChanged.connect(self._on_schedule_changed)
+        window.imageChanged.connect(self._on_photo_changed)
+
+    # ----- public API ------------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def current_model(self) -> tuple[str, str | None]:
+        data = self.modelCombo.currentData()
+        return (data[0], data[1]) if data else (PHOTO_ORACLE, None)
+
+    def select_model(self, spec: str) -> None:
+        """``builtin:NAME``, ``photo`` (the oracle over the loaded photo), ``oracle:builtin:mnist``, or any other
+        model spec (a model folder, ``oracle:PATH``), which is added to the list."""
+        if spec == "photo":
+            kind, value = PHOTO_ORACLE, None
+        elif spec.startswith("builtin:"):
+            kind, value = BUILTIN, spec
+        elif spec == "oracle:builtin:mnist":
+            kind, value = ORACLE, spec
+        else:
+            kind, value = FOLDER, spec
+        i = self._find(self.modelCombo, kind, value)
+        if i < 0:
+            i = self._insert_before_actions(self.modelCombo, kind, value,
+                                            f"Model — {Path(value).name or value}" if not value.startswith("oracle:")
+                                            else f"Oracle — {value[len('oracle:'):]}")
+        self.modelCombo.setCurrentIndex(i)
+
+    def select_source(self, spec: str, n: int | None = None) -> None:
+        """``photo`` (the loaded photo), ``builtin:mnist`` (its held-out digits) or a folder of images; ``n`` the
+        number of dataset images (the first n)."""
+        kind, value = (PHOTO, None) if spec == "photo" else (DATASET, spec)
+        i = self._find(self.sourceCombo, kind, value)
+        if i < 0:
+            i = self._insert_before_actions(self.sourceCombo, kind, value, f"Folder — {Path(value).name or value}")
+        self.sourceCombo.setCurrentIndex(i)
+        if n is not None:
+            self.countSpin.setValue(int(n))
+
+    def set_variance(self, variance: str | None) -> None:
+        """None (the model's own), ``small`` (σ_t² = β̃_t) or ``large`` (σ_t² = β_t)."""
+        self.varianceCombo.setCurrentIndex(self.varianceCombo.findData(variance))
+
+    def compute(self) -> bool:
+        """Start computing the bound with the current settings (replacing a run in flight); False, with a one-line
+        message and nothing lost, when the input is not usable."""
+        self._auto_timer.stop()
+        try:
+            job = self._make_job()
+        except ValueError as e:
+            self._fail(one_line(e))
+            return False
+        self._job = job
+        self.partial = None
+        self._set_running(True)
+        self.progressBar.setRange(0, 0)  # busy until the first batch (the model may still be loading)
+        loaded = self.cache.peek(job.model_key) is not None
+        self._set_status("Computing the bound…" if loaded else "Loading the model…")
+        try:
+            self.runner.start(elbo_events, job, self.cache, on_frame=self._on_progress,
+                              on_finished=self._on_finished, on_cancelled=self._on_cancelled,
+                              on_error=self._on_error, on_done=self._on_done)
+        except RuntimeError:  # the window is closing
+            self._set_running(False)
+            return False
+        self._redraw()
+        self.runStarted.emit()
+        return True
+
+    def cancel(self) -> bool:
+        """Stop the run in flight. The panel is ready again at once (the worker finishes its current batch of
+        model calls and drops it); the curve shown before the run stays."""
+        if not self._running:
+            return False
+        self.runner.cancel()
+        done = f" at {self.partial.done}/{self.partial.total} terms" if self.partial is not None else ""
+        self.partial = None
+        self._set_running(False)
+        self._set_status(f"Cancelled{done}: the curve is the one from before.")
+        self._redraw()
+        return True
+
+    def clear_previous(self) -> None:
+        self.previous = None
+        self._redraw()
+
+    def hover_term(self, k: int | None) -> None:
+        """Show term k's value and share of the total (as hovering its point does); None hides it."""
+        r = self.result
+        if k is None or r is None or not 0 <= k <= r.T:
+            self.hover_k = None
+            self.hoverLabel.setText("Hover a point for its value and share of the total.")
+            self.hoverMarker.setData([], [])
+            self.hoverText.hide()
+            self.hovered.emit(-1)
+            return
+        self.hover_k = int(k)
+        v, total = float(r.terms[k]), r.bits_per_dim
+        share = 100.0 * v / total if total else float("nan")
+        t = k + 1
+        line = (f"t = {t}: {term_name(k, r.T)} = {term_formula(k, r.T)} = <b>{_fmt(v)}</b> bits/dim, "
+                f"<b>{share:.3g} %</b> of the total")
+        prev = self.previous
+        pk = None if prev is None else (prev.T if k == r.T else k if k < prev.T else None)
+        if pk is not None:
+            line += f" (previous: {_fmt(float(prev.terms[pk]))})"
+        self.hoverLabel.setText(line)
+        if v > 0 and math.isfinite(v):
+            self.hoverMarker.setData([t], [v])
+            self.hoverText.setHtml(f"<div style='background:rgba(255,255,255,220); color:#111; padding:2px'>"
+                                   f"{term_name(k, r.T)} = {_fmt(v)}<br>{share:.3g} % of total</div>")
+            xv = math.log10(t) if self.logXCheck.isChecked() else t
+            self.hoverText.setPos(xv, math.log10(v))
+            # keep the box inside the plot: anchor it to the left of points in the right half
+            (x0, x1), _ = self.plot.getViewBox().viewRange()
+            self.hoverText.setAnchor((1.05, 1.1) if xv > (x0 + x1) / 2 else (-0.05, 1.1))
+            self.hoverText.show()
+        else:
+            self.hoverMarker.setData([], [])
+            self.hoverText.hide()
+        self.hovered.emit(self.hover_k)
+
+    def term_at(self, scene_pos, radius_px: float = 12.0) -> int | None:
+        """The term k whose point is nearest ``scene_pos`` (within ``radius_px`` screen pixels), else None."""
+        r = self.result
+        vb = self.plot.getViewBox()
+        if r is None or not self.plot.sceneBoundingRect().contains(scene_pos):
+            return None
+        p = vb.mapSceneToView(scene_pos)
+        sx, sy = vb.viewPixelSize()
+        k = np.arange(r.T + 1)
+        t, v = (k + 1).astype(float), r.terms
+        ok = np.isfinite(v) & (v > 0)
+        if not ok.any() or sx <= 0 or sy <= 0:
+            return None
+        xv = np.log10(t) if self.logXCheck.isChecked() else t
+        yv = np.log10(np.where(ok, v, 1.0))
+        d2 = ((xv - p.x()) / sx) ** 2 + ((yv - p.y()) / sy) ** 2
+        d2[~ok] = np.inf
+        i = int(np.argmin(d2))
+        return i if d2[i] <= radius_px ** 2 else None
+
+    def point_scene_pos(self, k: int):
+        """Where term k's point is drawn, in scene coordinates (for tests and scripts)."""
+        r = self.result
+        t, v = k + 1, float(r.terms[k])
+        from PySide6.QtCore import QPointF
+        xv = math.log10(t) if self.logXCheck.isChecked() else t
+        return self.plot.getViewBox().mapViewToScene(QPointF(xv, math.log10(v)))
+
+    # ----- model and image lists -------------------------------------------------------------------------------
+    def _fill_models(self) -> None:
+        combo = self.modelCombo
+        with QSignalBlocker(combo):
+            combo.clear()
+            installed = builtin_models()
+            for spec in sorted(set(installed) | {"builtin:mnist"}):
+                name = spec.split(":", 1)[1]
+                label = f"Built-in {name.upper() if name == 'mnist' else name} model"
+                ok = spec in installed
+                combo.addItem(label if ok else f"{label} — not installed yet", (BUILTIN, spec))
+                i = combo.count() - 1
+                combo.setItemData(i, f"{spec}: trained on its own schedule, so its bound uses that schedule"
+                                  if ok else f"{spec} is not installed yet (resources/models/{name}/ appears once "
+                                  "it is trained); until then try an oracle or a model folder",
+                                  Qt.ItemDataRole.ToolTipRole)
+                if not ok:
+                    combo.model().item(i).setEnabled(False)
+            combo.addItem("Oracle — the loaded photo", (PHOTO_ORACLE, None))
+            combo.setItemData(combo.count() - 1, "The exact denoiser of the photo: x̂_0 = x_0, so μ_θ is the true "
+                              "posterior mean and with σ_t² = β̃_t every KL term L_{t−1} is 0; any schedule",
+                              Qt.ItemDataRole.ToolTipRole)
+            combo.addItem("Oracle — built-in MNIST digits", (ORACLE, "oracle:builtin:mnist"))
+            combo.setItemData(combo.count() - 1, "The exact denoiser of the 4,500 training digits (any schedule): "
+                              "it memorises them, so on held-out digits its small-t terms are huge",
+                              Qt.ItemDataRole.ToolTipRole)
+            combo.insertSeparator(combo.count())
+            combo.addItem("Open a model folder…", (ADD_MODEL, None))
+            combo.setItemData(combo.count() - 1, "A folder with config.json + model.safetensors (ours) or a "
+                              "diffusers UNet2DModel / pipeline folder", Qt.ItemDataRole.ToolTipRole)
+            start = self._find(combo, BUILTIN, "builtin:mnist")
+            if start < 0 or not self._enabled(combo, start):
+                start = self._find(combo, PHOTO_ORACLE, None)
+            combo.setCurrentIndex(start)
+            self._prev_model_index = start
+
+    def _fill_sources(self) -> None:
+        combo = self.sourceCombo
+        with QSignalBlocker(combo):
+            combo.clear()
+            combo.addItem("The loaded photo (resized to the model's resolution)", (PHOTO, None))
+            combo.setItemData(0, "The window's photo, centre-cropped and resized to the model's H×W (Lanczos), "
+                              "grey for a one-channel model — as `ddpm elbo --image FILE`", Qt.ItemDataRole.ToolTipRole)
+            combo.addItem("Built-in MNIST held-out digits", (DATASET, "builtin:mnist"))
+            combo.setItemData(1, "The first N of the 500 digits no model here was trained on — as "
+                              "`ddpm elbo --data builtin:mnist --n N`", Qt.ItemDataRole.ToolTipRole)
+            combo.insertSeparator(combo.count())
+            combo.addItem("A folder of images…", (ADD_FOLDER, None))
+            combo.setItemData(combo.count() - 1, "The first N images of a folder (sorted), resized to the model's "
+                              "resolution — as `ddpm elbo --data DIR --n N`", Qt.ItemDataRole.ToolTipRole)
+            start = 1 if self.current_model()[0] == BUILTIN else 0
+            combo.setCurrentIndex(start)
+            self._prev_source_index = start
+        self._on_source_changed(start)
+
+    @staticmethod
+    def _find(combo: QComboBox, kind: str, value) -> int:
+        for i in range(combo.count()):
+            data = combo.itemData(i)
+            if data and data[0] == kind and data[1] == value:
+                return i
+        return -1
+
+    @staticmethod
+    def _enabled(combo: QComboBox, i: int) -> bool:
+        model = combo.model()
+        return not isinstance(model, QStandardItemModel) or model.item(i).isEnabled()
+
+    @staticmethod
+    def _insert_before_actions(combo: QComboBox, kind: str, value: str, label: str) -> int:
+        at = combo.count() - 2  # before the separator and the "…" entry
+        with QSignalBlocker(combo):
+            combo.insertItem(at, label, (kind, value))
+            combo.setItemData(at, value, Qt.ItemDataRole.ToolTipRole)
+        return at
+
+    def _refresh_builtins(self) -> None:
+        installed = set(builtin_models())
+        combo = self.modelCombo
+        for i in range(combo.count()):
+            data = combo.itemData(i)
+            if data and data[0] == BUILTIN and data[1] in installed and not self._enabled(combo, i):
+                name = data[1].split(":", 1)[1]
+                combo.setItemText(i, f"Built-in {name.upper() if name == 'mnist' else name} model")
+                combo.setItemData(i, f"{data[1]}: trained on its own schedule, so its bound uses that schedule",
+                                  Qt.ItemDataRole.ToolTipRole)
+                combo.model().item(i).setEnabled(True)
+
+    def _model_accepts_any_schedule(self) -> bool:
+        """The oracle works with any schedule; a trained model is tied to its own (known once it is loaded)."""
+        model = self._loaded_model()
+        if model is not None:
+            return model.schedule is None
+        kind, value = self.current_model()
+        return kind in (PHOTO_ORACLE, ORACLE) or (kind == FOLDER and str(value).startswith("oracle:"))
+
+    def _on_model_changed(self, i: int) -> None:
+        kind, _ = self.current_model()
+        if kind == ADD_MODEL:
+            folder = QFileDialog.getExistingDirectory(self, "Open a model folder", "")
+            with QSignalBlocker(self.modelCombo):
+                self.modelCombo.setCurrentIndex(self._prev_model_index)
+            if folder:
+                self.select_model(folder)
+            return
+        self._prev_model_index = i
+        self._update_model_note()
+
+    def _on_source_changed(self, i: int) -> None:
+        kind, _ = (self.sourceCombo.currentData() or (PHOTO, None))
+        if kind == ADD_FOLDER:
+            folder = QFileDialog.getExistingDirectory(self, "A folder of images", "")
+            with QSignalBlocker(self.sourceCombo):
+                self.sourceCombo.setCurrentIndex(self._prev_source_index)
+            if folder:
+                self.select_source(folder)
+            return
+        self._prev_source_index = i
+        self.countSpin.setEnabled(kind == DATASET)
+
+    def _update_model_note(self) -> None:
+        model = self._loaded_model()
+        s = self.window_.schedule
+        if self._model_accepts_any_schedule():
+            self.autoCheck.setEnabled(True)
+            note = (f"Accepts any schedule: the bound uses the window's ({s.name}, T = {s.T}). Edit it and "
+                    "Compute again to see the bound move.")
+        else:
+            self.autoCheck.setEnabled(False)
+            own = f" ({model.schedule.name}, T = {model.schedule.T})" if model is not None else ""
+            note = (f"Tied to its training schedule{own}: the network only knows the timesteps it was trained on, "
+                    "so its bound always uses that schedule and schedule edits do not change it.")
+        if model is not None:
+            note = f"{html.escape(model.name)}: {model.resolution}×{model.resolution}, {model.channels} " \
+                   f"channel{'s' * (model.channels > 1)}. " + note
+        self.modelNote.setText(note)
+
+    def _device(self) -> str:
+        return str(pick_device("auto"))
+
+    def _model_request(self, device: str) -> tuple[tuple, Callable]:
+        kind, value = self.current_model()
+        if kind == PHOTO_ORACLE:
+            path = self.window_.photo_path
+            if path is not None:
+                spec = f"oracle:{path}"
+                return (spec, device), (lambda: load_model(spec, device=device))
+            x0 = self.window_.x0
+            if x0 is None:
+                raise ValueError("open a photo first (File ▸ Open image)")
+            return ("photo-array", id(x0), device), (lambda a=x0.copy(): _array_oracle(a, device))
+        if kind in (BUILTIN, ORACLE, FOLDER) and value:
+            return (value, device), (lambda: load_model(value, device=device))
+        raise ValueError("choose a model")
+
+    def _loaded_model(self):
+        try:
+            key, _ = self._model_request(self._device())
+        except ValueError:
+            return None
+        return self.cache.peek(key)
+
+    # ----- the run ---------------------------------------------------------------------------------------------
+    def _make_job(self) -> ElboJob:
+        key, loader = self._model_request(self._device())
+        kind, value = self.sourceCombo.currentData() or (PHOTO, None)
+        w = self.window_
+        path = array = None
+        if kind == PHOTO:
+            if w.photo_path is not None:
+                path = str(w.photo_path)
+            elif w.x0 is not None:
+                array = w.x0.copy()
+            else:
+                raise ValueError("open a photo first (File ▸ Open image)")
+        return ElboJob(model_key=key, loader=loader, source=kind, photo_path=path, photo_array=array, data=value,
+                       n=self.countSpin.value(), variance=self.varianceCombo.currentData(),
+                       seed=self.seedSpin.value(), schedule=w.schedule)
+
+    def _on_progress(self, p: ElboProgress) -> None:
+        if not self._running:
+            return
+        if self.partial is None:
+            self.progressBar.setRange(0, p.total)
+            self._update_model_note()  # the model is loaded now: its name and schedule
+        self.partial = p
+        self.progressBar.setValue(p.done)
+        if p.done < p.total:
+            rate = p.done / p.elapsed if p.elapsed > 0 else 0.0
+            eta = (p.total - p.done) / rate if rate > 0 else float("inf")
+            self._set_status(f"{p.done}/{p.total} terms · {rate:.0f} terms/s · ETA {format_eta(eta)}")
+        self.progressed.emit(p.done, p.total)
+        self._redraw()
+
+    def _on_finished(self, run: ElboRun) -> None:
+        old = self.result
+        if old is not None and self.keepCheck.isChecked():
+            self.previous = old
+        self.result, self.partial = run, None
+        self._set_running(False)
+        total = run.per_image.size - run.per_image.shape[0]  # N·T evaluations (L_T needs none)
+        self.progressBar.setRange(0, total)
+        self.progressBar.setValue(total)
+        msg = (f"Done: {run.model_name} on {run.source}, {run.per_image.shape[0]} image"
+               f"{'s' * (run.per_image.shape[0] != 1)}, {run.T} timesteps, seed {run.seed} ({run.seconds:.1f} s)")
+        if not run.any_schedule and old is not None and self.previous is old and old.model_name == run.model_name \
+                and old.schedule_name == run.schedule_name and old.T == run.T:
+            msg += ". This model is tied to its training schedule, so a schedule edit does not move its bound."
+        self._set_status(msg)
+        self._update_model_note()
+        self._redraw()
+        self.resultReady.emit(run)
+
+    def _on_cancelled(self, n: int) -> None:
+        # cancel() already put the panel back; the worker has now really stopped
+        self.runCancelled.emit(n)
+
+    def _on_error(self, exc) -> None:
+        self.partial = None
+        self._set_running(False)
+        self._redraw()
+        self._fail(one_line(exc))
+
+    def _on_done(self) -> None:
+        if self._running:  # ended without finished/errored (cannot happen, but never leave Compute disabled)
+            self._set_running(False)
+
+    def _fail(self, message: str) -> None:
+        self._set_status(message, error=True)
+        self.window_.show_error(message, title="ELBO")
+        self.runFailed.emit(message)
+
+    def _set_running(self, on: bool) -> None:
+        self._running = on
+        self.computeButton.setEnabled(not on)
+        self.cancelButton.setEnabled(on)
+        self.computeButton.setText("Recompute" if self.result is not None else "Compute")
+        if not on and self.progressBar.maximum() == 0:
+            self.progressBar.setRange(0, 1)
+            self.progressBar.setValue(0)
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self.status_text = text
+        self.statusLabel.setText(text)
+        self.statusLabel.setStyleSheet("color: #b00020;" if error else "color: #333;")
+
+    # ----- reactions -------------------------------------------------------------------------------------------
+    def _on_schedule_changed(self, schedule: NoiseSchedule) -> None:
+        self._update_model_note()
+        if not self._model_accepts_any_schedule():
+            return
+        if self.autoCheck.isChecked():
+            self._auto_timer.start()
+        elif self.result is not None and not self._running:
+            self._set_status(f"The schedule changed ({schedule.name}, T = {schedule.T}): Recompute to see how the "
+                             "bound moves; this curve will stay, faint.")
+
+    def _auto_compute(self) -> None:
+        if self._model_accepts_any_schedule() and self.autoCheck.isChecked():
+            self.compute()
+
+    def _on_photo_changed(self) -> None:
+        if self.current_model()[0] == PHOTO_ORACLE:
+            self._update_model_note()
+
+    def _on_log_x(self, on: bool) -> None:
+        self.plot.setLogMode(x=on, y=True)
+        self.hover_term(None)
+        self.plot.enableAutoRange()
+
+    def _on_mouse_moved(self, pos) -> None:
+        k = self.term_at(pos)
+        if k != self.hover_k:
+            self.hover_term(k)
+
+    def _on_mouse_clicked(self, ev) -> None:
+        k = self.term_at(ev.scenePos())
+        r = self.result
+        if k is None or r is None:
+            return
+        if r.T == self.window_.schedule.T:
+            t_code = min(k, r.T - 1)  # term L_{t−1} is about x_t, the code's timestep t − 1 = k
+            self.window_.set_timestep(t_code)
+            self.window_.statusBar().showMessage(f"x_t for term L_{k if k < r.T else 'T'}: slider at t = {t_code}",
+                                                 5000)
+
+    # ----- drawing ---------------------------------------------------------------------------------------------
+    def _redraw(self) -> None:
+        """Current curve (full colour), previous (faint), or the run in flight over the old curve drawn faint."""
+        live = self.partial if self._running else None
+        shown_terms = live.terms if live is not None else (self.result.terms if self.result is not None else None)
+        faint = (self.result if (self._running and self.result is not None) else self.previous)
+        if shown_terms is None:
+            for item in (self.klCurve, self.decoderPoint, self.priorPoint):
+                item.setData([], [])
+        else:
+            T = len(shown_terms) - 1
+            t = np.arange(2, T + 1, dtype=float)
+            self.klCurve.setData(*_positive(t, shown_terms[1:T]))
+            self.decoderPoint.setData(*_positive(np.array([1.0]), shown_terms[:1]))
+            self.priorPoint.setData(*_positive(np.array([T + 1.0]), shown_terms[T:]))
+        if faint is None:
+            for item in (self.prevCurve, self.prevPoints):
+                item.setData([], [])
+        else:
+            T = faint.T
+            self.prevCurve.setData(*_positive(np.arange(2, T + 1, dtype=float), faint.terms[1:T]))
+            self.prevPoints.setData(*_positive(np.array([1.0, T + 1.0]), faint.terms[[0, T]]))
+        self._update_legend(faint)
+        self._update_totals(live)
+        if self.hover_k is not None:
+            self.hover_term(self.hover_k if not self._running else None)
+
+    def _update_legend(self, faint: ElboRun | None) -> None:
+        legend = self.legend
+        legend.clear()
+        legend.addItem(self.klCurve, "L<sub>t−1</sub>, t = 2…T (KL)")
+        legend.addItem(self.decoderPoint, "L<sub>0</sub> decoder (t = 1)")
+        legend.addItem(self.priorPoint, "L<sub>T</sub> prior (t = T+1)")
+        if faint is not None:
+            legend.addItem(self.prevCurve, f"{'before' if self._running else 'previous'}: {html.escape(faint.label)}, "
+                           f"{_fmt(faint.bits_per_dim)} bits/dim")
+
+    def _update_totals(self, live: ElboProgress | None) -> None:
+        r = self.result
+        if live is not None:
+            done = np.isfinite(live.terms)
+            self.totalLabel.setText(f"L<sub>VLB</sub> = … &nbsp;<span style='color:#555'>({int(done.sum())} of "
+                                    f"{len(done)} terms so far: {_fmt(float(np.nansum(live.terms)))} bits/dim)</span>")
+            return
+        if r is None:
+            self.totalLabel.setText("L<sub>VLB</sub> = – bits/dim")
+            self.breakdownLabel.setText("")
+            return
+        total, T = r.bits_per_dim, r.T
+        kl = float(r.terms[1:T].sum())
+        pct = (lambda v: f"{100 * v / total:.3g} %") if total else (lambda v: "–")
+        delta = ""
+        p = self.previous
+        if p is not None:
+            d = total - p.bits_per_dim
+            delta = (f" &nbsp;<span style='color:#555'>(previous {_fmt(p.bits_per_dim)}; "
+                     f"{'+' if d >= 0 else '−'}{_fmt(abs(d))})</span>")
+        self.totalLabel.setText(f"L<sub>VLB</sub> = <b>{_fmt(total)}</b> bits/dim{delta}")
+        small = min(10, T - 1)
+        kl_small = float(r.terms[1:small + 1].sum())
+        zero = int((r.terms[1:T] <= 0).sum())
+        lines = [f"L<sub>0</sub> {_fmt(float(r.terms[0]))} ({pct(float(r.terms[0]))}) · "
+                 f"Σ L<sub>1</sub>…L<sub>{T - 1}</sub> {_fmt(kl)} ({pct(kl)}) · "
+                 f"L<sub>T</sub> {_fmt(float(r.terms[T]))} ({pct(float(r.terms[T]))})"]
+        if kl > 0 and T > 11:
+            lines.append(f"the KL terms at t ≤ {small + 1} hold {100 * kl_small / kl:.3g} % of the KL sum")
+        lines.append(f"{r.model_name} · {html.escape(r.source)} · schedule {html.escape(r.schedule_name)}, "
+                     f"T = {T}{'' if r.any_schedule else ' (its own)'} · σ<sub>t</sub>² = "
+                     f"{'β̃<sub>t</sub>' if r.variance == 'small' else 'β<sub>t</sub>'} · "
+                     f"{total * r.dims:.5g} bits per image")
+        if zero:
+            lines.append(f"{zero} KL term{'s are' if zero > 1 else ' is'} exactly 0 (not drawn on the log axis)")
+        self.breakdownLabel.setText("<br>".join(lines))
+
+    # ----- UI --------------------------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        self.modelCombo = _ModelCombo()
+        self.modelCombo.setObjectName("elboModelCombo")
+        self.modelCombo.setToolTip("The model p_θ whose bound is computed: μ_θ(x_t, t) = μ̃_t(x_t, x̂_0) (eq. 14) "
+                                   "from its prediction; the built-in model, a model folder, or an exact oracle")
+        self.modelCombo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.modelCombo.setMinimumContentsLength(18)
+        self.modelCombo.aboutToShowPopup.connect(self._refresh_builtins)
+        self.modelCombo.currentIndexChanged.connect(self._on_model_changed)
+        self.modelNote = QLabel("")
+        self.modelNote.setObjectName("elboModelNote")
+        self.modelNote.setWordWrap(True)
+        self.modelNote.setStyleSheet("color: #555;")
+
+        self.sourceCombo = QComboBox()
+        self.sourceCombo.setObjectName("elboSourceCombo")
+        self.sourceCombo.setToolTip("The images x_0 whose bound is computed (on the uint8 grid x = u/127.5 − 1); "
+                                    "the terms are averaged over the images")
+        self.sourceCombo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.sourceCombo.setMinimumContentsLength(18)
+        self.sourceCombo.currentIndexChanged.connect(self._on_source_changed)
+        self.countSpin = QSpinBox()
+        self.countSpin.setObjectName("elboCountSpin")
+        self.countSpin.setRange(1, MAX_IMAGES)
+        self.countSpin.setValue(1)
+        self.countSpin.setToolTip("N: how many dataset images (the first N); every term is the mean over them. "
+                                  "The work is N·T model evaluations")
+        self.varianceCombo = QComboBox()
+        self.varianceCombo.setObjectName("elboVarianceCombo")
+        self.varianceCombo.addItem("the model's own", None)
+        self.varianceCombo.addItem("small: σ_t² = β̃_t", "small")
+        self.varianceCombo.addItem("large: σ_t² = β_t", "large")
+        self.varianceCombo.setToolTip("The variance of p_θ(x_{t−1} | x_t) = N(μ_θ, σ_t² I): small σ_t² = β̃_t = "
+                                      "(1−ᾱ_{t−1})/(1−ᾱ_t)·β_t (then L_{t−1} = ‖μ̃_t − μ_θ‖² / 2β̃_t), or large "
+                                      "σ_t² = β_t. The decoder L_0 uses β̃ of the second step either way")
+        self.seedSpin = QSpinBox()
+        self.seedSpin.setObjectName("elboSeedSpin")
+        self.seedSpin.setRange(0, 2**31 - 1)
+        self.seedSpin.setToolTip("Seed of the noise ε that draws each x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (one x_t per "
+                                 "image and t): the same seed gives the numbers of `ddpm elbo --seed S`")
+
+        self.computeButton = QPushButton("Compute")
+        self.computeButton.setObjectName("elboComputeButton")
+        self.computeButton.setToolTip("Compute every term L_0…L_T of L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 on a "
+                                      "worker thread (N·T model evaluations, batched)")
+        self.computeButton.clicked.connect(self.compute)
+        self.cancelButton = QPushButton("Cancel")
+        self.cancelButton.setObjectName("elboCancelButton")
+        self.cancelButton.setToolTip("Stop computing the bound; the curve from before stays")
+        self.cancelButton.clicked.connect(self.cancel)
+        self.autoCheck = QCheckBox("on schedule edits")
+        self.autoCheck.setObjectName("elboAutoCheck")
+        self.autoCheck.setToolTip("Recompute the bound whenever the window's schedule β_t changes (for models that "
+                                  "accept any schedule, like the oracle); the previous curve stays faint")
+        self.keepCheck = QCheckBox("keep previous faint")
+        self.keepCheck.setObjectName("elboKeepPreviousCheck")
+        self.keepCheck.setChecked(True)
+        self.keepCheck.setToolTip("After a recompute, draw the previous curve faint, to compare the bound "
+                                  "L_VLB = Σ_k L_k before and after")
+        self.keepCheck.toggled.connect(lambda on: on or self.clear_previous())
+        self.logXCheck = QCheckBox("log t")
+        self.logXCheck.setObjectName("elboLogXCheck")
+        self.logXCheck.setToolTip("A log axis for t, to spread out small t, where most of the KL terms' bits are")
+        self.logXCheck.setChecked(True)
+        self.logXCheck.toggled.connect(self._on_log_x)
+        self.progressBar = QProgressBar()
+        self.progressBar.setObjectName("elboProgress")
+        self.progressBar.setToolTip("(image, timestep) evaluations done / N·T")
+        self.progressBar.setFormat("%v / %m terms")
+
+        self.totalLabel = QLabel()
+        self.totalLabel.setObjectName("elboTotalLabel")
+        self.totalLabel.setTextFormat(Qt.TextFormat.RichText)
+        self.totalLabel.setStyleSheet("font-size: 15px;")
+        self.totalLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.totalLabel.setToolTip("L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 in bits/dim: an upper bound on "
+                                   "−log₂ p_θ(x_0) / (C·H·W), averaged over the images")
+        self.breakdownLabel = QLabel()
+        self.breakdownLabel.setObjectName("elboBreakdownLabel")
+        self.breakdownLabel.setTextFormat(Qt.TextFormat.RichText)
+        self.breakdownLabel.setWordWrap(True)
+        self.breakdownLabel.setStyleSheet("color: #444;")
+        self.breakdownLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.breakdownLabel.setToolTip("The three parts: L_0 = −log p_θ(x_0 | x_1), Σ_{t=2}^{T} L_{t−1} (the KL "
+                                       "terms), L_T = KL(q(x_T | x_0) ‖ N(0, I)); bits per image = bits/dim · C·H·W")
+
+        self.plot = pg.PlotWidget()
+        self.plot.setObjectName("elboPlot")
+        self.plot.setToolTip(TERMS_TIP)
+        self.plot.setBackground("w")
+        self.plot.setMinimumHeight(220)
+        pi = self.plot.getPlotItem()
+        pi.setLabel("left", "bits/dim")
+        pi.setLabel("bottom", "t  (term L<sub>t−1</sub>)")
+        pi.showGrid(x=True, y=True, alpha=0.25)
+        pi.setMenuEnabled(False)
+        for ax in ("left", "bottom"):
+            pi.getAxis(ax).setTextPen("#222")
+            pi.getAxis(ax).setPen("#666")
+        self.prevCurve = pg.PlotDataItem(pen=PREV_PEN)
+        self.prevPoints = pg.PlotDataItem(pen=None, symbol="o", symbolSize=9, symbolBrush=PREV_BRUSH,
+                                          symbolPen=pg.mkPen(150, 150, 150, 90))
+        self.klCurve = pg.PlotDataItem(pen=KL_PEN)
+        self.decoderPoint = pg.PlotDataItem(pen=None, symbol="s", symbolSize=11, symbolBrush=DECODER_BRUSH,
+                                            symbolPen=pg.mkPen("k"))
+        self.priorPoint = pg.PlotDataItem(pen=None, symbol="d", symbolSize=13, symbolBrush=PRIOR_BRUSH,
+                                          symbolPen=pg.mkPen("k"))
+        self.hoverMarker = pg.PlotDataItem(pen=None, symbol="o", symbolSize=14, symbolBrush=None,
+                                           symbolPen=pg.mkPen((0, 0, 0), width=2))
+        for item in (self.prevCurve, self.prevPoints, self.klCurve, self.decoderPoint, self.priorPoint,
+                     self.hoverMarker):
+            pi.addItem(item)
+        self.hoverText = pg.TextItem(anchor=(-0.05, 1.1))
+        self.hoverText.setZValue(1000)
+        self.hoverText.hide()
+        pi.addItem(self.hoverText, ignoreBounds=True)
+        self.legend = pi.addLegend(offset=(10, -10), labelTextColor="#222", brush=pg.mkBrush(255, 255, 255, 200))
+        self.plot.setLogMode(x=self.logXCheck.isChecked(), y=True)
+        self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.plot.scene().sigMouseClicked.connect(self._on_mouse_clicked)
+
+        self.hoverLabel = QLabel("Hover a point for its value and share of the total.")
+        self.hoverLabel.setObjectName("elboHoverLabel")
+        self.hoverLabel.setTextFormat(Qt.TextFormat.RichText)
+        self.hoverLabel.setWordWrap(True)
+        self.hoverLabel.setToolTip("The term under the mouse: its formula, its value in bits/dim and its share "
+                                   "L_k / L_VLB of the total")
+        self.statusLabel = QLabel()
+        self.statusLabel.setObjectName("elboStatus")
+        self.statusLabel.setWordWrap(True)
+        self.statusLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        form = QGridLayout()
+        form.setHorizontalSpacing(8)
+        form.addWidget(QLabel("Model"), 0, 0)
+        form.addWidget(self.modelCombo, 0, 1, 1, 5)
+        form.addWidget(self.modelNote, 1, 1, 1, 5)
+        form.addWidget(QLabel("Images"), 2, 0)
+        form.addWidget(self.sourceCombo, 2, 1, 1, 3)
+        form.addWidget(QLabel("N"), 2, 4)
+        form.addWidget(self.countSpin, 2, 5)
+        form.addWidget(QLabel("Variance"), 3, 0)
+        form.addWidget(self.varianceCombo, 3, 1, 1, 3)
+        form.addWidget(QLabel("Seed"), 3, 4)
+        form.addWidget(self.seedSpin, 3, 5)
+        form.setColumnStretch(1, 2)
+        form.setColumnStretch(3, 1)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.computeButton, 2)
+        buttons.addWidget(self.cancelButton, 1)
+        buttons.addWidget(self.autoCheck)
+        buttons.addWidget(self.keepCheck)
+        buttons.addWidget(self.logXCheck)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progressBar)
+        layout.addWidget(self.statusLabel)
+        layout.addWidget(self.totalLabel)
+        layout.addWidget(self.breakdownLabel)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.hoverLabel)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+        self._redraw()
