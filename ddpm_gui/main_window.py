@@ -122,6 +122,8 @@ class MainWindow(QMainWindow):
         self._apply_schedule_range()
         from ddpm_gui.generate_panel import GeneratePanel  # the Generate tab (issue 5)
         self.generate_panel = GeneratePanel.install(self, settings=settings)
+        from ddpm_gui.train_panel import TrainPanel  # the Train tab (issue 6)
+        self.train_panel = TrainPanel.install(self, settings=settings)
         from ddpm_gui.elbo_panel import ElboPanel  # the ELBO tab (issue 7)
         self.elbo_panel = ElboPanel.install(self)
 
