@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from PySide6.QtCore import QByteArray, QSettings, QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QGuiApplication, QImage, QKeySequence, QPainter
-from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
                                QMainWindow, QMessageBox, QPushButton, QSizePolicy, QSlider, QSpinBox, QSplitter,
                                QTabWidget, QVBoxLayout, QWidget)
 
@@ -103,6 +103,11 @@ class MainWindow(QMainWindow):
         self._render_timer.setSingleShot(True)
         self._render_timer.setInterval(0)
         self._render_timer.timeout.connect(self._render_pending)
+        self._aux_timer = QTimer(self)
+        self._aux_timer.setSingleShot(True)
+        self._aux_timer.setInterval(33)
+        self._aux_timer.timeout.connect(self._update_aux)
+        self.histogram_t: int | None = None   # the t whose x_t the histogram shows
         self._strip_timer = QTimer(self)
         self._strip_timer.setSingleShot(True)
         self._strip_timer.setInterval(150)
@@ -379,8 +384,8 @@ class MainWindow(QMainWindow):
     def _on_slider(self, t: int) -> None:
         with QSignalBlocker(self.timestepSpin):
             self.timestepSpin.setValue(t)
-        self.schedule_panel.set_timestep(t)
         self._request_frame()
+        self._request_aux()
         self.timestepChanged.emit(t)
 
     def _request_frame(self) -> None:
@@ -405,10 +410,23 @@ class MainWindow(QMainWindow):
         self.xtPane.set_image(frame, stride=stride, full_shape=self._x0.shape[:2])
         self.last_frame_time = time.perf_counter()
         self.frames_rendered += 1
-        a = self.schedule.sqrt_alphas_cumprod[t]
-        b = self.schedule.sqrt_one_minus_alphas_cumprod[t]
-        self.histogram.set_values(a * self._hist_x0 + b * self._hist_eps)
+        self._request_aux()
         self.frameShown.emit(t)
+
+    def _request_aux(self) -> None:
+        """The histogram and the schedule plot's t marker follow a moment after the photo (≤ 30 times a second),
+        so their repaints are not in the way of x_t's pixels."""
+        if not self._aux_timer.isActive():
+            self._aux_timer.start()
+
+    def _update_aux(self) -> None:
+        t = self.timestep
+        self.schedule_panel.set_timestep(t)
+        if self._mode == CLOSED and self._x0 is not None:
+            a = self.schedule.sqrt_alphas_cumprod[t]
+            b = self.schedule.sqrt_one_minus_alphas_cumprod[t]
+            self.histogram.set_values(a * self._hist_x0 + b * self._hist_eps)
+            self.histogram_t = t
 
     @property
     def display_stride(self) -> int:
@@ -486,6 +504,7 @@ class MainWindow(QMainWindow):
         self.last_frame_time = time.perf_counter()
         if frame.sample is not None:
             self.histogram.set_values(frame.sample)
+            self.histogram_t = frame.t
         self._update_readout(frame.t, mse=frame.mse)
         self.frames_rendered += 1
         if not frame.final:
@@ -897,6 +916,7 @@ class MainWindow(QMainWindow):
         self._closing = True
         self._play_timer.stop()
         self._render_timer.stop()
+        self._aux_timer.stop()
         self._strip_timer.stop()
         for runner in self._runners:
             runner.shutdown(timeout_s=10.0)

@@ -25,11 +25,15 @@ def test_screenshot_mode_writes_the_window_and_clamps_t(tmp_path):
     assert not any(p.name.startswith(".shot.png") for p in tmp_path.iterdir())   # written atomically
 
 
-def test_screenshot_mode_refuses_a_bad_image_with_one_line(tmp_path):
+def test_screenshot_mode_refuses_bad_input_with_one_line(tmp_path, capsys):
+    from ddpm_gui.app import main   # in-process: bad input is refused before any window is made
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG not really")
-    proc = run_gui("--screenshot", str(tmp_path / "out.png"), str(bad))
-    assert proc.returncode == 2
-    lines = [line for line in proc.stderr.splitlines() if "propagateSizeHints" not in line]
-    assert len(lines) == 1 and "bad.png" in lines[0] and "Traceback" not in proc.stderr
-    assert not (tmp_path / "out.png").exists()
+    for args, names in ((["--screenshot", str(tmp_path / "out.png"), str(bad)], "bad.png"),
+                        (["--screenshot", str(tmp_path / "out.jpg")], ".png"),
+                        (["--screenshot", str(tmp_path / "out.png"), "--size", "10x10"], "--size"),
+                        (["--screenshot", str(tmp_path / "no" / "out.png")], "does not exist")):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ddpm-gui: error:") and names in err[0], err
+    assert not list(tmp_path.glob("out.*"))
