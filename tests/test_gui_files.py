@@ -124,14 +124,15 @@ def test_settings_remember_geometry_photo_schedule_t_and_seed(qtbot, tmp_path):
     w1.set_timestep(42)
     w1.set_seed(99)
     # the offscreen platform's screen is 800×600 and restoring clamps width and place to it: check the height
-    w1.resize(w1.width(), 577)
+    w1.resize(w1.width(), w1.minimumSizeHint().height() + 7)
+    height = w1.height()
     w1.close()
     w2 = MainWindow(settings=QSettings(ini, QSettings.Format.IniFormat))
     qtbot.addWidget(w2)
     assert w2.schedule == NoiseSchedule.preset("linear", T=100, beta_start=1e-4, beta_end=0.05)
     assert w2.timestep == 42 and w2.seed == 99
     assert np.array_equal(w2.x0, load_image(sample_path("coffee")))
-    assert w2.height() == 577 != MainWindow().height()
+    assert w2.height() == height != MainWindow().height()
     # a garbled settings file falls back to the defaults without an error
     (tmp_path / "bad.ini").write_text("[schedule]\njson=\"{not json\"\n[view]\nt=abc\n[noise]\nseed=-5\n")
     w3 = MainWindow(settings=QSettings(str(tmp_path / "bad.ini"), QSettings.Format.IniFormat))
