@@ -49,6 +49,7 @@ from ddpm_gui.worker import WorkerRunner, one_line, shutdown_all
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff *.ppm *.pgm);;All files (*)"
 MAX_WORK_PIXELS = 2048 * 2048      # larger photos are downscaled for the interactive view (export uses the file)
 HIST_SAMPLES = 65_536
+CHAIN_MAX_PIXELS = 1024 * 1024     # the Markov chain walks at most this many pixels per step
 STRIP_THUMB_HEIGHT = 120
 PLAY_FPS = 30
 PLAY_SECONDS = 5.0                 # one pass 0 → T−1 while playing
@@ -91,6 +92,8 @@ class MainWindow(QMainWindow):
         self._pending_t: int | None = None
         self._mode = CLOSED
         self._chain_cache: ChainCache | None = None
+        self._chain_px_stride = 1
+        self._chain_hist_index: np.ndarray | None = None
         self._chain_status = ""
         self._strip_default = True
         self._closing = False
@@ -446,7 +449,11 @@ class MainWindow(QMainWindow):
         return fp
 
     def _on_view_range(self, *_args) -> None:
-        if self._mode == CLOSED and self._x0 is not None and self.display_stride != self.xtPane.stride:
+        if self._x0 is None:
+            return
+        if self._mode == CLOSED and self.display_stride != self.xtPane.stride:
+            self._request_frame()
+        elif self._mode == CHAIN and self._chain_cache is not None and self.chain_stride != self._chain_px_stride:
             self._request_frame()
 
     def psnr(self, t: int) -> float:
@@ -489,18 +496,32 @@ class MainWindow(QMainWindow):
             return "<b>x<sub>t</sub></b> — Markov chain, eq. 2: x<sub>t</sub> = √(1−β<sub>t</sub>)·x<sub>t−1</sub> + √β<sub>t</sub>·ε<sub>t</sub>"
         return "<b>x<sub>t</sub></b> = √ᾱ<sub>t</sub>·x<sub>0</sub> + √(1−ᾱ<sub>t</sub>)·ε &nbsp;(eq. 5)"
 
+    @property
+    def chain_stride(self) -> int:
+        """The Markov chain runs on every s-th pixel of the photo: the view's level of detail, and never on more
+        than ~1 megapixel (each step draws fresh noise for every pixel it walks). s = 1 for ordinary photos."""
+        h, w = self._x0.shape[:2]
+        cap = max(1, math.ceil(math.sqrt(h * w / CHAIN_MAX_PIXELS)))
+        return max(self.display_stride, cap)
+
     def _start_chain(self, t: int) -> None:
-        if self._chain_cache is None:
-            self._chain_cache = ChainCache(self._x0, self.schedule, self.seed)
+        s = self.chain_stride
+        if self._chain_cache is None or self._chain_px_stride != s:
+            x0 = np.ascontiguousarray(self._x0[::s, ::s])
+            self._chain_cache = ChainCache(x0, self.schedule, self.seed)
+            self._chain_px_stride = s
+            self._chain_hist_index = (self._hist_index if s == 1 else np.random.default_rng(12345).integers(
+                0, x0.size, size=min(HIST_SAMPLES, x0.size)))
         self._chain_target = t
-        self.modeNote.setText(f"{CHAIN_NOTE}  Walking the chain to t = {t}…")
-        self._chain_runner.start(chain_frames, self._chain_cache, t, sample_index=self._hist_index,
+        res = "" if s == 1 else f" (on every {s}th pixel: {self._chain_cache.x0.shape[1]}×{self._chain_cache.x0.shape[0]})"
+        self.modeNote.setText(f"{CHAIN_NOTE}  Walking the chain to t = {t}{res}…")
+        self._chain_runner.start(chain_frames, self._chain_cache, t, sample_index=self._chain_hist_index,
                                  on_frame=self._on_chain_frame, on_finished=lambda _r: self._on_chain_done())
 
     def _on_chain_frame(self, frame: ChainFrame | None) -> None:
         if frame is None:
             return
-        self.xtPane.set_image(frame.image)
+        self.xtPane.set_image(frame.image, stride=self._chain_px_stride, full_shape=self._x0.shape[:2])
         self.last_frame_time = time.perf_counter()
         if frame.sample is not None:
             self.histogram.set_values(frame.sample)
@@ -514,7 +535,9 @@ class MainWindow(QMainWindow):
     def _on_chain_done(self) -> None:
         t = getattr(self, "_chain_target", 0)
         stride = self._chain_cache.stride if self._chain_cache else 1
-        self.modeNote.setText(f"{CHAIN_NOTE}  Showing step {t} (checkpoints every {stride} steps).")
+        s = self._chain_px_stride
+        res = "" if s == 1 else f", every {s}th pixel"
+        self.modeNote.setText(f"{CHAIN_NOTE}  Showing step {t} (checkpoints every {stride} steps{res}).")
 
     # ----- strip -------------------------------------------------------------------------------------------
     def _on_strip_edited(self) -> None:

@@ -175,7 +175,19 @@ def test_markov_chain_mode_walks_eq_2_on_a_worker_from_the_same_seed(window, qtb
     assert abs(chain.std() - closed.std()) < 0.02 and abs(chain.mean() - closed.mean()) < 0.02
     assert window.readout_values["psnr_db"] == pytest.approx(10 * math.log10(4 / np.mean((chain - x0) ** 2)),
                                                               abs=1e-4)
+    # a large photo walks the chain at the view's level of detail: every s-th pixel, still eq. 2 exactly
+    rng = np.random.default_rng(6)
+    big = (rng.random((1200, 1600, 3), dtype=np.float32) * 2 - 1)
+    with qtbot.waitSignal(window.frameShown, timeout=20000, check_params_cb=lambda shown: shown == t):
+        window.set_image_array(big, "big")
+    s = window.chain_stride
+    assert s >= 2 and window.xtPane.stride == s
+    *_, small = markov_chain(np.ascontiguousarray(big[::s, ::s]), window.schedule, seed=0, t_end=t)
+    assert np.array_equal(window.displayed_image(), to_uint8(small))
+    assert "every" in window.modeNote.text()
     # back to the closed form
+    with qtbot.waitSignal(window.frameShown, timeout=5000):
+        window.set_image_array(x0, "cat")
     with qtbot.waitSignal(window.frameShown, timeout=5000):
         window.set_mode("closed")
     assert np.array_equal(window.displayed_image(), ForwardPreview(x0, draw_noise(x0.shape, 0).numpy()).render(
