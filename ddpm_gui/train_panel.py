@@ -46,7 +46,7 @@ RECENT_KEY = "train/recentFolders"
 MAX_RECENT = 8
 EMIT_INTERVAL_S = 0.1                # at most 10 loss updates a second reach the UI
 CLOSE_WAIT_S = 300.0                 # closing waits this long for the step in flight and the checkpoint
-SMOOTH_TAU = 50                      # core's loss_avg: an exponential average over ~50 steps
+SMOOTH_HALF = 25                     # the plot's smoothed loss: the mean over steps s−25 … s+25
 RAW_PEN = pg.mkPen((120, 160, 220), width=1)
 SMOOTH_PEN = pg.mkPen((214, 39, 40), width=2)
 SIZE_TIPS = {name: (f"{name}: base {s['base_channels']} channels, multipliers {s['channel_mults']}, "
@@ -178,6 +178,31 @@ def _progress(ev, buf: _StepBuffer, grid, grid_step: int, ckpt_step) -> TrainUpd
                        grid, grid_step, ckpt_step)
 
 
+def centered_mean(steps: np.ndarray, values: np.ndarray, weights: np.ndarray, half: int = SMOOTH_HALF) -> np.ndarray:
+    """The smoothed loss of the plot: at each step s, the weighted mean of the values at steps s−half … s+half
+    (fewer at the ends; weights: how many steps a value stands for). Centred, so it does not trail a falling loss
+    the way an exponential average does; at the live end it is the mean of the last ``half`` steps."""
+    steps = np.asarray(steps, np.float64)
+    w = np.asarray(weights, np.float64)
+    cw = np.concatenate([[0.0], np.cumsum(w)])
+    cv = np.concatenate([[0.0], np.cumsum(w * np.asarray(values, np.float64))])
+    lo = np.searchsorted(steps, steps - half, "left")
+    hi = np.searchsorted(steps, steps + half, "right")
+    return (cv[hi] - cv[lo]) / (cw[hi] - cw[lo])
+
+
+class _LogAxis(pg.AxisItem):
+    """A log axis that labels only 1, 2 and 5 × 10ⁿ (pyqtgraph labels every minor tick, and they overlap)."""
+
+    def logTickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph override
+        out = []
+        for v in values:
+            x = 10 ** float(v) * scale
+            mantissa = x / 10 ** math.floor(math.log10(x) + 1e-9) if x > 0 else 0
+            out.append(f"{x:g}" if any(abs(mantissa - m) < 1e-6 for m in (1, 2, 5)) else "")
+        return out
+
+
 # ----- reading an output folder ------------------------------------------------------------------------------------
 def run_state(out: Path) -> dict | None:
     """What ``out/checkpoint/train_state.json`` says (step, config), or None when there is no readable run."""
@@ -242,7 +267,9 @@ class TrainPanel(QWidget):
         self._curve_out: str | None = None
         self._steps: list[int] = []
         self._raw: list[float] = []
-        self._smooth: list[float] = []
+        self._smooth: list[float] = []   # core's loss_avg (what `ddpm train` prints)
+        self._weights: list[int] = []    # steps each curve point stands for (a resumed run's history: 10)
+        self._mean = np.zeros(0)         # the plot's smoothed curve (centered_mean of the raw losses)
         self._total = 0
         self._last_update: TrainUpdate | None = None
         self._num_classes = 0
@@ -359,8 +386,12 @@ class TrainPanel(QWidget):
         return True
 
     def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(steps, raw loss, smoothed loss) as handed to the loss plot."""
-        return np.array(self._steps, np.int64), np.array(self._raw), np.array(self._smooth)
+        """(steps, loss per step, smoothed loss) as handed to the loss plot."""
+        return np.array(self._steps, np.int64), np.array(self._raw), self._mean.copy()
+
+    def loss_averages(self) -> np.ndarray:
+        """Core's exponential average of the loss (``TrainEvent.loss_avg``) at each step of the curve."""
+        return np.array(self._smooth)
 
     def samples_image(self) -> np.ndarray | None:
         return self.sampleView.image
@@ -419,13 +450,13 @@ class TrainPanel(QWidget):
         self._last_update = u
         if u.kind == "done":
             self._set_status(self._with_warning(
-                f"Done: {u.step} steps, loss {self._loss_text()}; model in {u.model_path} — "
-                "“Use this model” hands it to Generate"))
+                f"Done: {u.step} steps, loss {self._loss_text()}. “Use this model” opens {Path(u.model_path).name}/ "
+                "in Generate"))
             self.runFinished.emit(u.model_path or "")
         elif not self._stopping:
             eta = (u.total - u.step) / u.it_per_s if u.it_per_s > 0 else float("inf")
             self._set_status(self._with_warning(
-                f"step {u.step}/{u.total} · loss {self._loss_text()} · {u.it_per_s:.1f} it/s · "
+                f"step {u.step}/{u.total} · loss {self._loss_text()} · {u.it_per_s:.3g} it/s · "
                 f"ETA {format_eta(eta)} · lr {u.lr:.2g}"))
         self.updateShown.emit(u.step)
 
@@ -459,18 +490,15 @@ class TrainPanel(QWidget):
     # ----- curve and samples -----------------------------------------------------------------------------------
     def _clear_curve(self, out: str) -> None:
         self._curve_out = out
-        self._steps, self._raw, self._smooth = [], [], []
+        self._steps, self._raw, self._smooth, self._weights = [], [], [], []
         self._redraw_curve()
 
     def _load_history(self, steps: np.ndarray, losses: np.ndarray) -> None:
-        """A resumed run's history: means over ``loss_log_every`` steps; smoothed like core's loss_avg."""
-        every = int(steps[0]) if len(steps) else DEFAULTS.loss_log_every
-        k = max(1, SMOOTH_TAU // max(1, every))
-        avg, smooth = float("nan"), []
-        for v in losses:
-            avg = float(v) if avg != avg else avg + (float(v) - avg) / k
-            smooth.append(avg)
-        self._steps, self._raw, self._smooth = [int(s) for s in steps], [float(v) for v in losses], smooth
+        """A resumed run's history: means over ``loss_log_every`` steps (core keeps no per-step losses)."""
+        steps = [int(s) for s in steps]
+        self._steps, self._raw = steps, [float(v) for v in losses]
+        self._weights = [b - a for a, b in zip([0] + steps[:-1], steps)]
+        self._smooth = [float("nan")] * len(steps)
         self._redraw_curve()
 
     def _append(self, steps, losses, avgs) -> None:
@@ -479,17 +507,35 @@ class TrainPanel(QWidget):
         self._steps.extend(int(s) for s in steps)
         self._raw.extend(float(v) for v in losses)
         self._smooth.extend(float(v) for v in avgs)
+        self._weights.extend([1] * len(steps))
         self._redraw_curve()
 
     def _redraw_curve(self) -> None:
+        if not self._steps:  # an empty plot: the axes of a run to come instead of pyqtgraph's 0…1
+            self.lossPlot.setXRange(0, max(1, self._total or self.stepsSpin.value()), padding=0.02)
+            self.lossPlot.setYRange(-2, 0.3, padding=0)  # log10 of 0.01 … 2
+            self.lossPlot.enableAutoRange()
         x = np.array(self._steps, np.float64)
-        self.rawCurve.setData(x, np.array(self._raw, np.float64))
-        self.smoothCurve.setData(x, np.array(self._smooth, np.float64))
+        raw = np.array(self._raw, np.float64)
+        self._mean = centered_mean(x, raw, np.array(self._weights)) if len(x) else np.zeros(0)
+        self.rawCurve.setData(x, raw)
+        self.smoothCurve.setData(x, self._mean)
+
+    def _on_steps_changed(self, v: int) -> None:
+        if self._running:
+            return
+        self.progressBar.setRange(0, v)
+        self.progressBar.setValue(min(self._steps[-1], v) if self._steps else 0)
+        if not self._steps:
+            self._total = v
+            self._redraw_curve()
 
     def _loss_text(self) -> str:
         if not self._raw:
             return "–"
-        return f"{self._raw[-1]:.4f} (smoothed {self._smooth[-1]:.4f})"
+        avg = self._smooth[-1]
+        return f"{avg:.4f} (exponential average; this step {self._raw[-1]:.4f})" if avg == avg else \
+            f"{self._raw[-1]:.4f}"
 
     def _show_samples(self, grid: np.ndarray, step: int) -> None:
         num_classes = self._num_classes
@@ -509,9 +555,10 @@ class TrainPanel(QWidget):
         combo = self.dataCombo
         with QSignalBlocker(combo):
             combo.clear()
-            combo.addItem("Built-in MNIST digits (4,500 training images, 28×28, labelled)", (BUILTIN, MNIST))
+            combo.addItem("Built-in MNIST (4,500 digits, 28×28)", (BUILTIN, MNIST))
             combo.setItemData(0, "builtin:mnist: 500 digits per class from MNIST (CC BY-SA 3.0, LeCun & Cortes); "
-                              "the fixed 10% held out for evaluation is never trained on", Qt.ItemDataRole.ToolTipRole)
+                              "4,500 training images with labels 0–9 (the model becomes class-conditional); the fixed 10% held "
+                              "out for evaluation is never trained on", Qt.ItemDataRole.ToolTipRole)
             for folder in self._recent():
                 self._insert_recent_item(folder)
             combo.insertSeparator(combo.count())
@@ -570,6 +617,8 @@ class TrainPanel(QWidget):
         self.resolutionSpin.setEnabled(is_folder and not self._running)
         with QSignalBlocker(self.resolutionSpin):
             self.resolutionSpin.setValue(self._folder_resolution if is_folder else 28)
+        if self._settings is not None and propose:
+            self._settings.setValue("train/data", self.data_spec())  # the dataset is remembered when chosen
         if propose:
             self._propose_out()
 
@@ -785,13 +834,18 @@ class TrainPanel(QWidget):
         self.statusLabel.setObjectName("trainStatus")
         self.statusLabel.setWordWrap(True)
         self.statusLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.statusLabel.setToolTip("This step's loss and core's smoothed loss, steps per second of this session, "
+        self.statusLabel.setMinimumHeight(2 * self.statusLabel.fontMetrics().lineSpacing() + 4)
+        self.statusLabel.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.statusLabel.setToolTip("The loss as `ddpm train` prints it (an exponential average over ~50 steps) "
+                                    "and this step's, steps per second of this session, "
                                     "time left, learning rate (linear warm-up, then constant)")
 
-        self.lossPlot = pg.PlotWidget()
+        self.lossPlot = pg.PlotWidget(axisItems={"left": _LogAxis("left")})
         self.lossPlot.setObjectName("trainLossPlot")
-        self.lossPlot.setToolTip("L_simple per step (thin) and its exponential average over ~50 steps (thick), on a "
-                                 "log scale. Wheel: zoom, drag: pan, right-click: view options")
+        self.lossPlot.setToolTip("L_simple per step (thin; a resumed run's earlier steps as means of 10) and, thick, "
+                                 f"its mean over the {2 * SMOOTH_HALF + 1} steps around each step (centred, so it "
+                                 "does not lag; at the live end the mean of the last steps), on a log scale. "
+                                 "Wheel: zoom, drag: pan, right-click: view options")
         self.lossPlot.setAcceptDrops(False)
         style_plot(self.lossPlot)
         self.lossPlot.setLogMode(False, True)
@@ -800,7 +854,7 @@ class TrainPanel(QWidget):
         self.lossPlot.addLegend(offset=(-8, 6), labelTextColor="#222", brush=pg.mkBrush(255, 255, 255, 220),
                                 pen=pg.mkPen("#bbb"))
         self.rawCurve = self.lossPlot.plot([], [], pen=RAW_PEN, name="loss per step")
-        self.smoothCurve = self.lossPlot.plot([], [], pen=SMOOTH_PEN, name="smoothed (τ = 50 steps)")
+        self.smoothCurve = self.lossPlot.plot([], [], pen=SMOOTH_PEN, name=f"smoothed (mean of {2 * SMOOTH_HALF + 1} steps)")
         for c in (self.rawCurve, self.smoothCurve):
             c.setClipToView(True)
             c.setDownsampling(auto=True, method="peak")
@@ -859,4 +913,6 @@ class TrainPanel(QWidget):
         layout.addWidget(self.viewSplitter, 1)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
         self._clear_samples(DEFAULTS.sample_every)
+        self.stepsSpin.valueChanged.connect(self._on_steps_changed)
+        self._on_steps_changed(self.stepsSpin.value())
         self._set_status("Choose the data and a model size, then Start. Stop saves a checkpoint; Resume continues.")

@@ -1,0 +1,217 @@
+"""The Train panel against core.train: the loss curve holds exactly the losses core yields for the panel's config;
+the EMA sample grid is core's; Stop answers at once, saves a checkpoint and enables Resume, which continues the run
+bit for bit; closing the window mid-training leaves a checkpoint core resumes from; "Use this model" selects the run
+in Generate; bad input is one line. Runs use the tiny UNet on a few 8×8 images, a handful of steps."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("pytestqt")
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+
+from core.images import save_image  # noqa: E402
+from core.train import train  # noqa: E402
+from ddpm_gui import generate_panel as gp  # noqa: E402
+from ddpm_gui.main_window import MainWindow  # noqa: E402
+from ddpm_gui.worker import live_workers  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*could not be read as images:UserWarning")
+TIMEOUT = 180_000  # a loaded 2-core machine; a run here takes seconds when it is idle
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread for the panel's worker (it takes the app's count) and the headless reference alike."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Four 12×12 photos (trained at 8×8) and one file that is not an image."""
+    folder = tmp_path_factory.mktemp("data") / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        save_image(folder / f"{i}.png", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    (folder / "notes.png").write_text("not an image")
+    return folder
+
+
+@pytest.fixture
+def window(qtbot):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    w.show_panel(w.train_panel)
+    yield w
+    w.close()
+
+
+def _setup(panel, images, out, steps, sample_every=0):
+    panel.select_data(str(images))
+    panel.resolutionSpin.setValue(8)
+    panel.sizeCombo.setCurrentIndex(panel.sizeCombo.findData("tiny"))
+    panel.stepsSpin.setValue(steps)
+    panel.batchSpin.setValue(2)
+    panel.sampleEverySpin.setValue(sample_every)
+    panel.deviceCombo.setCurrentIndex(panel.deviceCombo.findData("cpu"))
+    panel.set_out(out)
+
+
+def _core_run(cfg):
+    """The same run headless: (steps, losses, loss_avgs, last sample grid)."""
+    steps, losses, avgs, grid = [], [], [], None
+    for ev in train(cfg):
+        if ev.kind == "step":
+            steps.append(ev.step)
+            losses.append(ev.loss)
+            avgs.append(ev.loss_avg)
+        elif ev.kind == "sample":
+            grid = ev.grid
+    return np.array(steps), np.array(losses), np.array(avgs), grid
+
+
+def _window_means(steps, losses, half=25):
+    """The plot's smoothed loss, the slow way: the mean of the losses within ±half steps of each step."""
+    return np.array([losses[np.abs(steps - s) <= half].mean() for s in steps])
+
+
+def test_training_moves_the_curve_with_cores_values_and_hands_the_model_to_generate(window, qtbot, images, tmp_path):
+    panel = window.train_panel
+    _setup(panel, images, tmp_path / "run", steps=6, sample_every=3)
+    cfg = panel.config()
+    assert (cfg.data, cfg.resolution, cfg.model_size, cfg.steps, cfg.batch_size, cfg.sample_every) == \
+        (str(images), 8, "tiny", 6, 2, 3)
+    with qtbot.waitSignal(panel.runEnded, timeout=TIMEOUT):
+        with qtbot.waitSignal(panel.runFinished, timeout=TIMEOUT) as finished:
+            qtbot.mouseClick(panel.startButton, Qt.MouseButton.LeftButton)
+            assert panel.running and not panel.startButton.isEnabled() and panel.stopButton.isEnabled()
+    assert finished.args == [str(tmp_path / "run" / "model")]
+
+    steps, raw, smooth = panel.curve()
+    x, y = panel.rawCurve.getOriginalDataset()
+    np.testing.assert_array_equal(x, steps)  # the plot holds the panel's data
+    np.testing.assert_array_equal(y, raw)
+    ref_steps, ref_loss, ref_avg, ref_grid = _core_run(replace(cfg, out=str(tmp_path / "ref")))
+    np.testing.assert_array_equal(steps, ref_steps)  # every step, in order, none missing
+    np.testing.assert_allclose(raw, ref_loss, rtol=1e-5)
+    np.testing.assert_allclose(smooth, _window_means(ref_steps, ref_loss), rtol=1e-5)
+    np.testing.assert_array_equal(panel.smoothCurve.getOriginalDataset()[1], smooth)
+    np.testing.assert_allclose(panel.loss_averages(), ref_avg, rtol=1e-5)  # core's loss_avg, shown in the status
+    assert f"{ref_avg[-1]:.4f}" in panel.status_text
+    assert len(set(np.round(raw, 6))) > 1  # the curve moves
+    np.testing.assert_array_equal(panel.samples_image(), ref_grid)  # the EMA grid of step 6, as core draws it
+    assert "step 6" in panel.sampleView.title.text()
+    assert panel.progressBar.value() == 6
+    assert "Done: 6 steps" in panel.status_text and "skipped 1 file" in panel.status_text
+    assert panel.resumeButton.isEnabled() and panel.useModelButton.isEnabled()
+
+    qtbot.mouseClick(panel.useModelButton, Qt.MouseButton.LeftButton)
+    generate = window.generate_panel
+    assert generate.current_model() == (gp.FOLDER, str(tmp_path / "run" / "model"))
+    assert window.panelTabs.currentWidget() is generate
+
+
+def test_stop_answers_at_once_and_resume_continues_exactly(window, qtbot, images, tmp_path):
+    panel = window.train_panel
+    out = tmp_path / "run"
+    _setup(panel, images, out, steps=100_000)
+    cfg = panel.config()
+    with qtbot.waitSignal(panel.runEnded, timeout=TIMEOUT):
+        with qtbot.waitSignal(panel.runStopped, timeout=TIMEOUT) as stopped:
+            panel.start()
+            qtbot.waitUntil(lambda: len(panel.curve()[0]) >= 2, timeout=TIMEOUT)
+            qtbot.mouseClick(panel.stopButton, Qt.MouseButton.LeftButton)
+            assert not panel.stopButton.isEnabled() and "Stopping" in panel.status_text  # at once
+    s = stopped.args[0]
+    state = json.loads((out / "checkpoint" / "train_state.json").read_text())
+    assert state["step"] == s >= 2
+    np.testing.assert_array_equal(panel.curve()[0], np.arange(1, s + 1))  # the steps not yet shown arrive too
+    assert f"Stopped at step {s}" in panel.status_text
+    assert panel.resumeButton.isEnabled() and panel.startButton.isEnabled() and not panel.running
+
+    panel.stepsSpin.setValue(s + 2)
+    with qtbot.waitSignal(panel.runEnded, timeout=TIMEOUT):
+        with qtbot.waitSignal(panel.runFinished, timeout=TIMEOUT):
+            qtbot.mouseClick(panel.resumeButton, Qt.MouseButton.LeftButton)
+    steps, raw, smooth = panel.curve()
+    np.testing.assert_array_equal(steps, np.arange(1, s + 3))  # from the saved step on, no gap, no repeat
+    ref_steps, ref_loss, ref_avg, _ = _core_run(replace(cfg, out=str(tmp_path / "ref"), steps=s + 2))
+    np.testing.assert_allclose(raw, ref_loss, rtol=1e-5)  # stop + resume = one uninterrupted run
+    np.testing.assert_allclose(panel.loss_averages(), ref_avg, rtol=1e-5)
+    np.testing.assert_allclose(smooth, _window_means(ref_steps, ref_loss), rtol=1e-5)
+    assert json.loads((out / "model" / "config.json").read_text())["trained_steps"] == s + 2
+
+
+def test_closing_mid_training_leaves_a_checkpoint_core_resumes(qtbot, images, tmp_path):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    panel = w.train_panel
+    out = tmp_path / "run"
+    _setup(panel, images, out, steps=100_000)
+    cfg = panel.config()
+    panel.start()
+    qtbot.waitUntil(lambda: len(panel.curve()[0]) >= 2, timeout=TIMEOUT)
+    w.close()
+    assert not live_workers()
+    names = {p.name for p in (out / "checkpoint").iterdir()}
+    assert {"config.json", "model.safetensors", "schedule.json", "train_state.json",
+            "train_state.safetensors"} <= names
+    saved = json.loads((out / "checkpoint" / "train_state.json").read_text())["step"]
+    assert saved >= 2
+    trainer = train(replace(cfg, steps=saved + 1), resume=True)
+    assert trainer.step == saved
+    assert next(trainer).step == saved + 1
+
+
+def test_bad_input_is_one_line_and_the_dataset_is_remembered(qtbot, images, tmp_path):
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings)
+    qtbot.addWidget(w)
+    panel = w.train_panel
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    _setup(panel, empty, tmp_path / "run", steps=3)
+    with qtbot.waitSignal(panel.runEnded, timeout=TIMEOUT):
+        with qtbot.waitSignal(panel.runFailed, timeout=TIMEOUT) as failed:
+            panel.start()
+    msg = failed.args[0]
+    assert "no readable images" in msg and "\n" not in msg and w.last_error == msg
+    assert not panel.running and panel.startButton.isEnabled()
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+    panel.set_out("")
+    assert not panel.start() and "output folder" in panel.status_text
+    panel.select_data(str(images))
+    w.close()
+
+    w2 = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w2)
+    p2 = w2.train_panel
+    assert p2.data_spec() == str(images)  # the chosen folder comes back selected
+    folders = [p2.dataCombo.itemData(i)[1] for i in range(p2.dataCombo.count())
+               if (p2.dataCombo.itemData(i) or (None,))[0] == "folder"]
+    assert folders == [str(images), str(empty)]
+    assert p2.resolutionSpin.value() == 8 and p2.sizeCombo.currentData() == "tiny"
+    w2.close()
+
+
+def test_every_control_has_a_name_and_a_tooltip(window):
+    panel = window.train_panel
+    for name in ("trainDatasetCombo", "trainResolutionSpin", "trainModelSizeCombo", "trainStepsSpin",
+                 "trainBatchSpin", "trainSampleEverySpin", "trainDeviceCombo", "trainOutEdit", "trainOutBrowseButton",
+                 "trainStartButton", "trainStopButton", "trainResumeButton", "trainUseModelButton", "trainProgress",
+                 "trainLossPlot"):
+        from PySide6.QtWidgets import QWidget
+        w = panel.findChild(QWidget, name)
+        assert w is not None and w.toolTip(), name
+    assert panel.sampleView.objectName() == "trainSampleView" and panel.sampleView.view.toolTip()
+    assert not panel.stopButton.isEnabled() and not panel.resumeButton.isEnabled()  # a fresh output folder
