@@ -261,6 +261,7 @@ class TrainPanel(QWidget):
         self.runner: WorkerRunner = window.create_runner("train")
         self._running = False
         self._stopping = False
+        self._started = False         # the run has built its model (so a stop saves a checkpoint)
         self._session: TrainSession | None = None
         self._out_auto = True         # the output folder was proposed by the panel (not typed or browsed)
         self._prev_data_index = 0
@@ -402,6 +403,9 @@ class TrainPanel(QWidget):
         worker = self.runner.current
         if worker is None:
             return True
+        if not self._started:  # still loading the data: nothing to save, and the window's shutdown waits for it
+            worker.abort()
+            return True
         self._set_status("Closing: saving a resumable checkpoint…")
         self.window_.statusBar().showMessage("Saving the training checkpoint before closing…")
         worker.abort()
@@ -415,6 +419,7 @@ class TrainPanel(QWidget):
     # ----- the run ---------------------------------------------------------------------------------------------
     def _launch(self, cfg: TrainConfig, resume: bool) -> bool:
         self._session = TrainSession(cfg.out)
+        self._started = False
         self._total = cfg.steps
         self._stopping = False
         self._set_running(True)
@@ -433,6 +438,7 @@ class TrainPanel(QWidget):
 
     def _on_update(self, u: TrainUpdate) -> None:
         if u.kind == "started":
+            self._started = True
             self.runInfo.setText(f"Training {u.info}; step {u.step} → {u.total}")
             self._num_classes = u.num_classes
             if u.skipped:

@@ -11,6 +11,7 @@ import torch
 
 pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtWidgets import QWidget  # noqa: E402
 
 from core.images import save_image  # noqa: E402
 from core.train import train  # noqa: E402
@@ -171,6 +172,26 @@ def test_closing_mid_training_leaves_a_checkpoint_core_resumes(qtbot, images, tm
     assert next(trainer).step == saved + 1
 
 
+def test_resuming_a_run_from_another_session_shows_its_history(window, qtbot, images, tmp_path):
+    """A checkpoint written by core (as `ddpm train` would) resumes in the panel: the curve starts with the run's
+    saved history (means of 10 steps), then every new step, with the losses of one uninterrupted run."""
+    panel = window.train_panel
+    out = tmp_path / "run"
+    _setup(panel, images, out, steps=12)
+    cfg = panel.config()
+    list(train(cfg))  # 12 steps headless: history [10, mean of steps 1…10], checkpoint at step 12
+    panel.set_out(out)
+    assert panel.resumeButton.isEnabled() and "finished at step 12" in panel.runInfo.text()
+    panel.stepsSpin.setValue(14)
+    with qtbot.waitSignal(panel.runEnded, timeout=TIMEOUT):
+        qtbot.mouseClick(panel.resumeButton, Qt.MouseButton.LeftButton)
+    steps, raw, _ = panel.curve()
+    ref_steps, ref_loss, _, _ = _core_run(replace(cfg, out=str(tmp_path / "ref"), steps=14))
+    np.testing.assert_array_equal(steps, [10, 13, 14])
+    np.testing.assert_allclose(raw, [ref_loss[:10].mean(), ref_loss[12], ref_loss[13]], rtol=1e-5)
+    assert "Done: 14 steps" in panel.status_text
+
+
 def test_bad_input_is_one_line_and_the_dataset_is_remembered(qtbot, images, tmp_path):
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     w = MainWindow(settings=settings)
@@ -210,7 +231,6 @@ def test_every_control_has_a_name_and_a_tooltip(window):
                  "trainBatchSpin", "trainSampleEverySpin", "trainDeviceCombo", "trainOutEdit", "trainOutBrowseButton",
                  "trainStartButton", "trainStopButton", "trainResumeButton", "trainUseModelButton", "trainProgress",
                  "trainLossPlot"):
-        from PySide6.QtWidgets import QWidget
         w = panel.findChild(QWidget, name)
         assert w is not None and w.toolTip(), name
     assert panel.sampleView.objectName() == "trainSampleView" and panel.sampleView.view.toolTip()
