@@ -343,7 +343,7 @@ class MainWindow(QMainWindow):
         self._photo_path, self._photo_label, self._sample_name = path, label, sample
         self.x0Pane.set_image(to_uint8(self._x0))
         self.photoLabel.setText(f"{label} · {x0.shape[1]}×{x0.shape[0]}")
-        self.photoLabel.setToolTip(str(path) if path else label)
+        self.photoLabel.setToolTip(f"{path or label} ({x0.shape[1]}×{x0.shape[0]} pixels)")
         self.x0Pane.title.setText(f"<b>x<sub>0</sub></b> — {html.escape(label)}")
         self._make_noise()
         self.statusBar().showMessage(f"Opened {label}: {w}×{h}{note}", 6000)
@@ -672,7 +672,7 @@ class MainWindow(QMainWindow):
         controls.addWidget(self.showX0Check)
         controls.addWidget(self.showNoiseCheck)
         controls.addWidget(self.fitButton)
-        self.photoLabel = QLabel()
+        self.photoLabel = _ElidedLabel()
         self.photoLabel.setObjectName("photoLabel")
         self.photoLabel.setStyleSheet("color: #555;")
         self.photoLabel.setMinimumWidth(40)
@@ -949,11 +949,23 @@ class MainWindow(QMainWindow):
 
     def resizeEvent(self, ev):  # noqa: N802 - Qt override
         super().resizeEvent(ev)
+        self.histogram.setFixedHeight(int(min(150, max(90, 0.17 * self.height()))))  # small screens: room for x_t
         self._fit_strip()
 
 
 CHAIN_NOTE = ("Markov chain: a fresh ε_t at every step. It agrees with the closed form in distribution, "
               "not pixel for pixel.")
+
+
+class _ElidedLabel(QLabel):
+    """A one-line label that ends in … when it is too narrow (the full text is in its tooltip)."""
+
+    def paintEvent(self, ev):  # noqa: N802 - Qt override
+        p = QPainter(self)
+        p.setPen(self.palette().color(self.foregroundRole()))
+        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, self.width())
+        p.drawText(self.rect(), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), text)
+        p.end()
 
 
 class _ResizeLabel(QLabel):

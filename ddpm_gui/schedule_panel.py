@@ -410,7 +410,7 @@ class SchedulePanel(QWidget):
         self.saveButton.setToolTip("Save the current schedule (β_0…β_{T−1}) as JSON, written atomically")
         self.saveButton.clicked.connect(self._save_dialog)
 
-        self.plot = pg.PlotWidget()
+        self.plot = pg.PlotWidget(axisItems={"left": _LogAxis("left")})
         self.plot.setObjectName("schedulePlot")
         self.plot.setToolTip("The noise schedule. Drag the orange points to reshape it (monotone interpolation keeps "
                              "ᾱ_t strictly decreasing and β_t in (0, 1)); double-click adds a point; right-click "
@@ -648,6 +648,18 @@ class SchedulePanel(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, "Save schedule", "schedule.json", "Schedule JSON (*.json)")
         if path:
             self.save_schedule(path)
+
+
+class _LogAxis(pg.AxisItem):
+    """On a log axis, label only 1, 2 and 5 × 10^k: the eight labels between two decades crowd into each other."""
+
+    def logTickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph override
+        strings = super().logTickStrings(values, scale, spacing)
+        out = []
+        for v, s in zip(values, strings):
+            mantissa = 10 ** (float(v) % 1.0)
+            out.append(s if min(abs(mantissa - k) for k in (1.0, 2.0, 5.0, 10.0)) < 1e-3 else "")
+        return out
 
 
 def _finite(y: np.ndarray, log_y: bool) -> np.ndarray:
