@@ -185,7 +185,8 @@ def main() -> None:
           "frame costs without other load); frame ready: wall time until x_t was handed to the view; bare render: "
           "ForwardPreview.render of the whole photo alone, torch's default threads")
     for k, r in chain.items():
-        print(f"Markov chain {k} (every {r['pixel_stride']}th pixel, as the fitted view walks it): 0 → 999 in "
+        every = "every pixel" if r["pixel_stride"] == 1 else f"every {r['pixel_stride']}-th pixel"
+        print(f"Markov chain {k} ({every}, as the fitted view walks it): 0 → 999 in "
               f"{r['walk_0_to_999_s']:.1f} s; checkpoints every {r['checkpoint_every']} steps, so a re-walk between "
               f"two takes {r['rewalk_between_checkpoints_s']:.2f} s")
 

@@ -513,7 +513,8 @@ class MainWindow(QMainWindow):
             self._chain_hist_index = (self._hist_index if s == 1 else np.random.default_rng(12345).integers(
                 0, x0.size, size=min(HIST_SAMPLES, x0.size)))
         self._chain_target = t
-        res = "" if s == 1 else f" (on every {s}th pixel: {self._chain_cache.x0.shape[1]}×{self._chain_cache.x0.shape[0]})"
+        h, w = self._chain_cache.x0.shape[:2]
+        res = "" if s == 1 else f" (on every {s}-th pixel: {w}×{h})"
         self.modeNote.setText(f"{CHAIN_NOTE}  Walking the chain to t = {t}{res}…")
         self._chain_runner.start(chain_frames, self._chain_cache, t, sample_index=self._chain_hist_index,
                                  on_frame=self._on_chain_frame, on_finished=lambda _r: self._on_chain_done())
@@ -536,7 +537,7 @@ class MainWindow(QMainWindow):
         t = getattr(self, "_chain_target", 0)
         stride = self._chain_cache.stride if self._chain_cache else 1
         s = self._chain_px_stride
-        res = "" if s == 1 else f", every {s}th pixel"
+        res = "" if s == 1 else f", every {s}-th pixel"
         self.modeNote.setText(f"{CHAIN_NOTE}  Showing step {t} (checkpoints every {stride} steps{res}).")
 
     # ----- strip -------------------------------------------------------------------------------------------
