@@ -662,6 +662,7 @@ class TrainPanel(QWidget):
             self.runInfo.setText("A new run: it writes checkpoint/ (resumable), samples/ and, at the end, model/")
             return
         cfg = state.get("config", {}) if isinstance(state.get("config"), dict) else {}
+        self._show_recipe(cfg)
         step, total = int(state["step"]), cfg.get("steps", "?")
         what = f"Holds a {cfg.get('model_size', '?')} run on {cfg.get('data', '?')}"
         if isinstance(total, int) and step >= total:
@@ -669,6 +670,27 @@ class TrainPanel(QWidget):
                                  "choose another output folder for a new run")
         else:
             self.runInfo.setText(f"{what} at step {step} of {total}: Resume continues it")
+
+    def _show_recipe(self, cfg: dict) -> None:
+        """A run keeps its recipe when resumed: show its data, size and batch instead of the widgets' last values
+        (silently: this proposes no new output folder)."""
+        size, batch, data = cfg.get("model_size"), cfg.get("batch_size"), cfg.get("data")
+        if isinstance(size, str) and self.sizeCombo.findData(size) >= 0:
+            with QSignalBlocker(self.sizeCombo):
+                self.sizeCombo.setCurrentIndex(self.sizeCombo.findData(size))
+        if isinstance(batch, int) and self.batchSpin.minimum() <= batch <= self.batchSpin.maximum():
+            self.batchSpin.setValue(batch)
+        if isinstance(data, str) and data:
+            kind = BUILTIN if data.startswith("builtin:") else FOLDER
+            i = self._find_data(kind, data)
+            if i < 0 and kind == FOLDER:
+                i = self._add_recent(data)
+            if i >= 0:
+                if kind == FOLDER and isinstance(cfg.get("resolution"), int):
+                    self._folder_resolution = cfg["resolution"]
+                with QSignalBlocker(self.dataCombo):
+                    self.dataCombo.setCurrentIndex(i)
+                self._on_data_changed(i, propose=False)
 
     def _browse_out(self) -> None:
         start = str(self.out_path().parent) if self.outEdit.text().strip() else str(runs_root())

@@ -180,8 +180,14 @@ def test_resuming_a_run_from_another_session_shows_its_history(window, qtbot, im
     _setup(panel, images, out, steps=12)
     cfg = panel.config()
     list(train(cfg))  # 12 steps headless: history [10, mean of steps 1…10], checkpoint at step 12
+    panel.select_data("builtin:mnist")
+    panel.sizeCombo.setCurrentIndex(panel.sizeCombo.findData("base"))
+    panel.batchSpin.setValue(64)
     panel.set_out(out)
     assert panel.resumeButton.isEnabled() and "finished at step 12" in panel.runInfo.text()
+    # the run keeps its recipe when resumed, and the panel shows that recipe rather than its last values
+    assert (panel.data_spec(), panel.resolutionSpin.value(), panel.sizeCombo.currentData(),
+            panel.batchSpin.value()) == (str(images), 8, "tiny", 2)
     panel.stepsSpin.setValue(14)
     with qtbot.waitSignal(panel.runEnded, timeout=TIMEOUT):
         qtbot.mouseClick(panel.resumeButton, Qt.MouseButton.LeftButton)
