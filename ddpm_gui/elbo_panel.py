@@ -183,6 +183,15 @@ def _positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
+def _kl_curve(terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(t, L_{t−1}) for t = 2…T, NaN where a log axis cannot draw the term (0, or not computed yet): the line
+    breaks there instead of bridging the gap."""
+    T = len(terms) - 1
+    y = np.array(terms[1:T], dtype=float)
+    y[~(np.isfinite(y) & (y > 0))] = np.nan
+    return np.arange(2, T + 1, dtype=float), y
+
+
 class ElboPanel(QWidget):
     """The ELBO tab. Build it with the main window it belongs to (photo, schedule, runners, error box)."""
 
@@ -278,19 +287,19 @@ class ElboPanel(QWidget):
         except ValueError as e:
             self._fail(one_line(e))
             return False
-        self._job = job
-        self.partial = None
-        self._set_running(True)
-        self.progressBar.setRange(0, 0)  # busy until the first batch (the model may still be loading)
         loaded = self.cache.peek(job.model_key) is not None
-        self._set_status("Computing the bound…" if loaded else "Loading the model…")
-        try:
+        try:  # the callbacks arrive through the event loop, after the state below is set
             self.runner.start(elbo_events, job, self.cache, on_frame=self._on_progress,
                               on_finished=self._on_finished, on_cancelled=self._on_cancelled,
                               on_error=self._on_error, on_done=self._on_done)
-        except RuntimeError:  # the window is closing
-            self._set_running(False)
+        except RuntimeError:  # the window is closing: its runners were shut down
             return False
+        self._job = job
+        self.partial = None
+        self._set_running(True)
+        self.progressBar.setFormat("%v / %m terms")
+        self.progressBar.setRange(0, 0)  # busy until the first batch (the model may still be loading)
+        self._set_status("Computing the bound…" if loaded else "Loading the model…")
         self._redraw()
         self.runStarted.emit()
         return True
@@ -566,7 +575,8 @@ class ElboPanel(QWidget):
         if p.done < p.total:
             rate = p.done / p.elapsed if p.elapsed > 0 else 0.0
             eta = (p.total - p.done) / rate if rate > 0 else float("inf")
-            self._set_status(f"{p.done}/{p.total} terms · {rate:.0f} terms/s · ETA {format_eta(eta)}")
+            self._set_status(f"{p.done}/{p.total} terms · {rate:.0f} terms/s · ETA {format_eta(eta)}" if p.done
+                             else f"Computing the bound: {p.total} terms…")
         self.progressed.emit(p.done, p.total)
         self._redraw()
 
@@ -576,9 +586,6 @@ class ElboPanel(QWidget):
             self.previous = old
         self.result, self.partial = run, None
         self._set_running(False)
-        total = run.per_image.size - run.per_image.shape[0]  # N·T evaluations (L_T needs none)
-        self.progressBar.setRange(0, total)
-        self.progressBar.setValue(total)
         msg = (f"Done: {run.model_name} on {run.source}, {run.per_image.shape[0]} image"
                f"{'s' * (run.per_image.shape[0] != 1)}, {run.T} timesteps, seed {run.seed} ({run.seconds:.1f} s)")
         if not run.any_schedule and old is not None and self.previous is old and old.model_name == run.model_name \
@@ -613,9 +620,16 @@ class ElboPanel(QWidget):
         self.computeButton.setEnabled(not on)
         self.cancelButton.setEnabled(on)
         self.computeButton.setText("Recompute" if self.result is not None else "Compute")
-        if not on and self.progressBar.maximum() == 0:
-            self.progressBar.setRange(0, 1)
-            self.progressBar.setValue(0)
+        if not on:
+            self._show_result_progress()
+
+    def _show_result_progress(self) -> None:
+        """The bar of the curve shown: full for a finished result, empty when there is none."""
+        r = self.result
+        total = r.per_image.size - r.per_image.shape[0] if r is not None else 0  # N·T (L_T needs no model)
+        self.progressBar.setRange(0, max(total, 1))
+        self.progressBar.setValue(total)
+        self.progressBar.setFormat("%v / %m terms" if total else "")
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self.status_text = text
@@ -644,7 +658,7 @@ class ElboPanel(QWidget):
     def _on_log_x(self, on: bool) -> None:
         self.plot.setLogMode(x=on, y=True)
         self.hover_term(None)
-        self.plot.enableAutoRange()
+        self._redraw()
 
     def _on_mouse_moved(self, pos) -> None:
         k = self.term_at(pos)
@@ -673,8 +687,7 @@ class ElboPanel(QWidget):
                 item.setData([], [])
         else:
             T = len(shown_terms) - 1
-            t = np.arange(2, T + 1, dtype=float)
-            self.klCurve.setData(*_positive(t, shown_terms[1:T]))
+            self.klCurve.setData(*_kl_curve(shown_terms), connect="finite")
             self.decoderPoint.setData(*_positive(np.array([1.0]), shown_terms[:1]))
             self.priorPoint.setData(*_positive(np.array([T + 1.0]), shown_terms[T:]))
         if faint is None:
@@ -682,12 +695,31 @@ class ElboPanel(QWidget):
                 item.setData([], [])
         else:
             T = faint.T
-            self.prevCurve.setData(*_positive(np.arange(2, T + 1, dtype=float), faint.terms[1:T]))
+            self.prevCurve.setData(*_kl_curve(faint.terms), connect="finite")
             self.prevPoints.setData(*_positive(np.array([1.0, T + 1.0]), faint.terms[[0, T]]))
         self._update_legend(faint)
+        self._fit_view(shown_terms, faint)
         self._update_totals(live)
         if self.hover_k is not None:
             self.hover_term(self.hover_k if not self._running else None)
+
+    def _fit_view(self, shown: np.ndarray | None, faint: ElboRun | None) -> None:
+        """Every term of both curves in view, t from 1 to T + 1 and at least two decades of y, from the first
+        batch on (auto-range would zoom onto the lone L_T point at the start of a run)."""
+        parts = [a for a in (shown, None if faint is None else faint.terms) if a is not None]
+        vals = np.concatenate(parts) if parts else np.empty(0)
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        T = max([len(a) - 1 for a in parts], default=1000)
+        lo, hi = (math.log10(vals.min()), math.log10(vals.max())) if vals.size else (-6.0, 2.0)
+        if hi - lo < 2:
+            mid = (hi + lo) / 2
+            lo, hi = mid - 1, mid + 1
+        log_x = self.logXCheck.isChecked()
+        x0, x1 = (0.0, math.log10(T + 1)) if log_x else (1.0, T + 1.0)
+        self.plot.getViewBox().setRange(xRange=(x0, x1), yRange=(lo, hi), padding=0.04)
+        self.emptyText.setVisible(not parts)
+        self.emptyText.setPos((x0 + x1) / 2, (lo + hi) / 2)
+        self.legend.setVisible(bool(parts))
 
     def _update_legend(self, faint: ElboRun | None) -> None:
         legend = self.legend
@@ -836,6 +868,7 @@ class ElboPanel(QWidget):
         for ax in ("left", "bottom"):
             pi.getAxis(ax).setTextPen("#222")
             pi.getAxis(ax).setPen("#666")
+            pi.getAxis(ax).enableAutoSIPrefix(False)  # "3·10¹ (x1e-06)" on a log axis reads badly
         self.prevCurve = pg.PlotDataItem(pen=PREV_PEN)
         self.prevPoints = pg.PlotDataItem(pen=None, symbol="o", symbolSize=9, symbolBrush=PREV_BRUSH,
                                           symbolPen=pg.mkPen(150, 150, 150, 90))
@@ -853,6 +886,9 @@ class ElboPanel(QWidget):
         self.hoverText.setZValue(1000)
         self.hoverText.hide()
         pi.addItem(self.hoverText, ignoreBounds=True)
+        self.emptyText = pg.TextItem("Compute to see which timesteps carry the bound", color="#777",
+                                     anchor=(0.5, 0.5))
+        pi.addItem(self.emptyText, ignoreBounds=True)
         self.legend = pi.addLegend(offset=(10, -10), labelTextColor="#222", brush=pg.mkBrush(255, 255, 255, 200))
         self.plot.setLogMode(x=self.logXCheck.isChecked(), y=True)
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
