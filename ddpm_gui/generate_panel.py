@@ -36,6 +36,10 @@ RECENT_KEY = "generate/recentModels"
 MAX_RECENT = 8
 MAX_BATCH = 64
 REPLAY_FPS = 30
+PAINT_DUTY = 0.05      # the live view may keep the UI thread busy at most this share of the time (_on_live_frame)
+MAX_PAINT_INTERVAL = 0.5  # … but it is updated at least twice a second
+FOLLOW_INTERVAL = 0.25    # during a run the window's slider (and its photo, histogram, schedule marker) follows t
+                          # at most 4 times a second: re-rendering the photo is most of a live frame's cost
 SAMPLER_TIPS = {
     "ddpm": "DDPM (Ho et al. 2020, eq. 11): x_{t−1} = 1/√α_t·(x_t − β_t/√(1−ᾱ_t)·ε̂) + σ_t·z, one call per visited "
             "timestep; fresh noise z every step",
@@ -93,6 +97,14 @@ class GeneratePanel(QWidget):
         self.first_frame_latency: float | None = None
         self.frames_painted = 0
         self.status_text = ""
+        self._photo_ref, self._photo_gen = None, 0
+        self.paint_duty = PAINT_DUTY
+        self._shown: RunFrame | None = None
+        self._paint_cost: float | None = None
+        self._last_follow = 0.0
+        self._poll_timer = QTimer(self)
+        self._poll_timer.setSingleShot(True)
+        self._poll_timer.timeout.connect(self._poll)
         self._replay_timer = QTimer(self)
         self._replay_timer.setInterval(int(1000 / REPLAY_FPS))
         self._replay_timer.timeout.connect(self._replay_tick)
@@ -152,19 +164,21 @@ class GeneratePanel(QWidget):
         self._job = job
         self._cancel_requested = False
         self.first_frame_latency = None
+        self._shown, self._last_follow = None, 0.0
         self._set_running(True)
         self.progressBar.setRange(0, 0)  # busy until the first step (the model may still be loading)
         loaded = self.cache.peek(job.model_key) is not None
         self._set_status("Generating…" if loaded else "Loading the model…")
         self._click_time = time.perf_counter()
         try:
-            self.runner.start(generate_frames, job, self.cache, self._live, on_frame=self._paint,
+            self.runner.start(generate_frames, job, self.cache, self._live,
                               on_finished=self._on_finished, on_cancelled=self._on_cancelled,
                               on_error=self._on_error, on_done=self._on_done)
         except RuntimeError:  # the window is closing
             self._live = None
             self._set_running(False)
             return False
+        self._poll_timer.start(0)
         self.runStarted.emit()
         return True
 
@@ -325,7 +339,9 @@ class GeneratePanel(QWidget):
             x0 = self.window_.x0
             if x0 is None:
                 raise ValueError("open a photo first (File ▸ Open image)")
-            key = ("photo-array", id(x0), device)
+            if x0 is not self._photo_ref:   # a new pasted/dropped photo (ids of freed arrays can be reused)
+                self._photo_ref, self._photo_gen = x0, self._photo_gen + 1
+            key = ("photo-array", self._photo_gen, device)
             return key, (lambda a=x0.copy(): _array_oracle(a, device)), "oracle over the pasted photo"
         if kind == BUILTIN or kind == ORACLE:
             spec = value
@@ -432,30 +448,74 @@ class GeneratePanel(QWidget):
                            t_start=t_start)
 
     # ----- the live run ------------------------------------------------------------------------------------------
+    def _poll(self) -> None:
+        """Show the newest step of the live run, if there is a new one, and come back later.
+
+        The worker writes each step into the run's :class:`Recording`; ``recording.latest`` is a one-slot mailbox
+        (the newest frame replaces the old, nothing queues) that this timer reads — so the worker sends the UI
+        thread no signal per step. Each wake-up of the UI thread takes the GIL from the sampler (and on a busy
+        machine the OS may park the thread holding it), and painting x_t, x̂_0, the progress and the window's
+        slider, photo and schedule marker costs milliseconds. So frames are painted at most 30 times a second
+        *and* only as often as keeps the measured cost of a paint (up to the end of the repaint it causes) under
+        ``paint_duty`` of the time, but at least every 0.5 s; the last frame is painted as soon as the run ends."""
+        live = self._live
+        if live is None:
+            return
+        frame = live.latest
+        if frame is None or frame is self._shown:
+            self._poll_timer.start(int(1000 / 30))
+            return
+        t0 = time.perf_counter()
+        self._paint(frame)
+        QTimer.singleShot(0, lambda: self._paint_done(t0))  # runs after the repaint this paint asked for
+
+    def _paint_done(self, t0: float) -> None:
+        cost = time.perf_counter() - t0
+        self._paint_cost = cost if self._paint_cost is None else 0.7 * self._paint_cost + 0.3 * cost
+        if self._live is None:
+            return
+        interval = min(MAX_PAINT_INTERVAL, max(1.0 / 30, self._paint_cost / max(1e-3, self.paint_duty)))
+        self._poll_timer.start(max(1, int((t0 + interval - time.perf_counter()) * 1000 + 0.5)))
+
+    def _paint_last(self) -> None:
+        """The run ended: stop polling and show its newest step now."""
+        self._poll_timer.stop()
+        live = self._live
+        if live is not None and live.latest is not None and live.latest is not self._shown:
+            self._paint(live.latest)
+
     def _paint(self, frame: RunFrame) -> None:
+        """Show a live frame. Its arrays are fresh ones the worker made for this step and never writes again
+        (the same objects stay in the recording), so the views may hold them without a copy."""
+        self._shown = frame
         if self.first_frame_latency is None:
             self.first_frame_latency = time.perf_counter() - self._click_time
             self.progressBar.setRange(0, frame.total)
-        self._show(frame)
+        now = time.perf_counter()
+        follow = frame.index == frame.total or now - self._last_follow >= FOLLOW_INTERVAL
+        if follow:
+            self._last_follow = now
+        self._show(frame, follow=follow)
         if frame.index < frame.total and not self._cancel_requested:
             rate = frame.index / frame.elapsed if frame.elapsed > 0 else float("inf")
             eta = (frame.total - frame.index) / rate if rate > 0 else float("inf")
             self._set_status(f"step {frame.index}/{frame.total} · t = {frame.t} · {rate:.1f} it/s · "
                              f"ETA {format_eta(eta)}")
-        self.progressBar.setValue(frame.index)
+        _set_progress(self.progressBar, frame.index)
         self.frames_painted += 1
         self.framePainted.emit(frame.index)
 
-    def _show(self, frame: RunFrame) -> None:
+    def _show(self, frame: RunFrame, follow: bool = True) -> None:
         self.xtPane.set_image(frame.xt)
         self.x0Pane.set_image(frame.x0)
         self.stepLabel.setText(f"step <b>{frame.index}</b>/{frame.total} &nbsp; t = <b>{frame.t}</b>")
         w = self.window_
         rec = self._live if self._live is not None else self.recording
-        if self.followCheck.isChecked() and rec is not None and w.schedule.T == rec.schedule_T:
+        if follow and self.followCheck.isChecked() and rec is not None and w.schedule.T == rec.schedule_T:
             w.set_timestep(frame.t)
 
     def _on_finished(self, final) -> None:
+        self._paint_last()
         rec = self._live
         total = rec.total
         rate = total / rec.latest.elapsed if rec.latest and rec.latest.elapsed > 0 else float("inf")
@@ -464,11 +524,13 @@ class GeneratePanel(QWidget):
         self.runFinished.emit(final)
 
     def _on_cancelled(self, n: int) -> None:
+        self._paint_last()
         total = self._live.total if self._live is not None and self._live.total else "?"
         self._set_status(f"cancelled at step {n}/{total}")
         self.runCancelled.emit(n)
 
     def _on_error(self, exc) -> None:
+        self._paint_last()
         self._fail(one_line(exc))
 
     def _on_done(self) -> None:
@@ -488,6 +550,7 @@ class GeneratePanel(QWidget):
         self._running = on
         self.generateButton.setEnabled(not on)
         self.cancelButton.setEnabled(on)
+        self._esc.setEnabled(on)
         for w in (self.timelineSlider, self.replayButton, self.exportButton):
             w.setEnabled(not on and self.recording is not None and len(self.recording) > 0)
         if not on:
@@ -691,7 +754,8 @@ class GeneratePanel(QWidget):
         self.followCheck.setObjectName("followTimestepCheck")
         self.followCheck.setChecked(True)
         self.followCheck.setToolTip("Move the window's timestep slider and the schedule plot's marker to the t of "
-                                    "the frame shown (when the model's T equals the window schedule's T)")
+                                    "the frame shown (when the model's T equals the window schedule's T; up to 4 "
+                                    "times a second during a run, every frame when scrubbing)")
         self.progressBar = QProgressBar()
         self.progressBar.setObjectName("generateProgress")
         self.progressBar.setToolTip("Model calls done / N")
@@ -807,13 +871,22 @@ class GeneratePanel(QWidget):
         gen = QShortcut(QKeySequence("Ctrl+G"), self.window_)
         gen.setObjectName("generateShortcut")
         gen.activated.connect(self._shortcut_generate)
-        esc = QShortcut(QKeySequence(Qt.Key.Key_Escape), self.window_)
-        esc.setObjectName("cancelShortcut")
-        esc.activated.connect(self.cancel)
+        self._esc = QShortcut(QKeySequence(Qt.Key.Key_Escape), self.window_)
+        self._esc.setObjectName("cancelShortcut")
+        self._esc.setEnabled(False)  # only while a run is in flight, so Esc keeps its other uses
+        self._esc.activated.connect(self.cancel)
 
     def _shortcut_generate(self) -> None:
         self.window_.show_panel(self)
         self.generate()
+
+
+def _set_progress(bar: QProgressBar, value: int) -> None:
+    """``bar.setValue(value)`` without the synchronous ``repaint()`` QProgressBar does inside it (9 ms a frame
+    offscreen on a loaded machine); the bar is repainted with the rest of the window instead."""
+    bar.setUpdatesEnabled(False)
+    bar.setValue(value)
+    bar.setUpdatesEnabled(True)   # schedules an ordinary update()
 
 
 def _preload_model(cache: ModelCache, key: tuple, loader) -> str:

@@ -161,7 +161,7 @@ def test_tiny_model_run_equals_the_headless_sampler_frame_by_frame(window, qtbot
     panel.show_frame(3)
     assert np.array_equal(panel.xtPane.image, rec.frames[3].xt) and np.array_equal(panel.x0Pane.image, rec.frames[3].x0)
     assert window.timestep == rec.frames[3].t
-    assert round(window.schedule_panel.marker.value()) == rec.frames[3].t
+    qtbot.waitUntil(lambda: round(window.schedule_panel.marker.value()) == rec.frames[3].t, timeout=5000)
 
 
 def test_class_and_guidance_reach_the_sampler(window, qtbot, tiny_model):
