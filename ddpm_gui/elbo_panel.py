@@ -348,10 +348,12 @@ class ElboPanel(QWidget):
                                    f"{term_name(k, r.T)} = {_fmt(v)}<br>{share:.3g} % of total</div>")
             xv = math.log10(t) if self.logXCheck.isChecked() else t
             self.hoverText.setPos(xv, math.log10(v))
-            # keep the box inside the plot: anchor it to the left of points in the right half
-            (x0, x1), _ = self.plot.getViewBox().viewRange()
-            self.hoverText.setAnchor((1.05, 1.1) if xv > (x0 + x1) / 2 else (-0.05, 1.1))
+            # keep the box inside the plot: left of points in the right half, below points in the top half
+            (x0, x1), (y0, y1) = self.plot.getViewBox().viewRange()
+            self.hoverText.setAnchor((1.05 if xv > (x0 + x1) / 2 else -0.05,
+                                      -0.1 if math.log10(v) > (y0 + y1) / 2 else 1.1))
             self.hoverText.show()
+            self.hoverText.updateTransform(force=True)  # pixel-sized text: a TextItem never painted does not know
         else:
             self.hoverMarker.setData([], [])
             self.hoverText.hide()
@@ -716,6 +718,13 @@ class ElboPanel(QWidget):
             lo, hi = mid - 1, mid + 1
         log_x = self.logXCheck.isChecked()
         x0, x1 = (0.0, math.log10(T + 1)) if log_x else (1.0, T + 1.0)
+        if log_x:  # decades labelled 1, 10, 100 …; pyqtgraph's own log ticks label 2·10¹ … 9·10² until they overlap
+            top = math.ceil(x1)
+            major = [(float(d), f"{10 ** d:d}") for d in range(top + 1)]
+            minor = [(math.log10(m * 10 ** d), "") for d in range(top) for m in range(2, 10)]
+            self.plot.getAxis("bottom").setTicks([major, minor])
+        else:
+            self.plot.getAxis("bottom").setTicks(None)
         self.plot.getViewBox().setRange(xRange=(x0, x1), yRange=(lo, hi), padding=0.04)
         self.emptyText.setVisible(not parts)
         self.emptyText.setPos((x0 + x1) / 2, (lo + hi) / 2)

@@ -218,6 +218,9 @@ def test_hovering_a_point_shows_its_value_and_share_of_the_total(qtbot, window):
         v = run.terms[k]
         assert f"t = {k + 1}:" in text and f"{share:.3g} %" in text
         assert f"<b>{v:.4g}</b>" in text or f"<b>{v:.3e}</b>" in text
+        box = panel.hoverText.mapRectToScene(panel.hoverText.boundingRect())   # the box beside the point …
+        assert panel.hoverText.isVisible() and 0 < box.width() < 300           # … drawn at screen size …
+        assert panel.plot.sceneBoundingRect().contains(box)                    # … inside the plot
     pos = panel.plot.mapFromScene(panel.point_scene_pos(5))
     qtbot.mouseClick(panel.plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     qtbot.waitUntil(lambda: window.timestep == 5, timeout=5000)  # L_5 is about x_6: the code's timestep 5
