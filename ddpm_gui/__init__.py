@@ -1,6 +1,6 @@
 """DDPM Studio's desktop app (PySide6 + pyqtgraph): thin views over the Qt-free ``core`` engine.
 
-``MainWindow`` is imported lazily, so the Qt-free helpers (:mod:`ddpm_gui.schedule_edit`, :mod:`ddpm_gui.chain`)
+``MainWindow`` is imported lazily, so the Qt-free helper :mod:`ddpm_gui.chain`
 can be used without a display.
 """
 __all__ = ["MainWindow"]

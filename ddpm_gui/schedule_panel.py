@@ -1,5 +1,5 @@
 """The schedule panel: a pyqtgraph plot of β_t (or ᾱ_t, √ᾱ_t, √(1−ᾱ_t), log-SNR), preset controls, and a visual
-editor whose control points rebuild the schedule by monotone interpolation (:mod:`ddpm_gui.schedule_edit`).
+editor whose control points rebuild the schedule by monotone interpolation (:mod:`core.schedule_edit`).
 
 The panel owns the current :class:`core.schedule.NoiseSchedule` and announces every change with
 ``scheduleChanged(schedule)``; every change (preset, T, β range, a drag, Load) is one undo step.
@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 from core.cli.cmd_noise import NOTES_BETA_END, NOTES_BETA_START, NOTES_T
 from core.schedule import MAX_T, PRESETS, NoiseSchedule, ScheduleError
 from ddpm_gui.image_views import style_plot
-from ddpm_gui.schedule_edit import (BETA, CURVES, HTML_LABELS, EditError, Knots, curve_values, fit_knots, from_space,
+from core.schedule_edit import (BETA, CURVES, EditError, Knots, curve_values, fit_knots, from_space,
                                     knots_from_params, schedule_from_knots, space_of, space_values, to_space,
                                     zero_terminal)
 
@@ -37,6 +37,15 @@ MAIN_PEN = pg.mkPen(30, 90, 200, width=2.5)
 SECOND_PEN = pg.mkPen(200, 90, 30, width=2, style=Qt.PenStyle.DashLine)
 PIN_PEN = pg.mkPen(120, 120, 120, 140, width=2, style=Qt.PenStyle.DotLine)
 MARKER_PEN = pg.mkPen(220, 40, 40, width=2)
+
+# Rich-text names of the plotted curves (pyqtgraph labels take HTML).
+HTML_LABELS = {
+    "beta": "β<sub>t</sub>",
+    "alphas_cumprod": "ᾱ<sub>t</sub>",
+    "sqrt_alphas_cumprod": "√ᾱ<sub>t</sub>",
+    "sqrt_one_minus_alphas_cumprod": "√(1−ᾱ<sub>t</sub>)",
+    "log_snr": "log-SNR λ<sub>t</sub>",
+}
 
 
 @dataclass(frozen=True)

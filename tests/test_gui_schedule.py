@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from core.schedule import NoiseSchedule
-from ddpm_gui.schedule_edit import (BETA, LOGSNR, EditError, Knots, fit_knots, knots_from_params, pchip,
+from core.schedule_edit import (BETA, LOGSNR, EditError, Knots, fit_knots, knots_from_params, pchip,
                                     schedule_from_knots, to_space)
 
 

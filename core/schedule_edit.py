@@ -35,14 +35,6 @@ CURVES = {
 
 
 # The same labels as rich text, for plot axes and legends.
-HTML_LABELS = {
-    "beta": "β<sub>t</sub>",
-    "alphas_cumprod": "ᾱ<sub>t</sub>",
-    "sqrt_alphas_cumprod": "√ᾱ<sub>t</sub>",
-    "sqrt_one_minus_alphas_cumprod": "√(1−ᾱ<sub>t</sub>)",
-    "log_snr": "log-SNR λ<sub>t</sub>",
-}
-
 
 class EditError(ValueError):
     """An edit that would break the schedule's constraints; the message is one line for the status bar."""
