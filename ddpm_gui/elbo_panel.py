@@ -161,9 +161,9 @@ def term_name(k: int, T: int) -> str:
 
 def term_formula(k: int, T: int) -> str:
     if k == 0:
-        return "−log p<sub>θ</sub>(x<sub>0</sub> | x<sub>1</sub>), the decoder"
+        return "−log p<sub>θ</sub>(x<sub>0</sub> | x<sub>1</sub>)"
     if k == T:
-        return "KL(q(x<sub>T</sub> | x<sub>0</sub>) ‖ N(0, I)), the prior"
+        return "KL(q(x<sub>T</sub> | x<sub>0</sub>) ‖ N(0, I))"
     return f"KL(q(x<sub>{k}</sub> | x<sub>{k + 1}</sub>, x<sub>0</sub>) ‖ p<sub>θ</sub>(x<sub>{k}</sub> | x<sub>{k + 1}</sub>))"
 
 
@@ -335,7 +335,8 @@ class ElboPanel(QWidget):
         v, total = float(r.terms[k]), r.bits_per_dim
         share = 100.0 * v / total if total else float("nan")
         t = k + 1
-        line = (f"t = {t}: {term_name(k, r.T)} = {term_formula(k, r.T)} = <b>{_fmt(v)}</b> bits/dim, "
+        kind = " (the decoder)" if k == 0 else " (the prior)" if k == r.T else ""
+        line = (f"t = {t}: {term_name(k, r.T)} = {term_formula(k, r.T)} = <b>{_fmt(v)}</b> bits/dim{kind}, "
                 f"<b>{share:.3g} %</b> of the total")
         prev = self.previous
         pk = None if prev is None else (prev.T if k == r.T else k if k < prev.T else None)
