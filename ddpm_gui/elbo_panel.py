@@ -116,6 +116,12 @@ class ElboRun:
     def label(self) -> str:
         return f"{self.schedule_name}, T={self.T}, {self.variance}"
 
+    def label_against(self, other: "ElboRun | None") -> str:
+        """:attr:`label`, led by the model and images where they differ from ``other``'s."""
+        if other is None or (other.model_name, other.source) == (self.model_name, self.source):
+            return self.label
+        return f"{self.model_name} on {self.source}, {self.label}"
+
 
 def elbo_events(job: ElboJob, cache: ModelCache):
     """The worker: load the model (cached), make x_0 as ``ddpm elbo`` does, then yield an :class:`ElboProgress`
@@ -738,7 +744,9 @@ class ElboPanel(QWidget):
         legend.addItem(self.decoderPoint, "L<sub>0</sub> decoder (t = 1)")
         legend.addItem(self.priorPoint, "L<sub>T</sub> prior (t = T+1)")
         if faint is not None:
-            legend.addItem(self.prevCurve, f"{'before' if self._running else 'previous'}: {html.escape(faint.label)}, "
+            now = None if self._running else self.result
+            legend.addItem(self.prevCurve, f"{'before' if self._running else 'previous'}: "
+                           f"{html.escape(faint.label_against(now))}, "
                            f"{_fmt(faint.bits_per_dim)} bits/dim")
 
     def _update_totals(self, live: ElboProgress | None) -> None:
