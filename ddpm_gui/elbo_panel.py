@@ -57,8 +57,8 @@ PREV_BRUSH = pg.mkBrush(150, 150, 150, 90)
 
 TERMS_TIP = ("L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (notes eq. 9–14), each term in bits/dim "
              "(nats / (C·H·W·ln 2)):\n"
-             "  L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)), t = 2…T, a Gaussian KL, one x_t ~ q(x_t | x_0) "
-             "per image and t\n"
+             "  L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)), t = 2…T, a Gaussian KL, "
+             "one x_t ~ q(x_t | x_0) per image and t\n"
              "  L_0 = −log p_θ(x_0 | x_1), a discretized Gaussian over the 256 pixel bins (drawn at t = 1)\n"
              "  L_T = KL(q(x_T | x_0) ‖ N(0, I)), closed form, no network (drawn at t = T + 1)\n"
              "Log y axis. Hover a point for its value and share of the total; click it to show that x_t.")
@@ -170,7 +170,8 @@ def term_formula(k: int, T: int) -> str:
         return "−log p<sub>θ</sub>(x<sub>0</sub> | x<sub>1</sub>)"
     if k == T:
         return "KL(q(x<sub>T</sub> | x<sub>0</sub>) ‖ N(0, I))"
-    return f"KL(q(x<sub>{k}</sub> | x<sub>{k + 1}</sub>, x<sub>0</sub>) ‖ p<sub>θ</sub>(x<sub>{k}</sub> | x<sub>{k + 1}</sub>))"
+    a, b = f"x<sub>{k}</sub>", f"x<sub>{k + 1}</sub>"
+    return f"KL(q({a} | {b}, x<sub>0</sub>) ‖ p<sub>θ</sub>({a} | {b}))"
 
 
 def _fmt(v: float) -> str:
