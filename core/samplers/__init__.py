@@ -228,7 +228,7 @@ def _run(denoiser, schedule, solver, model, timesteps, ab, n, seed, x_start, cli
             elif ptype == "sample":
                 if solver.needs_eps:
                     eps = torch.add(x, out, alpha=-a).div_(s)
-                x0 = out
+                x0 = out if out is not x else out.clone()  # clipping works in place
             else:  # v_prediction
                 if solver.needs_eps:
                     eps = torch.mul(x, s).add_(out, alpha=a)
