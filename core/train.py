@@ -68,7 +68,8 @@ def unet_config_for(size: str, resolution: int, channels: int, num_classes: int,
 
 @dataclass
 class TrainConfig:
-    """Every option of a training run (saved in ``train_state.json``, so ``resume`` needs only ``out``)."""
+    """Every option of a training run (saved in ``train_state.json``, so ``resume`` needs only ``out``).
+    ``clip_sample`` is not a training option: it is the saved model's default for clipping x̂_0 when sampling."""
 
     data: str = "builtin:mnist"
     out: str = "runs/model"
@@ -88,6 +89,7 @@ class TrainConfig:
     label_dropout: float = 0.15
     min_snr_gamma: float | None = None
     hflip: bool = False
+    clip_sample: bool = True
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -173,7 +175,8 @@ class Trainer:
                 raise ValueError(f"{ckpt / STATE_JSON}: not a DDPM Studio training state")
             saved = TrainConfig.from_dict(state["config"])
             # a resumed run keeps its recipe; only the length, the device and the reporting cadence may change
-            for name in ("steps", "device", "precision", "checkpoint_every", "sample_every", "sample_steps"):
+            for name in ("steps", "device", "precision", "checkpoint_every", "sample_every", "sample_steps",
+                         "clip_sample"):
                 setattr(saved, name, getattr(config, name))
             saved.out = str(out)
             config = saved
@@ -340,7 +343,8 @@ class Trainer:
         return {"name": Path(self.cfg.out).name, "trained_steps": self.step, "data": self.cfg.data,
                 "model_size": self.cfg.model_size, "class_names": list(self.dataset.class_names),
                 "weights": "ema", "ema_decay": self.cfg.ema_decay, "label_dropout": self.cfg.label_dropout,
-                "final_loss_avg": self.loss_avg if math.isfinite(self.loss_avg) else None}
+                "final_loss_avg": self.loss_avg if math.isfinite(self.loss_avg) else None,
+                "clip_sample": bool(self.cfg.clip_sample)}
 
     def save(self, folder=None) -> Path:
         """Write a resumable checkpoint (default ``out/checkpoint``) atomically; returns its path."""

@@ -42,6 +42,8 @@ def register(sub) -> None:
                         f"{DEFAULTS.label_dropout})")
     p.add_argument("--min-snr", type=float, help="min-SNR-γ loss weighting (e.g. 5; default off)")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (not for digits)")
+    p.add_argument("--no-clip", action="store_true", help="save the model with clip_sample = false (samplers then "
+                   "do not clip x̂0 to [-1, 1] unless asked)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
@@ -64,8 +66,8 @@ def run(args) -> int:
                       resolution=args.resolution, channels=args.channels, model_size=args.model_size,
                       prediction_type=args.prediction, schedule=args.schedule, T=args.T, lr=args.lr,
                       warmup_steps=args.warmup, ema_decay=args.ema, label_dropout=args.label_dropout,
-                      min_snr_gamma=args.min_snr, hflip=args.hflip, seed=args.seed, device=args.device,
-                      precision=args.precision, checkpoint_every=args.checkpoint_every,
+                      min_snr_gamma=args.min_snr, hflip=args.hflip, clip_sample=not args.no_clip, seed=args.seed,
+                      device=args.device, precision=args.precision, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
