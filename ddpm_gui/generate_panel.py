@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QSignalBlocker, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence, QShortcut, QStandardItemModel
+from PySide6.QtGui import QAction, QColor, QKeySequence, QPainter, QShortcut, QStandardItemModel
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout,
                                QHBoxLayout, QLabel, QMenu, QProgressBar, QPushButton, QSizePolicy, QSlider, QSpinBox,
                                QToolButton, QVBoxLayout, QWidget)
@@ -36,10 +36,11 @@ RECENT_KEY = "generate/recentModels"
 MAX_RECENT = 8
 MAX_BATCH = 64
 REPLAY_FPS = 30
-PAINT_DUTY = 0.05      # the live view may keep the UI thread busy at most this share of the time (_on_live_frame)
+PAINT_BUDGET = 0.03    # the live view's UI-thread CPU time ≤ 3% of the sampler's CPU time (see _poll) …
+PAINT_DUTY = 0.05      # … and ≤ 5% of the wall time
 MAX_PAINT_INTERVAL = 0.5  # … but it is updated at least twice a second
-FOLLOW_INTERVAL = 0.25    # during a run the window's slider (and its photo, histogram, schedule marker) follows t
-                          # at most 4 times a second: re-rendering the photo is most of a live frame's cost
+FOLLOW_INTERVAL = 1.0     # during a run the window's slider (and its photo, histogram, schedule marker) follows t
+                          # once a second: re-rendering the window's photo costs ~2× painting x_t and x̂_0
 SAMPLER_TIPS = {
     "ddpm": "DDPM (Ho et al. 2020, eq. 11): x_{t−1} = 1/√α_t·(x_t − β_t/√(1−ᾱ_t)·ε̂) + σ_t·z, one call per visited "
             "timestep; fresh noise z every step",
@@ -49,6 +50,39 @@ SAMPLER_TIPS = {
                "in x̂_0; good images in 10–25 steps",
 }
 PURE_NOISE, FROM_HERE = "noise", "here"
+
+
+class _TextLine(QWidget):
+    """Text that changes often (status, step, start note) without asking for a new layout. ``QLabel.setText``
+    always calls ``updateGeometry()``: on every live frame the panel was laid out again and every widget in it
+    repainted (measured: ~30 paint events per frame), which cost more than the pictures themselves."""
+
+    def __init__(self, lines: int = 1, align=Qt.AlignmentFlag.AlignLeft, color: str | None = None,
+                 width: int | None = None):
+        super().__init__()
+        self._text, self._color, self._error = "", color, False
+        self._align = align | Qt.AlignmentFlag.AlignVCenter | Qt.TextFlag.TextWordWrap
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * lines + 4)
+        if width is not None:
+            self.setFixedWidth(width)
+        else:
+            self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+
+    def text(self) -> str:
+        return self._text
+
+    def setText(self, text: str, error: bool = False) -> None:  # noqa: N802 - QLabel's name
+        if text != self._text or error != self._error:
+            self._text, self._error = text, error
+            self.setToolTip(text if self.objectName() == "generateStatus" else self.toolTip())
+            self.update()
+
+    def paintEvent(self, ev):  # noqa: N802 - Qt override
+        p = QPainter(self)
+        color = "#b00020" if self._error else self._color
+        p.setPen(QColor(color) if color else self.palette().windowText().color())
+        p.drawText(self.rect().adjusted(2, 0, -2, 0), int(self._align), self._text)
+        p.end()
 
 
 class _ModelCombo(QComboBox):
@@ -98,9 +132,9 @@ class GeneratePanel(QWidget):
         self.frames_painted = 0
         self.status_text = ""
         self._photo_ref, self._photo_gen = None, 0
-        self.paint_duty = PAINT_DUTY
+        self.paint_budget, self.paint_duty = PAINT_BUDGET, PAINT_DUTY
+        self._cpu0 = self._ui_cpu0 = self._last_paint = 0.0
         self._shown: RunFrame | None = None
-        self._paint_cost: float | None = None
         self._last_follow = 0.0
         self._poll_timer = QTimer(self)
         self._poll_timer.setSingleShot(True)
@@ -170,6 +204,7 @@ class GeneratePanel(QWidget):
         loaded = self.cache.peek(job.model_key) is not None
         self._set_status("Generating…" if loaded else "Loading the model…")
         self._click_time = time.perf_counter()
+        self._cpu0, self._ui_cpu0 = time.process_time(), time.thread_time()
         try:
             self.runner.start(generate_frames, job, self.cache, self._live,
                               on_finished=self._on_finished, on_cancelled=self._on_cancelled,
@@ -449,15 +484,17 @@ class GeneratePanel(QWidget):
 
     # ----- the live run ------------------------------------------------------------------------------------------
     def _poll(self) -> None:
-        """Show the newest step of the live run, if there is a new one, and come back later.
+        """Show the newest step of the live run, if there is a new one and the budget allows, and come back later.
 
         The worker writes each step into the run's :class:`Recording`; ``recording.latest`` is a one-slot mailbox
-        (the newest frame replaces the old, nothing queues) that this timer reads — so the worker sends the UI
-        thread no signal per step. Each wake-up of the UI thread takes the GIL from the sampler (and on a busy
-        machine the OS may park the thread holding it), and painting x_t, x̂_0, the progress and the window's
-        slider, photo and schedule marker costs milliseconds. So frames are painted at most 30 times a second
-        *and* only as often as keeps the measured cost of a paint (up to the end of the repaint it causes) under
-        ``paint_duty`` of the time, but at least every 0.5 s; the last frame is painted as soon as the run ends."""
+        (the newest frame replaces the old, nothing queues) that this timer reads, so the worker sends the UI
+        thread no signal per step. Painting x_t, x̂_0, the progress and the window's slider, photo and schedule
+        marker costs the UI thread milliseconds of CPU, and each of them is a millisecond the sampler may wait
+        for the GIL (or, on a busy machine, for a core). So a frame is painted at most 30 times a second and only
+        while the UI thread's CPU time since the click stays under ``paint_budget`` (3%) of the CPU time the rest
+        of the process (the sampler) spent, and under ``paint_duty`` (5%) of the wall time — but at least every
+        0.5 s, and the last frame as soon as the run ends. On a busy machine the sampler gets less CPU per
+        second, so the view paints less often instead of slowing it down."""
         live = self._live
         if live is None:
             return
@@ -465,17 +502,17 @@ class GeneratePanel(QWidget):
         if frame is None or frame is self._shown:
             self._poll_timer.start(int(1000 / 30))
             return
-        t0 = time.perf_counter()
-        self._paint(frame)
-        QTimer.singleShot(0, lambda: self._paint_done(t0))  # runs after the repaint this paint asked for
-
-    def _paint_done(self, t0: float) -> None:
-        cost = time.perf_counter() - t0
-        self._paint_cost = cost if self._paint_cost is None else 0.7 * self._paint_cost + 0.3 * cost
-        if self._live is None:
+        now = time.perf_counter()
+        since = now - self._last_paint
+        ui = time.thread_time() - self._ui_cpu0
+        work = time.process_time() - self._cpu0 - ui
+        over = ui > self.paint_budget * work or ui > self.paint_duty * (now - self._click_time)
+        if self._shown is not None and over and since < MAX_PAINT_INTERVAL:
+            self._poll_timer.start(max(1, int(min(0.1, MAX_PAINT_INTERVAL - since) * 1000)))
             return
-        interval = min(MAX_PAINT_INTERVAL, max(1.0 / 30, self._paint_cost / max(1e-3, self.paint_duty)))
-        self._poll_timer.start(max(1, int((t0 + interval - time.perf_counter()) * 1000 + 0.5)))
+        self._last_paint = now
+        self._paint(frame)
+        self._poll_timer.start(int(1000 / 30))
 
     def _paint_last(self) -> None:
         """The run ended: stop polling and show its newest step now."""
@@ -508,7 +545,7 @@ class GeneratePanel(QWidget):
     def _show(self, frame: RunFrame, follow: bool = True) -> None:
         self.xtPane.set_image(frame.xt)
         self.x0Pane.set_image(frame.x0)
-        self.stepLabel.setText(f"step <b>{frame.index}</b>/{frame.total} &nbsp; t = <b>{frame.t}</b>")
+        self.stepLabel.setText(f"step {frame.index}/{frame.total}   t = {frame.t}")
         w = self.window_
         rec = self._live if self._live is not None else self.recording
         if follow and self.followCheck.isChecked() and rec is not None and w.schedule.T == rec.schedule_T:
@@ -558,8 +595,7 @@ class GeneratePanel(QWidget):
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self.status_text = text
-        self.statusLabel.setText(text)
-        self.statusLabel.setStyleSheet("color: #b00020;" if error else "")
+        self.statusLabel.setText(text, error=error)
 
     # ----- timeline and replay -----------------------------------------------------------------------------------
     def _fill_timeline(self) -> None:
@@ -736,9 +772,9 @@ class GeneratePanel(QWidget):
                                    "the model's resolution, noised to the slider's t with x_t = √ᾱ_t·x_0 + "
                                    "√(1−ᾱ_t)·ε, then denoised — reconstruction at small t, hallucination at large t")
         self.startCombo.currentIndexChanged.connect(self._on_start_changed)
-        self.startNote = QLabel("x_T ~ N(0, I)")
+        self.startNote = _TextLine(color="#555")
         self.startNote.setObjectName("startNote")
-        self.startNote.setStyleSheet("color: #555;")
+        self.startNote.setText("x_T ~ N(0, I)")
         self.window_.timestepChanged.connect(lambda _t: self._on_start_changed())
 
         self.generateButton = QPushButton("Generate")
@@ -754,16 +790,14 @@ class GeneratePanel(QWidget):
         self.followCheck.setObjectName("followTimestepCheck")
         self.followCheck.setChecked(True)
         self.followCheck.setToolTip("Move the window's timestep slider and the schedule plot's marker to the t of "
-                                    "the frame shown (when the model's T equals the window schedule's T; up to 4 "
-                                    "times a second during a run, every frame when scrubbing)")
+                                    "the frame shown (when the model's T equals the window schedule's T; once a "
+                                    "second during a run, every frame when scrubbing)")
         self.progressBar = QProgressBar()
         self.progressBar.setObjectName("generateProgress")
         self.progressBar.setToolTip("Model calls done / N")
         self.progressBar.setFormat("%v / %m")
-        self.statusLabel = QLabel()
+        self.statusLabel = _TextLine(lines=2)
         self.statusLabel.setObjectName("generateStatus")
-        self.statusLabel.setWordWrap(True)
-        self.statusLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         self.xtPane = ImagePane("<b>x<sub>t</sub></b>", "generateXtPane",
                                 "The current state x_t of the reverse chain (the whole batch as a grid). "
@@ -772,10 +806,9 @@ class GeneratePanel(QWidget):
                                 "x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t: the model's prediction of the final image at "
                                 "this step (clipped to [−1, 1] as the sampler uses it)")
         self.x0Pane.link_to(self.xtPane)
-        self.stepLabel = QLabel("")
+        self.stepLabel = _TextLine(align=Qt.AlignmentFlag.AlignHCenter)
         self.stepLabel.setObjectName("generateStepLabel")
-        self.stepLabel.setTextFormat(Qt.TextFormat.RichText)
-        self.stepLabel.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.stepLabel.setToolTip("The frame shown: model call k of N, at timestep t")
 
         self.replayButton = QPushButton("▶")
         self.replayButton.setObjectName("replayButton")
@@ -787,9 +820,9 @@ class GeneratePanel(QWidget):
         self.timelineSlider.setObjectName("timelineSlider")
         self.timelineSlider.setToolTip("Scrub through every recorded step of the last run (x_t and x̂_0)")
         self.timelineSlider.valueChanged.connect(self._on_timeline)
-        self.timelineLabel = QLabel("–")
+        self.timelineLabel = _TextLine(width=self.fontMetrics().horizontalAdvance("0000/0000 (1 step in 16 kept)"))
         self.timelineLabel.setObjectName("timelineLabel")
-        self.timelineLabel.setMinimumWidth(self.timelineLabel.fontMetrics().horizontalAdvance("0000/0000") + 8)
+        self.timelineLabel.setText("–")
         self.exportButton = QToolButton()
         self.exportButton.setObjectName("exportButton")
         self.exportButton.setText("Export ▾")

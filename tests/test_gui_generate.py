@@ -354,3 +354,18 @@ def test_closing_the_window_mid_run_exits_cleanly():
     assert "closed cleanly" in out.stdout
     assert "QThread" not in out.stderr and "Traceback" not in out.stderr
     assert not live_workers()
+
+
+def test_a_long_run_keeps_every_kth_step_within_its_memory_budget_first_and_last_included():
+    from ddpm_gui.run_recording import Recording, RunFrame
+    frame_bytes = 2 * 1 * 10 * 10
+    rec = Recording(budget=20 * frame_bytes)
+    for i in range(1, 101):
+        rec.add(RunFrame(i, 100, 1000 - 10 * i, np.full((1, 1, 10, 10), i, np.uint8),
+                         np.zeros((1, 1, 10, 10), np.uint8), i * 0.01))
+    rec.close()
+    idx = [f.index for f in rec.frames]
+    assert idx[0] == 1 and idx[-1] == 100
+    assert rec.stride == 8 and idx[:-1] == list(range(1, 101, 8))
+    assert rec.nbytes <= 20 * frame_bytes + frame_bytes
+    assert [int(f.xt[0, 0, 0]) for f in rec.frames] == idx       # each kept frame is that step's picture
