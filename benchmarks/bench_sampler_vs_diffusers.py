@@ -90,6 +90,50 @@ def main() -> None:
         ct, wt = (statistics.median(v) for v in zip(*times[1]))
         print(f"| {batch} | {co:.2f} | {ct:.2f} | {co / ct:.3f}× | {wo:.2f} | {wt:.2f} | {wo / wt:.3f}× | "
               f"{diff:.1e} |", flush=True)
+    print("\n| batch | our loop, CPU µs/step | DDPMPipeline's loop, CPU µs/step | (network excluded: out = x/2) |")
+    print("|---|---|---|---|")
+    for batch in [int(b) for b in args.batch.split(",")]:
+        o, t = loop_overhead(args.steps, batch, args.resolution, args.channels)
+        print(f"| {batch} | {o:.1f} | {t:.1f} | |", flush=True)
+
+
+def loop_overhead(steps: int, batch: int, resolution: int, channels: int, repeats: int = 5) -> tuple[float, float]:
+    """CPU µs per step of each loop around a trivial network (out = x/2): the per-step work the goal is about."""
+    from diffusers import DDPMScheduler
+
+    from core.models.denoiser import Denoiser
+    from core.samplers import run_to_end, sample
+    from core.schedule import NoiseSchedule
+
+    class Half(Denoiser):
+        def model_output(self, x_t, t, class_labels=None, schedule=None):
+            return x_t * 0.5
+
+    den = Half(resolution=resolution, channels=channels, schedule=NoiseSchedule.preset("linear", T=1000))
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    shape = (batch, channels, resolution, resolution)
+
+    def theirs():  # DDPMPipeline.__call__'s loop with the network replaced
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(shape, generator=g)
+        scheduler.set_timesteps(steps)
+        with torch.no_grad():
+            for t in scheduler.timesteps:
+                x = scheduler.step(x * 0.5, t, x, generator=g).prev_sample
+
+    def ours():
+        run_to_end(sample(den, sampler="ddpm", steps=steps, n=batch, seed=1))
+
+    out = []
+    for fn in (ours, theirs):
+        fn()
+        runs = []
+        for _ in range(repeats):
+            cpu = time.process_time()
+            fn()
+            runs.append((time.process_time() - cpu) / steps * 1e6)
+        out.append(statistics.median(runs))
+    return out[0], out[1]
 
 
 if __name__ == "__main__":

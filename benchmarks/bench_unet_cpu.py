@@ -4,7 +4,8 @@
 
 "net calls/s" is one forward pass under ``torch.inference_mode()``; "DDPM steps/s" is the whole sampler step
 (network + x̂_0, clipping, posterior mean, noise) through :func:`core.samplers.sample`, so the gap between the two
-columns is the sampler's own overhead. Random weights: the cost does not depend on training. The last rows time
+columns is the sampler's own overhead; "CPU ms/step" is this process's CPU time per sampler step (with --threads 1,
+the work per step whatever else the machine runs). Random weights: the cost does not depend on training. The last rows time
 the exact oracle over the built-in digits' training split (4,500 images), when core.data is present.
 """
 from __future__ import annotations
@@ -34,15 +35,16 @@ def configs() -> dict[str, UNetConfig]:
     return cases
 
 
-def rate(fn, seconds: float) -> float:
+def rate(fn, seconds: float) -> tuple[float, float]:
+    """(calls per wall second, calls per CPU second of this process)."""
     fn()  # warm-up
-    n, start = 0, time.perf_counter()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
     while True:
         fn()
         n += 1
         elapsed = time.perf_counter() - start
         if elapsed >= seconds and n >= 3:
-            return n / elapsed
+            return n / elapsed, n / (time.process_time() - cpu)
 
 
 def main() -> None:
@@ -55,8 +57,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.1f}")
-    print("| model | params | batch | net calls/s | ms/call | DDPM steps/s | images·steps/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | params | batch | net calls/s | ms/call | DDPM steps/s | images·steps/s | CPU ms/step |")
+    print("|---|---|---|---|---|---|---|---|")
     sched = NoiseSchedule.preset("linear", T=1000)
     cases = []
     for name, cfg in configs().items():
@@ -78,16 +80,17 @@ def main() -> None:
                 with torch.inference_mode():
                     den.model_output(x, t, schedule=sched)
 
-            calls = rate(call, args.seconds)
+            calls, _ = rate(call, args.seconds)
             steps = max(3, int(calls * args.seconds))
             gen = sample(den, schedule=sched, sampler="ddpm", steps=min(steps, 1000), n=batch)
             next(gen)  # warm-up
-            start, k = time.perf_counter(), 0
+            start, cpu, k = time.perf_counter(), time.process_time(), 0
             for _ in gen:
                 k += 1
             sampler_rate = k / (time.perf_counter() - start)
+            cpu_ms = (time.process_time() - cpu) / k * 1000
             print(f"| {name} | {params} | {batch} | {calls:.1f} | {1000 / calls:.1f} | "
-                  f"{sampler_rate:.1f} | {sampler_rate * batch:.0f} |", flush=True)
+                  f"{sampler_rate:.1f} | {sampler_rate * batch:.0f} | {cpu_ms:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
