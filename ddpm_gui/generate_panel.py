@@ -590,8 +590,12 @@ class GeneratePanel(QWidget):
         self._esc.setEnabled(on)
         for w in (self.timelineSlider, self.replayButton, self.exportButton):
             w.setEnabled(not on and self.recording is not None and len(self.recording) > 0)
-        if not on:
-            self.progressBar.setRange(0, max(1, self.progressBar.maximum()))
+        if not on and self.progressBar.maximum() == 0:   # ended before its first step: no bar, no "0 / 1"
+            self.progressBar.setRange(0, 1)
+            self.progressBar.setValue(0)
+            self.progressBar.setFormat("")
+        elif on:
+            self.progressBar.setFormat("%v / %m")
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self.status_text = text
