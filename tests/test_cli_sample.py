@@ -7,7 +7,7 @@ from PIL import Image
 from core.cli import main
 from core.images import save_image
 from core.models.checkpoint import save_checkpoint
-from core.models.load import builtin_models, load_model
+from core.models.load import load_model
 from core.models.unet import UNet, UNetConfig
 from core.samplers import run_to_end, sample
 from core.schedule import NoiseSchedule
@@ -108,9 +108,8 @@ def test_bad_outputs_exit_2(image_folder, tmp_path, capsys, target, match):
 
 
 def test_bad_models_exit_2(tmp_path, capsys):
-    if "builtin:mnist" not in builtin_models():  # the default model, until its folder is installed
-        assert main(["sample", "-o", str(tmp_path / "s.png")]) == 2
-        assert "is not installed" in capsys.readouterr().err
+    assert main(["sample", "--model", "builtin:nosuch", "-o", str(tmp_path / "s.png")]) == 2
+    assert "is not installed" in capsys.readouterr().err
     evil = tmp_path / "model.pt"
     evil.write_bytes(b"\x80\x04.")
     assert main(["sample", "--model", str(evil), "-o", str(tmp_path / "s.png")]) == 2
@@ -143,3 +142,12 @@ def test_the_oracle_samples_on_any_schedule(image_folder, tmp_path, capsys):
     assert np.array_equal(np.load(out)["images"], want.numpy())
     assert main(["sample", "--model", f"oracle:{image_folder}", "--schedule", "wiggly", "-o", str(out)]) == 2
     assert "unknown schedule preset 'wiggly'" in capsys.readouterr().err
+
+
+def test_the_default_model_samples_when_installed(tmp_path):
+    from core.models.load import builtin_models
+    if "builtin:mnist" not in builtin_models():
+        pytest.skip("the built-in MNIST model is not installed")
+    out = tmp_path / "s.npz"
+    assert main(["sample", "--sampler", "ddim", "--steps", "3", "--n", "2", "--class", "4", "-o", str(out)]) == 0
+    assert np.load(out)["images"].shape == (2, 1, 28, 28)
