@@ -44,7 +44,7 @@ from ddpm_gui.chain import ChainCache, ChainFrame, chain_frames
 from ddpm_gui.image_views import ImagePane, PixelHistogram, qpixmap_from_u8, u8_from_qimage
 from ddpm_gui.schedule_panel import SchedulePanel
 from ddpm_gui.torch_threads import one_torch_thread
-from ddpm_gui.worker import WorkerRunner, one_line, shutdown_all
+from ddpm_gui.worker import WorkerRunner, collect_garbage_on_ui_thread, one_line, shutdown_all
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff *.ppm *.pgm);;All files (*)"
 MAX_WORK_PIXELS = 2048 * 2048      # larger photos are downscaled for the interactive view (export uses the file)
@@ -74,6 +74,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, image=None, *, settings: QSettings | None = None, parent=None):
         super().__init__(parent)
+        collect_garbage_on_ui_thread()  # Qt objects must never be destroyed by a GC pass on a worker thread
         self.setObjectName("mainWindow")
         self.setWindowTitle("DDPM Studio")
         self.setAcceptDrops(True)

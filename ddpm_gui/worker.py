@@ -54,7 +54,7 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, Slot
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,26 @@ def shutdown_all(timeout_s: float = 10.0) -> bool:
 def _forget(worker: "GeneratorWorker") -> None:
     with _live_lock:
         _live.discard(worker)
+
+
+_gc_guard = None
+
+
+def collect_garbage_on_ui_thread() -> None:
+    """Make Python's cyclic garbage collection run on the UI thread only (call from the UI thread; idempotent).
+
+    Automatic collection runs in whichever thread happens to allocate when a threshold is crossed. If that is a
+    worker and the garbage holds a Qt object (a window or dialog a test or the user dropped), its destructor runs
+    on the worker: PySide6 then deadlocks — the worker holds a Qt mutex and waits for the GIL while the UI thread
+    holds the GIL and waits for that mutex (seen here, a full test run hung). pyqtgraph's ``GarbageCollector``
+    turns automatic collection off and collects on a UI-thread timer instead.
+    """
+    global _gc_guard
+    app = QCoreApplication.instance()
+    if _gc_guard is not None or app is None or QThread.currentThread() is not app.thread():
+        return
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+    _gc_guard = GarbageCollector(interval=0.5)
 
 
 class WorkerSignals(QObject):
@@ -232,6 +252,7 @@ class GeneratorWorker(QThread):
     def __init__(self, fn: Callable, *args, mailbox: FrameMailbox | None = None, emit_yielded: bool = True,
                  name: str = "", **kwargs):
         super().__init__()
+        collect_garbage_on_ui_thread()
         self.signals = WorkerSignals()
         self.name = name or getattr(fn, "__name__", "worker")
         self.setObjectName(f"worker:{self.name}")
