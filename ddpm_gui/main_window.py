@@ -659,7 +659,7 @@ class MainWindow(QMainWindow):
         self.modeCombo.currentIndexChanged.connect(self._on_mode)
 
         self.seedSpin = QSpinBox()
-        self.seedSpin.setObjectName("seedSpin")
+        self.seedSpin.setObjectName("noiseSeedSpin")  # "seedSpin" is the Generate panel's
         self.seedSpin.setRange(0, 2**31 - 1)
         self.seedSpin.setKeyboardTracking(False)
         self.seedSpin.setToolTip("Seed of ε (a seeded CPU torch.Generator: the same seed gives the same ε as "

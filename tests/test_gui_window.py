@@ -57,12 +57,14 @@ def test_window_opens_on_the_cat_with_ho_et_al_linear_schedule(window):
     s = window.schedule
     assert s.T == 1000 and np.allclose(s.betas, np.linspace(1e-4, 0.02, 1000))
     assert window.timestepSlider.maximum() == 999 and window.timestepSpin.maximum() == 999
-    for name in ("timestepSlider", "timestepSpin", "timestepReadout", "schedulePlot", "schedulePreset", "seedSpin",
+    for name in ("timestepSlider", "timestepSpin", "timestepReadout", "schedulePlot", "schedulePreset", "noiseSeedSpin",
                  "newNoiseButton", "playButton", "modeCombo", "stripTimesteps", "exportStripButton", "scheduleT",
                  "betaStartSpin", "betaEndSpin", "zeroSnrCheck", "pinScheduleButton", "scheduleCurve"):
         widget = window.findChild(QWidget, name)
         assert widget is not None, name
         assert widget.toolTip(), f"{name} has no tooltip"
+    names = [w.objectName() for w in window.findChildren(QWidget) if w.objectName()]
+    assert names.count("seedSpin") == 1  # the Generate panel's; the photo's noise seed is noiseSeedSpin
 
 
 def test_moving_the_slider_shows_exactly_what_core_computes_for_that_t_and_seed(window, qtbot):
