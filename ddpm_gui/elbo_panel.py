@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
                                QProgressBar, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
@@ -675,6 +675,11 @@ class ElboPanel(QWidget):
         if k != self.hover_k:
             self.hover_term(k)
 
+    def eventFilter(self, obj, ev) -> bool:
+        if ev.type() == QEvent.Type.GraphicsSceneMouseMove and obj is self._scene:
+            self._on_mouse_moved(ev.scenePos())
+        return super().eventFilter(obj, ev)
+
     def _on_mouse_clicked(self, ev) -> None:
         k = self.term_at(ev.scenePos())
         r = self.result
@@ -910,7 +915,10 @@ class ElboPanel(QWidget):
         pi.addItem(self.emptyText, ignoreBounds=True)
         self.legend = pi.addLegend(offset=(10, -10), labelTextColor="#222", brush=pg.mkBrush(255, 255, 255, 200))
         self.plot.setLogMode(x=self.logXCheck.isChecked(), y=True)
-        self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        # every move, not sigMouseMoved: pyqtgraph drops a move that comes < 1/mouseRateLimit s after the last
+        # one, so a quick move that stops on a point would leave the hover on the point before
+        self._scene = self.plot.scene()
+        self._scene.installEventFilter(self)
         self.plot.scene().sigMouseClicked.connect(self._on_mouse_clicked)
 
         self.hoverLabel = QLabel("Hover a point for its value and share of the total.")

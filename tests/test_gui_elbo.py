@@ -176,6 +176,7 @@ def test_cancel_stops_the_run_and_gives_compute_back_at_once(qtbot, window):
 def test_a_recompute_keeps_the_previous_curve_faint_and_shows_how_the_bound_moved(qtbot, window, small_photo):
     panel = window.elbo_panel
     panel.select_model("photo")
+    panel.select_source("photo")                      # (with the built-in model installed, the default is its digits)
     panel.set_variance("large")
     first = compute(qtbot, panel)
     assert original(panel.prevCurve)[1].size == 0     # nothing to compare with yet
@@ -206,6 +207,7 @@ def test_a_recompute_keeps_the_previous_curve_faint_and_shows_how_the_bound_move
 def test_hovering_a_point_shows_its_value_and_share_of_the_total(qtbot, window):
     panel = window.elbo_panel
     panel.select_model("photo")
+    panel.select_source("photo")                      # (with the built-in model installed, the default is its digits)
     panel.set_variance("large")
     run = compute(qtbot, panel)
     qtbot.wait(50)  # let the plot lay out its new range
