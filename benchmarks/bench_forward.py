@@ -40,7 +40,7 @@ def median_ms(fn, ts, repeat: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def main(repeat: int = 40) -> None:
+def main(repeat: int = 100) -> None:
     schedule = NoiseSchedule.preset("linear", T=1000)
     betas = torch.from_numpy(schedule.betas.astype(np.float32))
     ts = list(range(0, 1000, 37))
