@@ -175,3 +175,19 @@ def test_a_pickle_checkpoint_is_refused_and_never_runs(tmp_path, saved, layout):
         load_checkpoint(target)
     assert "\n" not in str(e.value)
     assert not marker.exists()  # … but loading never unpickled it
+
+
+def test_loading_draws_nothing_from_the_global_rng(tmp_path):
+    """A model loaded on a worker (the Generate panel preloads one) must not race a training run seeding its
+    initial weights from the global torch RNG: loading builds the net on the meta device, then assigns the weights."""
+    from core.models.checkpoint import load_checkpoint, save_checkpoint
+    from core.models.unet import UNet, UNetConfig
+    from core.schedule import NoiseSchedule
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(resolution=8, base_channels=8, channel_mults=(1, 2), attention_resolutions=(), groups=4))
+    save_checkpoint(tmp_path / "m", net, NoiseSchedule.preset("linear", T=10))
+    state = torch.get_rng_state()
+    loaded = load_checkpoint(tmp_path / "m").net
+    assert torch.equal(state, torch.get_rng_state())
+    for (k, a), (_, b) in zip(net.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k

@@ -214,9 +214,10 @@ def load_checkpoint(folder, device="cpu") -> UNetDenoiser:
     except ScheduleError as e:
         raise ModelLoadError(str(e).splitlines()[0]) from None
     state = read_safetensors(folder / WEIGHTS)
-    net = UNet(ucfg)
+    with torch.device("meta"):  # no random init: loading must not draw from (or race on) the global torch RNG
+        net = UNet(ucfg)
     check_state_dict(net, state, folder / WEIGHTS)
-    net.load_state_dict(state, strict=True)
+    net.load_state_dict(state, strict=True, assign=True)
     meta = {k: v for k, v in config.items() if k not in RESERVED}
     den = UNetDenoiser(net, schedule=schedule, variance_type=config.get("variance_type", "fixed_small"),
                        clip_sample=bool(config.get("clip_sample", True)),
