@@ -2,7 +2,6 @@
 `ddpm noise`, and the settings that ``ddpm-gui`` remembers."""
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("pytestqt")
 from PIL import Image  # noqa: E402
@@ -15,22 +14,7 @@ from core.schedule import NoiseSchedule  # noqa: E402
 from ddpm_gui import MainWindow  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """This machine's 2 cores are shared with other jobs: tiny tensors on one thread keep the test fast."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
-@pytest.fixture
-def window(qtbot):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.displayed_image() is not None, timeout=5000)
-    return w
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixtures: tests/conftest.py
 
 
 def test_a_corrupt_file_shows_its_reason_and_keeps_the_photo(window, qtbot, tmp_path):

@@ -87,13 +87,8 @@ pytest.importorskip("pytestqt")
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """This machine's 2 cores are shared with other jobs: tiny tensors on one thread keep the test fast."""
-    import torch
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+def _one_torch_thread(one_torch_thread):
+    """Tiny tensors on one thread (tests/conftest.py)."""
 
 
 @pytest.fixture

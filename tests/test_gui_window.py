@@ -14,26 +14,10 @@ from PySide6.QtWidgets import QWidget  # noqa: E402
 from core.forward import ForwardPreview, draw_noise, markov_chain, q_sample  # noqa: E402
 from core.images import load_image, sample_path, to_uint8  # noqa: E402
 from core.schedule import NoiseSchedule  # noqa: E402
-from ddpm_gui import MainWindow  # noqa: E402
 from ddpm_gui.image_views import u8_from_qimage  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """This machine's 2 cores are shared with other jobs: tiny tensors on one thread keep the test fast."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
-@pytest.fixture
-def window(qtbot):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.displayed_image() is not None, timeout=5000)
-    return w
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixtures: tests/conftest.py
 
 
 def show_t(qtbot, w, t):
