@@ -66,6 +66,11 @@ def unet_config_for(size: str, resolution: int, channels: int, num_classes: int,
                       num_classes=num_classes, groups=8, prediction_type=prediction_type)
 
 
+#: Recipe fields a resumed run may change on purpose (``ddpm train --resume --label-dropout P``), e.g. to give the
+#: unconditional (null-label) mode more training late in a run. Each change is logged in ``train_state.json``.
+CHANGEABLE_ON_RESUME = ("label_dropout", "lr")
+
+
 @dataclass
 class TrainConfig:
     """Every option of a training run (saved in ``train_state.json``, so ``resume`` needs only ``out``).
@@ -164,7 +169,8 @@ def loss_weights(snr: torch.Tensor, prediction_type: str, gamma: float | None) -
 class Trainer:
     """An iterator over :class:`TrainEvent`; see the module docstring. Build with :func:`train`."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False, dataset: Dataset | None = None):
+    def __init__(self, config: TrainConfig, resume: bool = False, dataset: Dataset | None = None,
+                 change: tuple[str, ...] = ()):
         out = Path(config.out)
         ckpt = out / "checkpoint"
         if resume:
@@ -174,14 +180,27 @@ class Trainer:
             if state.get("format") != STATE_FORMAT:
                 raise ValueError(f"{ckpt / STATE_JSON}: not a DDPM Studio training state")
             saved = TrainConfig.from_dict(state["config"])
-            # a resumed run keeps its recipe; only the length, the device and the reporting cadence may change
+            # a resumed run keeps its recipe; only the length, the device and the reporting cadence may change,
+            # and the fields named in ``change`` (a deliberate new recipe from this step on, logged in the state)
+            unknown = set(change) - set(CHANGEABLE_ON_RESUME)
+            if unknown:
+                raise ValueError(f"cannot change {', '.join(sorted(unknown))} when resuming; only "
+                                 f"{', '.join(CHANGEABLE_ON_RESUME)}")
+            changes = list(state.get("recipe_changes", []))
+            diff = {name: [getattr(saved, name), getattr(config, name)] for name in change
+                    if getattr(saved, name) != getattr(config, name)}
+            if diff:
+                changes.append({"step": int(state["step"]), **diff})
             for name in ("steps", "device", "precision", "checkpoint_every", "sample_every", "sample_steps",
-                         "clip_sample"):
+                         "clip_sample", *change):
                 setattr(saved, name, getattr(config, name))
             saved.out = str(out)
             config = saved
+            self.recipe_changes = changes
         elif (ckpt / STATE_JSON).exists():
             raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+        else:
+            self.recipe_changes = []
         self.cfg = cfg = config
         self.out = out
         self.device = pick_device(cfg.device)
@@ -358,6 +377,7 @@ class Trainer:
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
         groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt_state["param_groups"]]
         state = {"format": STATE_FORMAT, "version": 1, "step": self.step, "config": asdict(self.cfg),
+                 "recipe_changes": self.recipe_changes,
                  "optimizer_param_groups": groups, "loss_avg": self.loss_avg if math.isfinite(self.loss_avg) else None,
                  "loss_history": self.loss_history, "loss_window": self._loss_window,
                  "grad_scale": float(self.scaler.get_scale()) if self.scaler is not None else None}
@@ -402,11 +422,13 @@ class Trainer:
 
 
 def train(config: TrainConfig | None = None, resume: bool = False, dataset: Dataset | None = None,
+          change: tuple[str, ...] = (),
           **options) -> Trainer:
     """Start (or with ``resume=True`` continue) a run: ``for event in train(data=…, out=…, steps=…): …``.
-    Keyword options are :class:`TrainConfig` fields."""
+    Keyword options are :class:`TrainConfig` fields; ``change`` names fields of :data:`CHANGEABLE_ON_RESUME` whose
+    value in ``config`` replaces the resumed run's."""
     cfg = config if config is not None else TrainConfig(**options)
-    return Trainer(cfg, resume=resume, dataset=dataset)
+    return Trainer(cfg, resume=resume, dataset=dataset, change=tuple(change))
 
 
 @torch.no_grad()

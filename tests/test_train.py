@@ -91,6 +91,8 @@ def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
         train(_cfg(tmp_path, steps=2), dataset=_data())
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(_cfg(tmp_path, "empty"), resume=True, dataset=_data())
+    with pytest.raises(ValueError, match="cannot change batch_size when resuming"):
+        train(_cfg(tmp_path, steps=2), resume=True, dataset=_data(), change=("batch_size",))
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -56,6 +56,22 @@ def test_train_then_resume_further(folder, tmp_path, capsys):
     assert state["step"] == 3 and state["config"]["steps"] == 3
 
 
+def test_resume_keeps_the_recipe_unless_a_change_is_asked_for(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_args(folder, out, "--steps", "1", "--lr", "3e-4", "--label-dropout", "0.1")) == 0
+    assert main(_args(folder, out, "--steps", "2", "--resume")) == 0  # no flag: the saved recipe, nothing logged
+    state = json.loads((out / "checkpoint" / "train_state.json").read_text())
+    assert state["config"]["lr"] == 3e-4 and state["config"]["label_dropout"] == 0.1
+    assert state["recipe_changes"] == []
+    capsys.readouterr()
+    assert main(_args(folder, out, "--steps", "3", "--resume", "--label-dropout", "0.5")) == 0
+    assert "recipe changed at step 2: label_dropout 0.1 → 0.5" in capsys.readouterr().err
+    state = json.loads((out / "checkpoint" / "train_state.json").read_text())
+    assert state["config"]["label_dropout"] == 0.5 and state["config"]["lr"] == 3e-4
+    assert state["recipe_changes"] == [{"step": 2, "label_dropout": [0.1, 0.5]}]
+    assert load_checkpoint(out / "model").meta["label_dropout"] == 0.5
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--steps", "0"], "steps must be ≥ 1"),
     (["--model-size", "huge"], "invalid choice"),

@@ -34,12 +34,13 @@ def register(sub) -> None:
                    help="what the network predicts (default epsilon)")
     p.add_argument("--schedule", default=DEFAULTS.schedule, help="noise schedule preset (default linear)")
     p.add_argument("--T", type=int, default=DEFAULTS.T, help=f"diffusion steps (default {DEFAULTS.T})")
-    p.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"peak learning rate (default {DEFAULTS.lr})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {DEFAULTS.lr}; with --resume: change it "
+                   "from this step on)")
     p.add_argument("--warmup", type=int, default=DEFAULTS.warmup_steps, help="linear warm-up steps")
     p.add_argument("--ema", type=float, default=DEFAULTS.ema_decay, help=f"EMA decay (default {DEFAULTS.ema_decay})")
-    p.add_argument("--label-dropout", type=float, default=DEFAULTS.label_dropout,
+    p.add_argument("--label-dropout", type=float,
                    help="probability of training a sample unconditionally, for guidance (default "
-                        f"{DEFAULTS.label_dropout})")
+                        f"{DEFAULTS.label_dropout}; with --resume: change it from this step on)")
     p.add_argument("--min-snr", type=float, help="min-SNR-γ loss weighting (e.g. 5; default off)")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (not for digits)")
     p.add_argument("--no-clip", action="store_true", help="save the model with clip_sample = false (samplers then "
@@ -64,14 +65,18 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch,
                       resolution=args.resolution, channels=args.channels, model_size=args.model_size,
-                      prediction_type=args.prediction, schedule=args.schedule, T=args.T, lr=args.lr,
-                      warmup_steps=args.warmup, ema_decay=args.ema, label_dropout=args.label_dropout,
+                      prediction_type=args.prediction, schedule=args.schedule, T=args.T,
+                      lr=DEFAULTS.lr if args.lr is None else args.lr,
+                      warmup_steps=args.warmup, ema_decay=args.ema,
+                      label_dropout=DEFAULTS.label_dropout if args.label_dropout is None else args.label_dropout,
                       min_snr_gamma=args.min_snr, hflip=args.hflip, clip_sample=not args.no_clip, seed=args.seed,
                       device=args.device, precision=args.precision, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer = train(cfg, resume=args.resume)
+        change = [name for name, flag in (("label_dropout", args.label_dropout), ("lr", args.lr))
+                  if args.resume and flag is not None]
+        trainer = train(cfg, resume=args.resume, change=tuple(change))
     for w in caught:
         print(f"ddpm train: warning: {w.message}", file=sys.stderr)
     n_params = sum(p.numel() for p in trainer.model.parameters())
@@ -80,6 +85,9 @@ def run(args) -> int:
           f"parameters) on {trainer.cfg.data}: {len(data)} images {data.channels}×{data.resolution}×{data.resolution}"
           f"{f', {data.num_classes} classes' if data.num_classes else ''}; {trainer.device}, {trainer.precision}; "
           f"step {trainer.step} → {trainer.cfg.steps}", file=sys.stderr, flush=True)
+    for c in trainer.recipe_changes:
+        what = ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in c.items() if k != "step")
+        print(f"recipe changed at step {c['step']}: {what}", file=sys.stderr)
     bar = _RunProgress(trainer.cfg.steps, "train", unit="it")
     bar.first = bar.done = trainer.step
     final = None
