@@ -36,9 +36,10 @@ RECENT_KEY = "generate/recentModels"
 MAX_RECENT = 8
 MAX_BATCH = 64
 REPLAY_FPS = 30
-PAINT_BUDGET = 0.03    # the live view's UI-thread CPU time ≤ 3% of the sampler's CPU time (see _poll) …
-PAINT_DUTY = 0.05      # … and ≤ 5% of the wall time
+PAINT_BUDGET = 0.02    # the live view's UI-thread CPU time ≤ 2% of the sampler's CPU time (see _poll) …
+PAINT_DUTY = 0.03      # … and ≤ 3% of the wall time
 MAX_PAINT_INTERVAL = 0.5  # … but it is updated at least twice a second
+FIRST_FRAME_POLL_MS = 4   # how often the live view looks for a run's first frame
 FOLLOW_INTERVAL = 1.0     # during a run the window's slider (and its photo, histogram, schedule marker) follows t
                           # once a second: re-rendering the window's photo costs ~2× painting x_t and x̂_0
 SAMPLER_TIPS = {
@@ -491,8 +492,8 @@ class GeneratePanel(QWidget):
         thread no signal per step. Painting x_t, x̂_0, the progress and the window's slider, photo and schedule
         marker costs the UI thread milliseconds of CPU, and each of them is a millisecond the sampler may wait
         for the GIL (or, on a busy machine, for a core). So a frame is painted at most 30 times a second and only
-        while the UI thread's CPU time since the click stays under ``paint_budget`` (3%) of the CPU time the rest
-        of the process (the sampler) spent, and under ``paint_duty`` (5%) of the wall time — but at least every
+        while the UI thread's CPU time since the click stays under ``paint_budget`` (2%) of the CPU time the rest
+        of the process (the sampler) spent, and under ``paint_duty`` (3%) of the wall time — but at least every
         0.5 s, and the last frame as soon as the run ends. On a busy machine the sampler gets less CPU per
         second, so the view paints less often instead of slowing it down."""
         live = self._live
@@ -500,7 +501,8 @@ class GeneratePanel(QWidget):
             return
         frame = live.latest
         if frame is None or frame is self._shown:
-            self._poll_timer.start(int(1000 / 30))
+            # until the first frame, look every 4 ms (the click → first frame latency); then at 30 Hz
+            self._poll_timer.start(FIRST_FRAME_POLL_MS if self._shown is None else int(1000 / 30))
             return
         now = time.perf_counter()
         since = now - self._last_paint

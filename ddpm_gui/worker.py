@@ -288,6 +288,9 @@ class GeneratorWorker(QThread):
     def run(self) -> None:
         sig = self.signals
         sig.started.emit()
+        # With neither a mailbox nor the yielded signal, values cross no thread: no copy (a Generate run records
+        # its frames itself, and a copy per step is pure overhead for a small model)
+        forward = self._mailbox is not None or self._emit_yielded
         gen = None
         outcome, payload = "finished", None
         try:
@@ -304,7 +307,7 @@ class GeneratorWorker(QThread):
                         payload = copy_payload(stop.value)
                         break
                     self.n_yielded += 1
-                    if value is None:  # a bare ``yield``: a cancel point with nothing to show
+                    if value is None or not forward:  # a bare ``yield``, or nobody to hand values to
                         continue
                     value = copy_payload(value)
                     if self._mailbox is not None:

@@ -59,6 +59,22 @@ def test_yielded_arrays_are_copies_not_the_workers_buffer(runner, qtbot):
     assert all(np.all(a == a[0]) for a in got)
 
 
+def test_values_nobody_receives_are_not_copied(runner, qtbot, monkeypatch):
+    import ddpm_gui.worker as worker_module
+    copied = []
+    real = worker_module.copy_payload
+    monkeypatch.setattr(worker_module, "copy_payload", lambda v: copied.append(v) or real(v))
+
+    def gen():
+        for i in range(20):
+            yield np.full(3, i)
+        return "result"
+    done = []
+    runner.start(gen, on_finished=done.append)  # no on_frame, no on_yield: the values stay in the worker
+    qtbot.waitUntil(lambda: bool(done), timeout=5000)
+    assert done == ["result"] and copied == ["result"]  # only the return value crosses to the UI thread
+
+
 def test_copy_payload_detaches_torch_tensors_and_nested_containers():
     import torch
     t = torch.arange(3.0, requires_grad=True)
