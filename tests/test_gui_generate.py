@@ -1,12 +1,14 @@
 """The Generate panel against the headless sampler: the frames and the final image of a run in the window equal
 core.samplers.sample's (and `ddpm sample`'s) for the same model, sampler, steps and seed; Cancel stops within one
 model call; closing mid-run exits cleanly; a worker exception is shown; exports write one frame per step."""
+import gc
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -79,11 +81,13 @@ class SlowDenoiser(Denoiser):
                          schedule=NoiseSchedule.preset("linear", T=1000), name="slow")
         self.delay, self.fail_at, self.calls = delay, fail_at, 0
         self.calls_lock = threading.Lock()
+        self.inputs = []  # weak references to every x_t the sampler passed in (to check the run frees them)
 
     def model_output(self, x_t, t, class_labels=None, schedule=None):
         with self.calls_lock:
             self.calls += 1
             n = self.calls
+            self.inputs.append(weakref.ref(x_t))
         if self.fail_at is not None and n >= self.fail_at:
             raise RuntimeError("the GPU caught fire\nTraceback details nobody needs")
         time.sleep(self.delay)
@@ -225,6 +229,8 @@ def test_cancel_stops_within_one_model_call_and_re_enables_generate(window, qtbo
     assert not panel.cancelButton.isEnabled() and not panel.running
     assert panel.status_text == f"cancelled at step {n}/1000"
     assert len(panel.recording) == n and panel.timelineSlider.isEnabled()   # the partial run can be replayed
+    gc.collect()
+    assert den.inputs and all(r() is None for r in den.inputs)     # the run's tensors are freed (on a GPU too)
     calls = den.calls
     time.sleep(0.1)
     assert den.calls == calls                                       # it really stopped
