@@ -73,6 +73,17 @@ def test_cli_equals_the_api_for_the_same_model_sampler_steps_seed(checkpoint, tm
     assert np.array_equal(got["images"], want.numpy()) and got["labels"].tolist() == [1, 1]
 
 
+def test_use_clipped_model_output_reaches_the_ddim_sampler(checkpoint, tmp_path):
+    out = tmp_path / "s.npz"
+    assert main(["sample", "--model", str(checkpoint), "--sampler", "ddim", "--steps", "10", "--n", "2", "--clip",
+                 "--guidance", "4", "--class", "0", "--use-clipped-model-output", "--device", "cpu",
+                 "-o", str(out)]) == 0
+    kw = dict(sampler="ddim", steps=10, n=2, seed=0, class_labels=0, guidance=4, clip_sample=True)
+    want = run_to_end(sample(load_model(str(checkpoint)), use_clipped_model_output=True, **kw)).x_t.clamp(-1, 1)
+    plain = run_to_end(sample(load_model(str(checkpoint)), **kw)).x_t.clamp(-1, 1)
+    assert np.array_equal(np.load(out)["images"], want.numpy()) and not torch.equal(want, plain)
+
+
 def test_from_image_denoises_from_t(checkpoint, tmp_path):
     photo = tmp_path / "p.png"
     save_image(photo, np.full((20, 20, 3), 0.5, np.float32))

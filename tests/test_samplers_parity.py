@@ -137,16 +137,22 @@ class VOracle(OracleDenoiser):
         return a * (x_t - a * x0) / s - s * x0
 
 
-@pytest.mark.parametrize("case", ["ddim-sample-clip", "ddpm-v-large", "dpm-v"])
+@pytest.mark.parametrize("case", ["ddim-sample-clip", "ddim-clipped-output", "ddpm-v-large", "dpm-v"])
 def test_other_prediction_types_equal_diffusers(case):
     sched = NoiseSchedule.preset("linear", T=1000)
     g = torch.Generator().manual_seed(8)
     images = torch.rand(12, 1, 8, 8, generator=g) * 2 - 1
+    if case == "ddim-clipped-output":
+        images = images * 1.6  # data beyond [−1, 1]: x̂_0 is clipped at most steps, so the recomputed ε̂ differs
     den = OracleDenoiser(images) if case.startswith("ddim") else VOracle(images, sched)
     ptype = den.prediction_type
     model = lambda x, t: den.model_output(x, t.reshape(1).expand(len(x)), schedule=sched)  # noqa: E731
     if case == "ddim-sample-clip":
         scheduler, kw, ours = DDIMScheduler(prediction_type=ptype, clip_sample=True), {"eta": 0.0}, {}
+        steps, sampler = 50, "ddim"
+    elif case == "ddim-clipped-output":
+        scheduler = DDIMScheduler(prediction_type=ptype, clip_sample=True)
+        kw, ours = {"eta": 0.0, "use_clipped_model_output": True}, {"use_clipped_model_output": True}
         steps, sampler = 50, "ddim"
     elif case == "ddpm-v-large":
         scheduler = DDPMScheduler(prediction_type=ptype, variance_type="fixed_large")
@@ -156,3 +162,6 @@ def test_other_prediction_types_equal_diffusers(case):
     raw = diffusers_loop(model, scheduler, (3, 1, 8, 8), steps, 9, **kw)
     x = run_to_end(sample(den, schedule=sched, sampler=sampler, steps=steps, n=3, seed=9, **ours)).x_t
     assert rel_err(x, raw) <= TOL
+    if case == "ddim-clipped-output":  # and the option matters here: without it the result is another one
+        plain = run_to_end(sample(den, schedule=sched, sampler=sampler, steps=steps, n=3, seed=9)).x_t
+        assert rel_err(plain, raw) > 100 * TOL

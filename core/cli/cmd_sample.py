@@ -41,6 +41,8 @@ def register(sub) -> None:
     p.add_argument("--clip", dest="clip", action="store_true", default=None, help="clip x̂_0 to [−1, 1]")
     p.add_argument("--no-clip", dest="clip", action="store_false", help="do not clip x̂_0")
     p.add_argument("--threshold", type=float, metavar="P", help="dynamic thresholding at quantile P (Imagen)")
+    p.add_argument("--use-clipped-model-output", action="store_true",
+                   help="DDIM: recompute ε̂ from the clipped x̂_0 (diffusers' option of the same name)")
     p.add_argument("--from", dest="from_image", metavar="IMAGE", help="start from IMAGE noised to step --t (SDEdit)")
     p.add_argument("--t", type=int, help="with --from: the timestep to noise the image to")
     p.add_argument("--schedule", metavar="SPEC", help="noise schedule: a preset name or a saved FILE.json (default: "
@@ -116,6 +118,7 @@ def run(args) -> int:
     steps = sample(denoiser, schedule=schedule, sampler=args.sampler, steps=args.steps, eta=args.eta,
                    seed=args.seed, n=args.n, class_labels=labels, guidance=args.guidance,
                    variance_type=args.variance, clip_sample=args.clip, dynamic_threshold=args.threshold,
+                   use_clipped_model_output=args.use_clipped_model_output,
                    timestep_spacing=args.spacing, x_start=x_start, t_start=args.t, device=device,
                    precision=args.precision)
     gif = out.suffix.lower() == ".gif"

@@ -134,7 +134,7 @@ def sample(denoiser, schedule=None, sampler: str = "ddpm", steps: int | None = N
            seed: int = 0, n: int = 1, class_labels=None, guidance: float = 1.0, variance_type: str | None = None,
            clip_sample: bool | None = None, dynamic_threshold=None, timestep_spacing: str | None = None,
            x_start=None, t_start: int | None = None, device=None, precision: str = "fp32",
-           channels_last: bool = False) -> Iterator[SamplerStep]:
+           channels_last: bool = False, use_clipped_model_output: bool = False) -> Iterator[SamplerStep]:
     """Generate ``n`` images with ``denoiser``; returns a generator of :class:`SamplerStep`.
 
     - ``schedule``: default the denoiser's own (required for the oracle, which works on any schedule).
@@ -143,6 +143,8 @@ def sample(denoiser, schedule=None, sampler: str = "ddpm", steps: int | None = N
     - ``variance_type`` (DDPM), ``clip_sample``, ``dynamic_threshold`` (quantile p or (p, max)): default from the
       model (DPM-Solver++ does not clip unless asked, as diffusers), ``timestep_spacing``: leading | trailing |
       linspace (default: the model's scheduler config, else diffusers' default for the sampler).
+    - ``use_clipped_model_output`` (DDIM): recompute ε̂ = (x_t − √ᾱ_t·x̂_0)/√(1−ᾱ_t) from the clipped (or
+      thresholded) x̂_0, so both terms of eq. 12 agree; off by default, as in diffusers.
     - ``x_start`` (B×C×H×W in [−1, 1]) with ``t_start``: SDEdit — noise x_start to t_start with eq. 5, then denoise
       from there over timesteps spaced evenly in 0…t_start (``steps`` capped to fit).
     - ``device``: default the denoiser's; ``precision``: fp32 | bf16 | fp16 autocast for the network;
@@ -196,10 +198,11 @@ def sample(denoiser, schedule=None, sampler: str = "ddpm", steps: int | None = N
         denoiser.net.to(memory_format=torch.channels_last)
     model = GuidedModel(denoiser, schedule, labels, guidance, ctx)
     return _run(denoiser, schedule, solver, model, timesteps, ab, n, seed, x_start, clip, threshold, dev,
-                channels_last)
+                channels_last, bool(use_clipped_model_output) and (clip or threshold is not None))
 
 
-def _run(denoiser, schedule, solver, model, timesteps, ab, n, seed, x_start, clip, threshold, dev, channels_last):
+def _run(denoiser, schedule, solver, model, timesteps, ab, n, seed, x_start, clip, threshold, dev, channels_last,
+         eps_from_clipped=False):
     """The loop: one (guided) model call, x̂_0 (and ε̂ for DDIM), clipping, noise, solver step, yield."""
     ptype = denoiser.prediction_type
     shape = (n, denoiser.channels, denoiser.resolution, denoiser.resolution)
@@ -234,6 +237,8 @@ def _run(denoiser, schedule, solver, model, timesteps, ab, n, seed, x_start, cli
                     eps = torch.mul(x, s).add_(out, alpha=a)
                 x0 = torch.mul(x, a).add_(out, alpha=-s)
             x0 = process_x0(x0, clip, threshold)
+            if eps_from_clipped and eps is not None:
+                eps = torch.mul(x0, -a).add_(x).div_(s)
             noise = torch.randn(shape, generator=gen).to(dev) if solver.draws_noise(i) else None
             x = solver.step(i, x, x0, eps, noise)
         yield SamplerStep(i + 1, total, int(timesteps[i]), x, x0)

@@ -4,7 +4,8 @@
 
 η = 0 is deterministic (an ODE sampler); η = 1 is DDPM's "fixed small" variance. After the last step ᾱ = 1
 (diffusers' ``set_alpha_to_one``). ε̂ is the model's own, not recomputed from a clipped x̂_0 (diffusers' default
-``use_clipped_model_output=False``). A noise tensor is drawn at every step when η > 0, as diffusers does.
+``use_clipped_model_output=False``); ``sample(…, use_clipped_model_output=True)`` recomputes it, which keeps guided
+or out-of-range x̂_0 from saturating the image. A noise tensor is drawn at every step when η > 0, as diffusers does.
 """
 from __future__ import annotations
 
