@@ -36,10 +36,10 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, Q
                                QProgressBar, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
 
 from core.device import pick_device
-from core.models.load import builtin_models, load_model
+from core.models.load import builtin_models, load_model, oracle_for_array
 from core.schedule import NoiseSchedule
 from core.vlb import BoundResult, compute_bound
-from ddpm_gui.generate_panel import _array_oracle, _ModelCombo
+from ddpm_gui.model_combo import ModelCombo
 from ddpm_gui.run_recording import ModelCache, format_eta
 from ddpm_gui.worker import WorkerRunner, one_line
 
@@ -545,7 +545,7 @@ class ElboPanel(QWidget):
             x0 = self.window_.x0
             if x0 is None:
                 raise ValueError("open a photo first (File ▸ Open image)")
-            return ("photo-array", id(x0), device), (lambda a=x0.copy(): _array_oracle(a, device))
+            return ("photo-array", id(x0), device), (lambda a=x0.copy(): oracle_for_array(a, device))
         if kind in (BUILTIN, ORACLE, FOLDER) and value:
             return (value, device), (lambda: load_model(value, device=device))
         raise ValueError("choose a model")
@@ -794,7 +794,7 @@ class ElboPanel(QWidget):
 
     # ----- UI --------------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        self.modelCombo = _ModelCombo()
+        self.modelCombo = ModelCombo()
         self.modelCombo.setObjectName("elboModelCombo")
         self.modelCombo.setToolTip("The model p_θ whose bound is computed: μ_θ(x_t, t) = μ̃_t(x_t, x̂_0) (eq. 14) "
                                    "from its prediction; the built-in model, a model folder, or an exact oracle")

@@ -22,10 +22,11 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QToolButton, QVBoxLayout, QWidget)
 
 from core.device import DEVICES, available_devices, pick_device
-from core.models.load import builtin_models, load_model
+from core.models.load import builtin_models, load_model, oracle_for_array
 from core.samplers import SAMPLER_NAMES, SAMPLERS, default_steps
 from core.samplers.timesteps import max_steps
 from ddpm_gui.image_views import ImagePane
+from ddpm_gui.model_combo import ModelCombo
 from ddpm_gui.run_recording import (GenerateJob, ModelCache, Recording, RunFrame, export_animation, export_final,
                                     export_frame_folder, export_grid, format_eta, generate_frames)
 from ddpm_gui.worker import WorkerRunner, one_line
@@ -84,16 +85,6 @@ class _TextLine(QWidget):
         p.setPen(QColor(color) if color else self.palette().windowText().color())
         p.drawText(self.rect().adjusted(2, 0, -2, 0), int(self._align), self._text)
         p.end()
-
-
-class _ModelCombo(QComboBox):
-    """A combo that refreshes its entries just before it opens (the built-in model may have been installed since)."""
-
-    aboutToShowPopup = Signal()
-
-    def showPopup(self):  # noqa: N802 - Qt override
-        self.aboutToShowPopup.emit()
-        super().showPopup()
 
 
 class GeneratePanel(QWidget):
@@ -378,7 +369,7 @@ class GeneratePanel(QWidget):
             if x0 is not self._photo_ref:   # a new pasted/dropped photo (ids of freed arrays can be reused)
                 self._photo_ref, self._photo_gen = x0, self._photo_gen + 1
             key = ("photo-array", self._photo_gen, device)
-            return key, (lambda a=x0.copy(): _array_oracle(a, device)), "oracle over the pasted photo"
+            return key, (lambda a=x0.copy(): oracle_for_array(a, device)), "oracle over the pasted photo"
         if kind == BUILTIN or kind == ORACLE:
             spec = value
         elif kind == ORACLE_FOLDER:
@@ -697,7 +688,7 @@ class GeneratePanel(QWidget):
 
     # ----- UI ----------------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        self.modelCombo = _ModelCombo()
+        self.modelCombo = ModelCombo()
         self.modelCombo.setObjectName("modelCombo")
         self.modelCombo.setToolTip("The denoiser that runs the reverse chain p_θ(x_{t−1} | x_t): the built-in "
                                    "model, a model folder (ours or diffusers) or the exact oracle of a set of images")
@@ -932,17 +923,3 @@ def _preload_model(cache: ModelCache, key: tuple, loader) -> str:
     """Load into the cache on the worker thread; returns only the name (a model never crosses threads as a
     payload: the worker copies payloads)."""
     return cache.get(key, loader).name
-
-
-def _array_oracle(x0, device):
-    """The oracle over a photo that has no file (pasted or dropped): the same image ``oracle:PATH`` would read,
-    written once to a temporary PNG (u8 round-trips exactly) and loaded by the same code."""
-    import tempfile
-
-    from core.images import save_image
-    with tempfile.TemporaryDirectory(prefix="ddpm-generate-") as tmp:
-        path = Path(tmp) / "photo.png"
-        save_image(path, x0)
-        model = load_model(f"oracle:{path}", device=device)
-    model.name = "oracle:pasted photo"
-    return model

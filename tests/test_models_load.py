@@ -8,7 +8,7 @@ import torch
 
 from core.images import save_image
 from core.models.checkpoint import ModelLoadError, UNetDenoiser, save_checkpoint
-from core.models.load import builtin_models, load_model
+from core.models.load import builtin_models, load_model, oracle_for_array
 from core.models.oracle import OracleDenoiser
 from core.models.unet import UNet, UNetConfig
 from core.schedule import NoiseSchedule
@@ -64,6 +64,16 @@ def test_oracle_over_one_photo(image_folder, tmp_path):
         load_model(f"oracle:{tmp_path / 'missing.png'}")
     with pytest.raises(ModelLoadError, match="needs a PATH"):
         load_model("oracle:")
+
+
+def test_oracle_over_an_array_equals_the_oracle_over_its_file(tmp_path):
+    photo = np.random.default_rng(3).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    save_image(tmp_path / "p.png", photo)
+    from_file, from_array = load_model(f"oracle:{tmp_path / 'p.png'}"), oracle_for_array(photo)
+    x, t = torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(0)), torch.tensor([10, 700])
+    sched = NoiseSchedule.preset("linear", T=1000)
+    assert from_array.name == "oracle:pasted photo" and from_array.resolution == 20
+    assert torch.equal(from_file.model_output(x, t, schedule=sched), from_array.model_output(x, t, schedule=sched))
 
 
 def test_oracle_over_builtin_mnist_is_the_class_conditional_training_split():

@@ -70,6 +70,20 @@ def load_model(spec: str = DEFAULT_MODEL, device="cpu", resolution: int | None =
     return load_checkpoint(path, device=dev)
 
 
+def oracle_for_array(x0: np.ndarray, device="cpu", name: str = "oracle:pasted photo") -> Denoiser:
+    """The oracle over an image that has no file (a pasted or dropped photo, H×W×3 uint8): the same model
+    ``oracle:PATH`` gives for that image saved as a PNG (uint8 round-trips exactly), loaded by the same code."""
+    import tempfile
+
+    from core.images import save_image
+    with tempfile.TemporaryDirectory(prefix="ddpm-oracle-") as tmp:
+        path = Path(tmp) / "photo.png"
+        save_image(path, x0)
+        model = load_model(f"oracle:{path}", device=device)
+    model.name = name
+    return model
+
+
 def load_oracle(target: str, resolution: int | None = None, channels: int | None = None):
     """``oracle:`` + an image file, a folder of images, or ``builtin:mnist``."""
     from core.models.oracle import OracleDenoiser
