@@ -13,12 +13,7 @@ from core.schedule import NoiseSchedule
 
 CFG = dict(resolution=8, in_channels=1, base_channels=8, channel_mults=(1, 2), attention_resolutions=(4,), groups=4)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and immune to other jobs on the 2 cores
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread (conftest)
 
 
 def small_unet(**kw):

@@ -10,12 +10,7 @@ from core.cli import main
 from core.evaluate import frechet_distance, near_copy_mask, nearest_train_distances, parse_class
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread (conftest)
 
 
 def _frechet_by_general_eig(a, b):

@@ -29,13 +29,7 @@ from ddpm_gui.main_window import MainWindow  # noqa: E402
 TIMEOUT = 60_000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one torch thread for the panel's worker and the headless reference alike."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -34,14 +34,7 @@ from ddpm_gui.worker import live_workers  # noqa: E402
 TIMEOUT = 30_000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one torch thread for the window's worker and the headless reference alike (the same
-    arithmetic, and other jobs on a small machine cannot slow them down)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread (conftest)
 
 
 @pytest.fixture

@@ -19,17 +19,11 @@ from ddpm_gui import generate_panel as gp  # noqa: E402
 from ddpm_gui.main_window import MainWindow  # noqa: E402
 from ddpm_gui.worker import live_workers  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*could not be read as images:UserWarning")
 TIMEOUT = 180_000  # a loaded 2-core machine; a run here takes seconds when it is idle
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread for the panel's worker (it takes the app's count) and the headless reference alike."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),  # tiny tensors: one thread (conftest)
+              pytest.mark.filterwarnings("ignore:.*could not be read as images:UserWarning")]
 
 
 @pytest.fixture(scope="module")

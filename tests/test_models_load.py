@@ -13,12 +13,7 @@ from core.models.oracle import OracleDenoiser
 from core.models.unet import UNet, UNetConfig
 from core.schedule import NoiseSchedule
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and immune to other jobs on the 2 cores
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread (conftest)
 
 
 @pytest.fixture

@@ -12,12 +12,7 @@ from core.samplers.guidance import GuidedModel
 from core.samplers.timesteps import spaced_timesteps
 from core.schedule import NoiseSchedule
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and immune to other jobs on the 2 cores
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread (conftest)
 
 
 class GaussianData(Denoiser):

@@ -13,13 +13,7 @@ from core.models.checkpoint import load_checkpoint
 from core.train import TrainConfig, lr_at, loss_weights, train, unet_config_for
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: one thread avoids OpenMP barrier stalls (seconds per step)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread (conftest)
 
 
 def _data(n=8, res=8, labels=True, seed=0):
