@@ -92,15 +92,11 @@ def _one_torch_thread(one_torch_thread):
 
 
 @pytest.fixture
-def window(qtbot):
-    from ddpm_gui import MainWindow
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: w.displayed_image() is not None, timeout=5000)
-    with qtbot.waitSignal(w.frameShown, timeout=5000):
-        w.set_timestep(300)
-    return w
+def window(window, qtbot):
+    """conftest's window, at t = 300."""
+    with qtbot.waitSignal(window.frameShown, timeout=5000):
+        window.set_timestep(300)
+    return window
 
 
 def expected_frame(w, schedule, t):
