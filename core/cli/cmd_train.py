@@ -54,7 +54,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often faster "
                    "on a busy machine)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (its recipe is kept; --steps "
-                   "may extend it)")
+                   "may extend it, --label-dropout and --lr may change it from here on)")
     p.set_defaults(func=run)
 
 
