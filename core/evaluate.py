@@ -155,9 +155,10 @@ def generate(denoiser, n: int, sampler: str = "ddim", steps: int = 50, seed: int
 
 def evaluate(model="builtin:mnist", n: int = 1000, sampler: str = "ddim", steps: int = 50, seed: int = 0,
              class_label=None, guidance: float = 1.0, batch: int = 250, on_batch=None,
-             samples_out: list | None = None) -> Evaluation:
-    """Sample ``n`` digits from ``model`` (a SPEC or a Denoiser) and score them (see the module docstring).
-    ``samples_out``, if a list, receives the samples and their labels (for a grid)."""
+             samples_out: list | None = None, device="cpu") -> Evaluation:
+    """Sample ``n`` digits from ``model`` (a SPEC, loaded on ``device``, or a Denoiser) and score them (see the
+    module docstring). ``samples_out``, if a list, receives the samples and their labels (for a grid). The noise is
+    the same on every device; the classifier always runs on the CPU."""
     from core.classifier import classify, classifier_dir, load_classifier
     from core.data import load_mnist_arrays
     from core.images import from_uint8
@@ -165,7 +166,7 @@ def evaluate(model="builtin:mnist", n: int = 1000, sampler: str = "ddim", steps:
     from core.models.load import load_model
     if not isinstance(n, int) or n < 20:
         raise ValueError(f"--n must be at least 20 (the Fréchet distance needs a sample), got {n}")
-    den = load_model(model) if isinstance(model, str) else model
+    den = load_model(model, device=device) if isinstance(model, str) else model
     name = model if isinstance(model, str) else den.name
     if den.resolution != 28 or den.channels != 1:
         raise ValueError(f"{name} makes {den.channels}×{den.resolution}×{den.resolution} images; the digit "

@@ -68,7 +68,7 @@ def unet_config_for(size: str, resolution: int, channels: int, num_classes: int,
 
 #: Recipe fields a resumed run may change on purpose (``ddpm train --resume --label-dropout P``), e.g. to give the
 #: unconditional (null-label) mode more training late in a run. Each change is logged in ``train_state.json``.
-CHANGEABLE_ON_RESUME = ("label_dropout", "lr")
+CHANGEABLE_ON_RESUME = ("label_dropout", "lr", "ema_decay")
 
 
 @dataclass

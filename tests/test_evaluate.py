@@ -98,6 +98,7 @@ def test_evaluate_command_json(tiny_digit_model, capsys):
     (["--guidance", "3"], "--guidance needs --class"),
     (["--n", "5"], "--n must be at least 20"),
     (["--model", "/nonexistent/model"], "no such model"),
+    (["--device", "tpu"], "unknown device"),
 ])
 def test_evaluate_bad_input_is_one_line(argv, message, capsys):
     assert main(["evaluate", *argv]) == 2

@@ -66,6 +66,13 @@ def test_resume_keeps_the_recipe_unless_a_change_is_asked_for(folder, tmp_path, 
     assert state["config"]["label_dropout"] == 0.5 and state["config"]["lr"] == 3e-4
     assert state["recipe_changes"] == [{"step": 2, "label_dropout": [0.1, 0.5]}]
     assert load_checkpoint(out / "model").meta["label_dropout"] == 0.5
+    capsys.readouterr()
+    assert main(_args(folder, out, "--steps", "4", "--resume", "--ema", "0.99")) == 0
+    assert "recipe changed at step 3: ema_decay 0.999 → 0.99" in capsys.readouterr().err
+    state = json.loads((out / "checkpoint" / "train_state.json").read_text())
+    assert state["config"]["ema_decay"] == 0.99 and state["recipe_changes"][-1] == {"step": 3,
+                                                                                    "ema_decay": [0.999, 0.99]}
+    assert load_checkpoint(out / "model").meta["ema_decay"] == 0.99
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -37,7 +37,8 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, help=f"peak learning rate (default {DEFAULTS.lr}; with --resume: change it "
                    "from this step on)")
     p.add_argument("--warmup", type=int, default=DEFAULTS.warmup_steps, help="linear warm-up steps")
-    p.add_argument("--ema", type=float, default=DEFAULTS.ema_decay, help=f"EMA decay (default {DEFAULTS.ema_decay})")
+    p.add_argument("--ema", type=float, help=f"EMA decay (default {DEFAULTS.ema_decay}; with --resume: change it "
+                   "from this step on)")
     p.add_argument("--label-dropout", type=float,
                    help="probability of training a sample unconditionally, for guidance (default "
                         f"{DEFAULTS.label_dropout}; with --resume: change it from this step on)")
@@ -54,7 +55,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often faster "
                    "on a busy machine)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (its recipe is kept; --steps "
-                   "may extend it, --label-dropout and --lr may change it from here on)")
+                   "may extend it, --label-dropout, --lr and --ema may change it from here on)")
     p.set_defaults(func=run)
 
 
@@ -67,14 +68,16 @@ def run(args) -> int:
                       resolution=args.resolution, channels=args.channels, model_size=args.model_size,
                       prediction_type=args.prediction, schedule=args.schedule, T=args.T,
                       lr=DEFAULTS.lr if args.lr is None else args.lr,
-                      warmup_steps=args.warmup, ema_decay=args.ema,
+                      warmup_steps=args.warmup,
+                      ema_decay=DEFAULTS.ema_decay if args.ema is None else args.ema,
                       label_dropout=DEFAULTS.label_dropout if args.label_dropout is None else args.label_dropout,
                       min_snr_gamma=args.min_snr, hflip=args.hflip, clip_sample=not args.no_clip, seed=args.seed,
                       device=args.device, precision=args.precision, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        change = [name for name, flag in (("label_dropout", args.label_dropout), ("lr", args.lr))
+        change = [name for name, flag in (("label_dropout", args.label_dropout), ("lr", args.lr),
+                                               ("ema_decay", args.ema))
                   if args.resume and flag is not None]
         trainer = train(cfg, resume=args.resume, change=tuple(change))
     for w in caught:
