@@ -133,6 +133,8 @@ def test_min_snr_weights_and_warmup():
 def test_model_sizes_and_bad_options():
     small = unet_config_for("small", 28, 1, 10)
     assert small.base_channels == 32 and small.attention_resolutions == ()
+    medium = unet_config_for("medium", 28, 1, 10)
+    assert medium.base_channels == 48 and medium.attention_resolutions == () and medium.channel_mults == (1, 2, 2)
     assert unet_config_for("base", 32, 3, 0).attention_resolutions == (8,)
     with pytest.raises(ValueError, match="model size"):
         unet_config_for("huge", 28, 1, 0)
