@@ -3,7 +3,8 @@
 For ``n`` samples (default: unconditional DDIM, 50 steps, η = 0; or guided towards one class, or towards every
 class in turn) it reports:
 
-- **confident share**: samples whose top class probability is ≥ 0.9 (a recognisable digit);
+- **confident share**: samples whose top class probability is ≥ 0.9 (a recognisable digit), and the same share of
+  the held-out real digits for reference;
 - **digit shares**: the share of samples the classifier puts in each class (mode coverage: 5–15% each is balanced);
 - **Fréchet distance** (Heusel et al. 2017, the FID formula on the classifier's 128-d features):
   d² = ‖μ_g − μ_r‖² + Tr(Σ_g + Σ_r − 2(Σ_g Σ_r)^{1/2}) between generated and held-out real digits, and the same
@@ -79,6 +80,7 @@ class Evaluation:
     class_label: str | None
     guidance: float
     confident_share: float
+    confident_share_real: float
     digit_shares: list
     frechet: float
     frechet_floor: float
@@ -191,7 +193,7 @@ def evaluate(model="builtin:mnist", n: int = 1000, sampler: str = "ddim", steps:
     held_u8, _ = load_mnist_arrays("heldout")
     train_x, held_x = from_uint8(train_u8)[:, None], from_uint8(held_u8)[:, None]
     probs, feats = classify(net, x)
-    _, held_feats = classify(net, held_x)
+    held_probs, held_feats = classify(net, held_x)
     real_idx = np.random.default_rng(seed).choice(len(train_x), size=min(n, len(train_x)), replace=False)
     _, real_feats = classify(net, train_x[real_idx])
     pred = probs.argmax(1)
@@ -199,6 +201,7 @@ def evaluate(model="builtin:mnist", n: int = 1000, sampler: str = "ddim", steps:
         model=name, n=n, sampler=sampler, steps=steps, seed=seed,
         class_label=None if cls is None else str(cls), guidance=float(guidance),
         confident_share=float((probs.max(1) >= CONFIDENCE).mean()),
+        confident_share_real=float((held_probs.max(1) >= CONFIDENCE).mean()),
         digit_shares=[float(s) for s in np.bincount(pred, minlength=10) / n],
         frechet=frechet_distance(feats, held_feats), frechet_floor=frechet_distance(real_feats, held_feats),
         near_copy_share=float(near_copy_mask(x, train_x).mean()),

@@ -57,6 +57,19 @@ def test_shipped_classifier_recognises_held_out_digits():
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
 
 
+def test_shipped_classifier_is_confident_on_digits_and_not_on_noise():
+    """The confident share means "a recognisable digit" only if real digits pass and noise does not (a plain CNN
+    calls most noise images a confident digit; outlier exposure is what fixes that)."""
+    import torch
+    from core.classifier import confident_share, load_classifier, noise_images
+    from core.data import load_dataset
+    net = load_classifier()
+    assert confident_share(net, load_dataset("builtin:mnist", split="heldout").images) >= 0.95
+    # fresh noise, drawn with a seed the training never used, and plain N(0, 1) noise
+    assert confident_share(net, noise_images(500, torch.Generator().manual_seed(12345))) <= 0.05
+    assert confident_share(net, torch.randn(500, 1, 28, 28, generator=torch.Generator().manual_seed(7)).clamp(-1, 1)) <= 0.05
+
+
 def test_parse_class():
     assert parse_class(None) is None and parse_class("all") == "all" and parse_class("7") == 7
     for bad in ("10", "-1", "seven"):
@@ -109,7 +122,7 @@ def test_evaluate_bad_input_is_one_line(argv, message, capsys):
 def _evaluation(**kw):
     from core.evaluate import Evaluation
     base = dict(model="m", n=100, sampler="ddim", steps=50, seed=0, class_label=None, guidance=1.0,
-                confident_share=0.95, digit_shares=[0.1] * 10, frechet=20.0, frechet_floor=10.0, near_copy_share=0.0,
+                confident_share=0.95, confident_share_real=0.98, digit_shares=[0.1] * 10, frechet=20.0, frechet_floor=10.0, near_copy_share=0.0,
                 near_copy_share_real=0.0, on_label_share=None, classifier_heldout_accuracy=0.97, sample_seconds=1.0)
     base.update(kw)
     return Evaluation(**base)
@@ -134,3 +147,18 @@ def test_builtin_model_draws_the_digit_it_is_asked_for():
     from core.evaluate import evaluate
     ev = evaluate("builtin:mnist", n=20, steps=20, class_label="all", guidance=3.0, batch=20)
     assert ev.on_label_share >= 0.9 and ev.confident_share >= 0.9
+
+
+def test_random_affine_is_the_identity_at_zero_and_moves_pixels_otherwise():
+    import torch
+    from core.classifier import random_affine
+    from core.data import load_dataset
+    x = torch.from_numpy(load_dataset("builtin:mnist", split="heldout").images[:16])
+    same = random_affine(x, torch.Generator().manual_seed(0), degrees=0.0, scale=0.0, shift=0.0)
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)
+    moved = random_affine(x, torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape and moved.min() >= -1 - 1e-6 and moved.max() <= 1 + 1e-6
+    assert (moved - x).abs().mean() > 0.05  # jittered digits differ from the originals...
+    # ...but only a little: ink stays where it was for the most part (jitter is ±10°, ±10%, ±2 px)
+    ink, ink_moved = x > 0, moved > 0
+    assert (ink & ink_moved).sum() / ink.sum() > 0.3

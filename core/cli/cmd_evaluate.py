@@ -71,7 +71,8 @@ def format_report(ev) -> str:
     what = "unconditional" if ev.class_label is None else f"class {ev.class_label}, guidance {ev.guidance:g}"
     lines = [f"{ev.model}: {ev.n} samples, {ev.sampler} {ev.steps} steps, {what} (seed {ev.seed}; "
              f"{ev.sample_seconds:.1f} s sampling)",
-             f"  confident (p ≥ 0.9)      {ev.confident_share:7.1%}",
+             f"  confident (p ≥ 0.9)      {ev.confident_share:7.1%}  (held-out real digits: "
+             f"{ev.confident_share_real:.1%})",
              "  digit shares             " + " ".join(f"{d}:{s:.1%}" for d, s in enumerate(ev.digit_shares)),
              f"  Fréchet distance         {ev.frechet:7.3f}  (real-vs-real floor {ev.frechet_floor:.3f}; "
              f"ratio {ev.frechet_ratio:.2f})",
