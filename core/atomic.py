@@ -1,6 +1,8 @@
 """Atomic file writes: write to a temporary file in the target's folder, then ``os.replace`` it into place.
 
-A killed process or a failed write never leaves a half-written file under the final name.
+A killed process or a failed write never leaves a half-written file under the final name. The result gets the
+permissions a plain ``open(path, "w")`` would give (the umask's, or those of the file it replaces), not the
+owner-only ones ``tempfile`` uses for its own files.
 """
 from __future__ import annotations
 
@@ -9,6 +11,23 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def _mode_for(path: Path, default: int) -> int:
+    """The mode ``path`` has now if it exists, else ``default`` filtered by the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return default & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -26,6 +45,7 @@ def atomic_path(path, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _mode_for(path, 0o666))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -42,6 +62,7 @@ def atomic_dir(path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _mode_for(path, 0o777))
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
