@@ -22,9 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.classifier import confident_share, load_classifier
+from core.classifier import CONFIDENCE, classify, confident_share, load_classifier
 from core.data import load_dataset
 from core.evaluate import generate
+from core.images import make_grid, save_image
 from core.models.load import load_model
 
 
@@ -51,6 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--grids", help="with two classifiers: write PREFIX_moved.png and PREFIX_rejected.png")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
+    if args.grids and len(args.classifiers) != 2:
+        p.error("--grids compares two classifiers: give exactly two to --classifiers")
     torch.set_num_threads(args.threads)
 
     held = load_dataset("builtin:mnist", split="heldout")
@@ -65,11 +68,9 @@ def main(argv=None) -> int:
     for folder, net in zip(args.classifiers, nets):
         print(f"| {folder} | " + " | ".join(f"{confident_share(net, x):.1%}" for x in sets.values()) + " |")
 
-    if args.grids and len(nets) == 2:
-        from core.classifier import classify
-        from core.images import make_grid, save_image
+    if args.grids:
         x = sets[args.models[0]]
-        first, second = (classify(net, x)[0].max(1) >= 0.9 for net in nets)
+        first, second = (classify(net, x)[0].max(1) >= CONFIDENCE for net in nets)
         for name, mask in (("moved", first & ~second), ("rejected", ~first)):
             save_image(f"{args.grids}_{name}.png", make_grid(x[mask].transpose(0, 2, 3, 1), ncols=12, pad=2))
             print(f"wrote {args.grids}_{name}.png ({int(mask.sum())} samples)")

@@ -33,6 +33,7 @@ from torch import nn
 
 WEIGHTS, META = "classifier.safetensors", "classifier.json"
 FEATURES = 128
+CONFIDENCE = 0.9  # a sample is "a recognisable digit" when its top class probability reaches this
 
 
 class DigitClassifier(nn.Module):
@@ -105,8 +106,8 @@ def noise_images(n: int, g: torch.Generator, size: int = 28) -> torch.Tensor:
 
 
 def confident_share(net: DigitClassifier, images) -> float:
-    """The share of images whose top class probability is ≥ 0.9 (the threshold of ``ddpm evaluate``)."""
-    return float((classify(net, images)[0].max(1) >= 0.9).mean())
+    """The share of images whose top class probability is ≥ :data:`CONFIDENCE` (as ``ddpm evaluate`` counts)."""
+    return float((classify(net, images)[0].max(1) >= CONFIDENCE).mean())
 
 
 def train_classifier(epochs: int = 30, batch: int = 64, lr: float = 1e-3, seed: int = 0, width: int = 32,

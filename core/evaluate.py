@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-CONFIDENCE = 0.9
+from core.classifier import CONFIDENCE
 NEAR_COPY_RATIO = 1 / 3
 NEIGHBOURS = 50
 GOALS = {"confident_share": 0.90, "digit_share_min": 0.05, "digit_share_max": 0.15, "frechet_ratio_max": 3.0,
