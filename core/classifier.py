@@ -15,7 +15,7 @@ classifier's confidence has to mean something both ways:
 
 Weights live in ``resources/classifier/`` as ``classifier.safetensors`` + ``classifier.json`` (architecture,
 training recipe and its figures: held-out accuracy, confident share of held-out digits and of noise). Retrain with
-``python -m core.classifier`` (about four minutes on 2 CPU cores).
+``python -m core.classifier`` (2–3 minutes on 2 CPU cores).
 """
 from __future__ import annotations
 
