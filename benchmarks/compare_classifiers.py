@@ -6,7 +6,7 @@ README's "The ruler" section.
         [--models builtin:mnist RUN/model ...] [--n 1000] [--grids docs/ruler]
 
 Samples are drawn exactly as ``ddpm evaluate`` draws them (unconditional DDIM 50, η = 0, seed 0), so the model
-columns match its figures. The first classifier's weights are in git (``git show 8b6a225:resources/classifier/…``).
+columns match its figures. The v1 classifier's weights are in git (``git show 8b6a225:resources/classifier/…``).
 With two classifiers and ``--grids PREFIX``, it also writes PREFIX_moved.png (samples of the first model only the
 first classifier accepts) and PREFIX_rejected.png (samples the first classifier rejects).
 

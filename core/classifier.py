@@ -133,7 +133,7 @@ def train_classifier(epochs: int = 30, batch: int = 64, lr: float = 1e-3, seed: 
             loss = F.cross_entropy(net(random_affine(x[idx], g)), y[idx])
             if outlier_weight:
                 # H(U, p) = −(1/10) Σ_k log p_k on noise: pushes p towards uniform where there is no digit
-                outlier_logits = net(noise_images(len(idx) // 2, g))
+                outlier_logits = net(noise_images(max(1, len(idx) // 2), g))
                 loss = loss - outlier_weight * F.log_softmax(outlier_logits, dim=1).mean()
             opt.zero_grad()
             loss.backward()
@@ -172,8 +172,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="output folder (default resources/classifier)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=32, help="channels of the first conv block")
+    p.add_argument("--outlier-weight", type=float, default=0.1,
+                   help="weight λ of outlier exposure on noise (0 turns it off)")
     args = p.parse_args(argv)
-    net, meta = train_classifier(epochs=args.epochs, seed=args.seed)
+    if args.epochs < 1 or args.width < 1 or args.outlier_weight < 0:
+        p.error("--epochs and --width must be ≥ 1 and --outlier-weight ≥ 0")
+    net, meta = train_classifier(epochs=args.epochs, seed=args.seed, width=args.width,
+                                 outlier_weight=args.outlier_weight)
     folder = save_classifier(net, meta, args.out)
     print(f"wrote {folder} (held-out accuracy {meta['heldout_accuracy']:.4f}, confident on "
           f"{meta['heldout_confident_share']:.1%} of held-out digits and {meta['noise_confident_share']:.1%} of noise)")

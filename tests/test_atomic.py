@@ -20,13 +20,23 @@ def _umask():
 
 
 @posix_only
-def test_new_files_and_folders_get_the_umask_permissions_not_tempfiles_owner_only_ones(tmp_path):
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_new_files_and_folders_get_the_umask_permissions_not_tempfiles_owner_only_ones(tmp_path, monkeypatch,
+                                                                                        umask):
+    import core.atomic
+    monkeypatch.setattr(core.atomic, "_UMASK", umask)  # read once at import; a umask other than 0o077 tells apart
     write_text_atomic(tmp_path / "a.json", "{}")
     with atomic_dir(tmp_path / "model") as d:
         (d / "config.json").write_text("{}")
     # what open() and mkdir() would give: 0o666 / 0o777 minus the umask (tempfile makes 0o600 / 0o700)
-    assert _mode(tmp_path / "a.json") == 0o666 & ~_umask()
-    assert _mode(tmp_path / "model") == 0o777 & ~_umask()
+    assert _mode(tmp_path / "a.json") == 0o666 & ~umask
+    assert _mode(tmp_path / "model") == 0o777 & ~umask
+
+
+@posix_only
+def test_the_umask_is_read_from_the_process():
+    import core.atomic
+    assert core.atomic._current_umask() == _umask()
 
 
 @posix_only
