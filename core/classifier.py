@@ -1,8 +1,9 @@
 """The digit classifier that scores generated digits (``ddpm evaluate``), and the script that trains it.
 
 A small CNN (two conv blocks, 3×3 convs + max-pool, then a 128-wide feature layer and a linear head), trained on
-the built-in MNIST *training* split only (the held-out 10% stays unseen, so its figures there are honest). Its
-128-d penultimate features play the role Inception features play in FID (Heusel et al. 2017).
+the built-in MNIST *training* split only. The held-out 10% is never trained on; it chose the recipe, so its
+figures there are validation figures. Its 128-d penultimate features play the role Inception features play in
+FID (Heusel et al. 2017).
 
 ``ddpm evaluate`` counts a sample as a recognisable digit when the top class probability is ≥ 0.9, so the
 classifier's confidence has to mean something both ways:

@@ -77,7 +77,7 @@ def run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         change = [name for name, flag in (("label_dropout", args.label_dropout), ("lr", args.lr),
-                                               ("ema_decay", args.ema))
+                                          ("ema_decay", args.ema))
                   if args.resume and flag is not None]
         trainer = train(cfg, resume=args.resume, change=tuple(change))
     for w in caught:
