@@ -17,6 +17,7 @@ filter and thresholded at its 85th percentile.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import torch
@@ -59,7 +60,8 @@ def main(argv=None) -> int:
     held = load_dataset("builtin:mnist", split="heldout")
     sets = {"held-out real": held.images}
     for spec in args.models:
-        sets[spec] = generate(load_model(spec), args.n)
+        sets[spec] = generate(load_model(spec), args.n, on_batch=lambda done, total, spec=spec: print(
+            f"sampling {spec}: {done}/{total}", file=sys.stderr, flush=True))
     sets.update(non_digits(held))
     nets = [load_classifier(folder) for folder in args.classifiers]
 
