@@ -1,0 +1,80 @@
+"""What users read: one-line error messages, text from files made safe to print, warnings as one line of ours.
+
+Every entry point (the CLI and the window) formats failures through :func:`one_line`, so the same fault reads the
+same way everywhere and never as a traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import warnings
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+_TEMP_NAME = re.compile(r"(?P<dir>[^\s'\"]*/)?\.(?P<name>[^/\s'\"]+?)\.tmp-[A-Za-z0-9_]+(?P<suffix>\.[A-Za-z0-9]+)?")
+# messages from Python internals that mean nothing to a user; shown as "invalid value" with the type instead
+_INTERNAL = ("math domain error", "unsupported format string", "not all arguments converted",
+             "maximum recursion depth", "object of type", "can't multiply sequence")
+
+
+def printable(text) -> str:
+    """``text`` with control characters (ANSI escapes, newlines, bidi overrides) shown as ``\\xNN`` escapes, so text
+    taken from a file or a config can never drive the terminal or split a one-line message."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+def user_path(text: str) -> str:
+    """``text`` with our atomic writers' temporary names (``dir/.out.png.tmp-abc.png``) put back as the user's
+    path (``dir/out.png``)."""
+    return _TEMP_NAME.sub(lambda m: f"{m.group('dir') or ''}{m.group('name')}", text)
+
+
+def one_line(exc: BaseException) -> str:
+    """A one-line, human message for an exception: the message itself for our ``ValueError``/``OSError`` family
+    (whose messages are written for users), ``message (TypeName)`` for anything else; control characters escaped,
+    temporary file names replaced by the user's path, Python-internal wording replaced."""
+    text = str(exc).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    if isinstance(exc, OSError) and getattr(exc, "filename", None) and exc.strerror:
+        first = f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, RecursionError):
+        first = "nested too deeply"
+    elif isinstance(exc, MemoryError):
+        first = "not enough memory"
+    elif any(s in first for s in _INTERNAL):
+        first = "invalid value"
+    first = printable(user_path(first))
+    if not first:
+        return type(exc).__name__
+    if isinstance(exc, (ValueError, OSError)) and not isinstance(exc, (UnicodeError,)):
+        return first
+    return f"{first} ({type(exc).__name__})"
+
+
+def warning_line(w: warnings.WarningMessage | Warning | str) -> str:
+    """A warning as one line of plain text (the first line of its message, escaped), without Python's
+    ``file:line: UserWarning:`` framing."""
+    message = getattr(w, "message", w)
+    text = str(message).strip()
+    return printable(user_path(text.splitlines()[0].strip() if text else type(message).__name__))
+
+
+@contextlib.contextmanager
+def relay_warnings(report):
+    """Inside the block, every warning is caught and passed to ``report(line)`` as one line (each distinct line
+    once), instead of Python printing its multi-line ``UserWarning`` text."""
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = warning_line(message)
+        if text not in seen:
+            seen.add(text)
+            report(text)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        old = warnings.showwarning
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = old
