@@ -92,6 +92,11 @@ def load_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         if "truncated" in reason.lower() or isinstance(e, (SyntaxError, ValueError)) or "image file" in reason:
             raise ImageLoadError(f"{p}: truncated or corrupt image ({reason})") from None
         raise ImageLoadError(f"{p}: cannot read ({reason})") from None
+    except MemoryError:
+        raise ImageLoadError(f"{p}: not enough memory to decode this image") from None
+    except Exception as e:  # a crafted file can make a decoder raise anything (NotImplementedError, struct.error …)
+        from core.messages import one_line
+        raise ImageLoadError(f"{p}: not an image this program can decode ({one_line(e)})") from None
     return rgb * 2.0 - 1.0
 
 

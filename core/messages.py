@@ -16,10 +16,14 @@ _INTERNAL = ("math domain error", "unsupported format string", "not all argument
              "maximum recursion depth", "object of type", "can't multiply sequence")
 
 
-def printable(text) -> str:
+def printable(text, keep: str = "") -> str:
     """``text`` with control characters (ANSI escapes, newlines, bidi overrides) shown as ``\\xNN`` escapes, so text
-    taken from a file or a config can never drive the terminal or split a one-line message."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+    taken from a file or a config can never drive the terminal or split a one-line message. Characters in ``keep``
+    (e.g. ``"\\n\\t"`` for a whole stream) pass unchanged."""
+    def escape(m):
+        c = m.group()
+        return c if c in keep else c.encode("unicode_escape").decode("ascii")
+    return _CONTROL.sub(escape, str(text))
 
 
 def user_path(text: str) -> str:
@@ -37,10 +41,10 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and getattr(exc, "filename", None) and exc.strerror:
         first = f"{exc.filename}: {exc.strerror}"
     if isinstance(exc, RecursionError):
-        first = "nested too deeply"
-    elif isinstance(exc, MemoryError):
-        first = "not enough memory"
-    elif any(s in first for s in _INTERNAL):
+        return "nested too deeply"
+    if isinstance(exc, MemoryError):
+        return "not enough memory"
+    if any(s in first for s in _INTERNAL):
         first = "invalid value"
     first = printable(user_path(first))
     if not first:
@@ -78,3 +82,24 @@ def relay_warnings(report):
             yield
         finally:
             warnings.showwarning = old
+
+
+def json_text(obj, **kw) -> str:
+    """``json.dumps`` that always writes valid JSON: NaN and ±inf (which ``json.dumps`` would print as bare
+    ``NaN``/``Infinity``) become ``null``; numpy scalars and arrays become numbers and lists. A caller whose value
+    may be non-finite says why in a neighbouring field."""
+    import json
+    import math
+
+    def clean(v):
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):  # numpy scalar or array
+            return clean(v.tolist())
+        return v
+
+    return json.dumps(clean(obj), allow_nan=False, **kw)

@@ -75,3 +75,21 @@ def _probe(folder: Path, named: Path) -> None:
         os.unlink(tmp)
     except OSError as e:
         raise PermissionError(f"{named}: cannot write in {folder} ({e.strerror or e})") from None
+
+
+def spec_paths(spec: str | None, limit: int = 10_000) -> list[Path]:
+    """The files a model SPEC reads from disk (a model folder's files, an oracle's photo or folder of photos), so
+    an output can be checked against them; ``builtin:`` specs and names that are not paths give none."""
+    if not spec:
+        return []
+    path = Path(spec.split(":", 1)[1] if spec.startswith("oracle:") else spec)
+    if str(path).startswith("builtin:") or not path.exists():
+        return []
+    if not path.is_dir():
+        return [path]
+    found = [path]
+    for root, _dirs, files in os.walk(path):
+        found.extend(Path(root, f) for f in files)
+        if len(found) > limit:
+            break
+    return found

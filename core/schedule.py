@@ -99,6 +99,15 @@ class NoiseSchedule:
         if high.any():
             i = int(np.argmax(high))
             raise ScheduleError(f"beta[{i}] = {b[i]:.6g} must be < 1")
+        ab = np.cumprod(1.0 - b)
+        if ab[0] == 1.0:  # 1 − ᾱ_0 would be 0: x_0 gets no noise, SNR and β̃ divide by zero
+            raise ScheduleError(f"beta[0] = {b[0]:.3g} is too small: 1 − ᾱ_0 rounds to 0 in float64 "
+                                f"(use at least 1e-15)")
+        under = ab[:-1] == 0.0
+        if under.any():  # ᾱ_t may reach 0 only at the last step (zero terminal SNR)
+            i = int(np.argmax(under))
+            raise ScheduleError(f"ᾱ_t underflows to 0 at t = {i}, before the last step: these β are too large "
+                                f"for T = {len(b)}")
         b.setflags(write=False)
         object.__setattr__(self, "betas", b)
         object.__setattr__(self, "params", dict(self.params))
@@ -239,17 +248,30 @@ class NoiseSchedule:
                                                    for b in betas):
             raise ScheduleError("schedule JSON needs 'betas', a list of numbers")
         if "T" in d and d["T"] != len(betas):
-            raise ScheduleError(f"schedule JSON says T={d['T']} but has {len(betas)} betas (truncated?)")
+            T = d["T"] if isinstance(d["T"], int) and abs(d["T"]) < 10**9 else "?"
+            raise ScheduleError(f"schedule JSON says T={T} but has {len(betas)} betas (truncated?)")
         params = d.get("params") if isinstance(d.get("params"), dict) else {}
-        return cls(np.asarray(betas, dtype=np.float64), name=str(d.get("name", "custom")), params=params)
+        params = {str(k)[:64]: v for k, v in params.items() if _plain_value(v)}  # only flat, finite values
+        name = d.get("name", "custom")
+        name = name[:200] if isinstance(name, str) else "custom"
+        try:
+            betas = np.asarray(betas, dtype=np.float64)
+        except OverflowError:  # an integer with hundreds of digits
+            raise ScheduleError("schedule JSON has a beta too large to be a number") from None
+        return cls(betas, name=name, params=params)
 
     @classmethod
     def from_json(cls, text: str) -> "NoiseSchedule":
         try:
             d = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ScheduleError(f"schedule file is not valid JSON ({e.msg} at line {e.lineno})"
-                                if isinstance(e, json.JSONDecodeError) else "schedule file is not UTF-8 text") from None
+        except json.JSONDecodeError as e:
+            raise ScheduleError(f"schedule file is not valid JSON ({e.msg} at line {e.lineno})") from None
+        except UnicodeDecodeError:
+            raise ScheduleError("schedule file is not UTF-8 text") from None
+        except RecursionError:
+            raise ScheduleError("schedule file is nested too deeply to be a schedule") from None
+        except ValueError as e:  # e.g. an integer literal of thousands of digits
+            raise ScheduleError(f"schedule file has an unreadable number ({str(e).splitlines()[0][:80]})") from None
         return cls.from_dict(d)
 
     def save(self, path) -> None:
@@ -274,6 +296,18 @@ class NoiseSchedule:
             return cls.from_json(text)
         except ScheduleError as e:
             raise ScheduleError(f"{p}: {e}") from None
+        except Exception as e:  # anything else a crafted file can provoke is still one line naming it
+            from core.messages import one_line
+            raise ScheduleError(f"{p}: not a usable schedule file ({one_line(e)})") from None
+
+
+def _plain_value(v) -> bool:
+    """A params entry worth keeping from a file: a short string, a bool, None or a finite number."""
+    if v is None or isinstance(v, bool):
+        return True
+    if isinstance(v, (int, float)):
+        return math.isfinite(v) and abs(v) < 1e300
+    return isinstance(v, str) and len(v) <= 200
 
 
 def parse_schedule_spec(spec: str | None, T: int | None = None, beta_start: float | None = None,

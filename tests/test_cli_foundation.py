@@ -62,10 +62,10 @@ def test_noise_with_preset_and_timesteps(tmp_path):
     (["noise", CAT, "--schedule", "bogus", "-o", "{d}/o.png"], "unknown schedule preset"),
     (["noise", CAT, "--schedule", "{d}/nope.json", "-o", "{d}/o.png"], "no such file"),
     (["noise", CAT, "-o", "{d}/missing-folder/o.png"], "does not exist"),
-    (["schedule", "linear", "--T", "1"], "T must be at least 2"),
-    (["schedule", "linear", "--beta-start", "2"], "beta_start"),
+    (["schedule", "linear", "--T", "1"], "--T: must be an integer in 2…"),
+    (["schedule", "linear", "--beta-start", "2"], "--beta-start: must be a finite number in (0, 1)"),
     (["schedule", "--load", "{d}/garbage.json"], "not valid JSON"),
-    (["schedule", "linear", "--T", "x"], "invalid int value"),
+    (["schedule", "linear", "--T", "x"], "--T: must be an integer"),
     (["bogus-command"], "invalid choice"),
 ])
 def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, args, msg):

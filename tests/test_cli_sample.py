@@ -93,8 +93,8 @@ def test_from_image_denoises_from_t(checkpoint, tmp_path):
 @pytest.mark.parametrize("args,match", [
     (["--class", "1"], "unconditional"),
     (["--from", "x.png"], "--from IMAGE and --t T go together"),
-    (["--steps", "0"], "steps = 0 is outside"),
-    (["--sampler", "ddim", "--eta", "2"], "eta must be in"),
+    (["--steps", "0"], "--steps: must be an integer in 1…"),
+    (["--sampler", "ddim", "--eta", "2"], "--eta: must be a finite number in [0, 1]"),
     (["--guidance", "3"], "guidance needs class labels"),
     (["--class", "a"], "--class must be an integer"),
     (["--spacing", "trailing", "--steps", "2000"], "outside 1…1000"),

@@ -43,27 +43,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    prog = f"ddpm {args.command}"
+    from core.messages import relay_warnings
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = EscapingStream(out), EscapingStream(err, allow_cr=True)
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help, --version, or a one-line usage error: main() returns its code
+            return e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
+        prog = f"ddpm {args.command}"
+        with relay_warnings(lambda line: print(f"{prog}: warning: {line}", file=sys.stderr)):
+            return _run(prog, args)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+# Exceptions that only bad input reaches (a crafted file, an absurd number): exit 2 like our own refusals. Any other
+# failure still gets one line, with exit 1.
+_BAD_INPUT = (ValueError, OSError, OverflowError, RecursionError, NotImplementedError, SyntaxError, EOFError,
+              MemoryError, KeyError, IndexError, TypeError)
+
+
+def _run(prog: str, args) -> int:
+    from core.messages import one_line
     try:
         return int(args.func(args) or EXIT_OK)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+    except _BAD_INPUT as e:
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as e:  # an unexpected failure still gets one line, not a traceback
-        print(f"{prog}: failed: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        print(f"{prog}: failed: {one_line(e)}", file=sys.stderr)
         return EXIT_FAILED
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    if isinstance(e, OSError) and e.filename and e.strerror:
-        text = f"{e.filename}: {e.strerror}"
-    return text.splitlines()[0]
+class EscapingStream:
+    """A text stream wrapper that shows control characters as ``\\xNN`` escapes, so text from a file or a model's
+    config (a name, a path) can never send terminal escape sequences. Newlines and tabs pass, and carriage returns
+    on the stream that draws the progress bar."""
+
+    def __init__(self, stream, allow_cr: bool = False):
+        self._stream, self._keep = stream, "\t\n\r" if allow_cr else "\t\n"
+
+    def write(self, text: str) -> int:
+        from core.messages import printable
+        return self._stream.write(printable(text, keep=self._keep))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def entry_point() -> None:

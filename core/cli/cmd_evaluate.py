@@ -3,13 +3,15 @@ with the built-in classifier (confident share, digit shares, Fréchet distance v
 share, on-label share). See :mod:`core.evaluate` for the definitions and the goals."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from core.cli.options import BATCH, GUIDANCE, SEED, STEPS, int_in
 from core.cli.progress import Progress
+from core.messages import json_text, printable
+from core.outputs import check_output_file, refuse_overwriting_inputs, spec_paths
 
 
 def register(sub) -> None:
@@ -19,15 +21,15 @@ def register(sub) -> None:
                        "classifier features to held-out real digits (and the real-vs-real floor), the share of "
                        "near-copies of training images, and with --class the share on label.")
     p.add_argument("--model", default="builtin:mnist", help="model SPEC (default builtin:mnist)")
-    p.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
+    p.add_argument("--n", type=int_in(1, 100_000), default=1000, help="number of samples (default 1000)")
     p.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim", "dpmpp2m"), help="default ddim")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=STEPS, default=50, help="sampling steps (default 50)")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--class", dest="class_label", help="guide towards a digit 0…9, or 'all' (every digit, n/10 each)")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale w (default 1)")
+    p.add_argument("--guidance", type=GUIDANCE, default=1.0, help="classifier-free guidance scale w (default 1)")
     p.add_argument("--device", default="cpu", help="where to sample: cpu (default), cuda, mps or auto (the same "
                    "noise everywhere; figures agree to sampling round-off)")
-    p.add_argument("--batch", type=int, default=250, help="samples per sampler call (default 250)")
+    p.add_argument("--batch", type=BATCH, default=250, help="samples per sampler call (default 250)")
     p.add_argument("--grid", help="also write a PNG grid of up to 100 of the samples")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run)
@@ -40,11 +42,12 @@ def run(args) -> int:
     pick_device(args.device)
     if args.guidance != 1.0 and args.class_label is None:
         raise ValueError("--guidance needs --class (guidance steers towards a class)")
-    if args.batch < 1:
-        raise ValueError(f"--batch must be ≥ 1, got {args.batch}")
     grid_path = Path(args.grid) if args.grid else None
-    if grid_path is not None and (grid_path.suffix.lower() != ".png" or not grid_path.parent.resolve().is_dir()):
-        raise ValueError(f"--grid {grid_path}: give a .png path in an existing folder")
+    if grid_path is not None:
+        if grid_path.suffix.lower() != ".png":
+            raise ValueError(f"--grid {grid_path}: give a .png path")
+        check_output_file(grid_path)
+        refuse_overwriting_inputs([grid_path], spec_paths(args.model))
     bar = Progress(args.n, "sampling", unit="img")
     samples: list = []
     ev = evaluate(args.model, n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
@@ -59,7 +62,7 @@ def run(args) -> int:
             x = np.concatenate([x[p] for p in picks])
         save_image(grid_path, make_grid(x[:100].transpose(0, 2, 3, 1), ncols=10, pad=2))
     if args.json:
-        print(json.dumps(ev.to_dict(), indent=1))
+        print(json_text(ev.to_dict(), indent=1))
     else:
         print(format_report(ev))
     if grid_path is not None:
@@ -69,7 +72,7 @@ def run(args) -> int:
 
 def format_report(ev) -> str:
     what = "unconditional" if ev.class_label is None else f"class {ev.class_label}, guidance {ev.guidance:g}"
-    lines = [f"{ev.model}: {ev.n} samples, {ev.sampler} {ev.steps} steps, {what} (seed {ev.seed}; "
+    lines = [f"{printable(ev.model)}: {ev.n} samples, {ev.sampler} {ev.steps} steps, {what} (seed {ev.seed}; "
              f"{ev.sample_seconds:.1f} s sampling)",
              f"  confident (p ≥ 0.9)      {ev.confident_share:7.1%}  (held-out real digits: "
              f"{ev.confident_share_real:.1%})",

@@ -6,8 +6,11 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic import atomic_path
+from core.cli.options import SEED, TIMESTEPS_T
+from core.cli.cmd_schedule import BETA
 from core.forward import draw_noise, q_sample
 from core.images import load_image, make_grid, save_image
+from core.outputs import check_output_file, refuse_overwriting_inputs
 from core.schedule import NoiseSchedule, parse_schedule_spec
 
 NOTES_T, NOTES_BETA_START, NOTES_BETA_END = 100, 1e-4, 0.05
@@ -20,12 +23,12 @@ def register(sub) -> None:
                        "Without --schedule: the notes' example, linear 1e-4 → 0.05 with T=100.")
     p.add_argument("image", help="any image Pillow reads")
     p.add_argument("--schedule", help="a preset name or a saved FILE.json (default: the notes' linear T=100)")
-    p.add_argument("--T", type=int, help="timesteps for a preset")
-    p.add_argument("--beta-start", type=float, help="first β for a preset")
-    p.add_argument("--beta-end", type=float, help="last β for a preset")
+    p.add_argument("--T", type=TIMESTEPS_T, help="timesteps for a preset")
+    p.add_argument("--beta-start", type=BETA, help="first β for a preset")
+    p.add_argument("--beta-end", type=BETA, help="last β for a preset")
     p.add_argument("--zero-snr", action="store_true", help="rescale the preset to zero terminal SNR")
     p.add_argument("--t", default=None, help=f"comma-separated timesteps (default {NOTES_TIMESTEPS})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise ε (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the noise ε (default 0)")
     p.add_argument("-o", "--output", required=True, help="output PNG")
     p.add_argument("--npz", action="store_true", help="also write OUT.npz with x0, xt and t")
     p.set_defaults(func=run)
@@ -53,8 +56,9 @@ def run(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".png":
         raise ValueError(f"-o {out}: the strip is written as .png")
-    if not out.parent.is_dir() and str(out.parent):
-        raise ValueError(f"-o {out}: folder {out.parent} does not exist")
+    npz_path = out.with_suffix(".npz")
+    check_output_file(out)
+    refuse_overwriting_inputs([out, npz_path if args.npz else None], [args.image, args.schedule])
     if args.schedule is None and args.T is None and args.beta_start is None and args.beta_end is None:
         schedule = NoiseSchedule.preset("linear", T=NOTES_T, beta_start=NOTES_BETA_START, beta_end=NOTES_BETA_END,
                                         zero_snr=args.zero_snr)
@@ -68,7 +72,6 @@ def run(args) -> int:
     x0 = load_image(args.image)
     xt = noise_strip(x0, schedule, ts, args.seed)
     strip = make_grid([x0, *xt], ncols=len(ts) + 1, pad=4)
-    npz_path = out.with_suffix(".npz")
     if args.npz:  # both files or neither: write the npz to a temp first, rename both at the end
         with atomic_path(npz_path) as tmp_npz:
             with open(tmp_npz, "wb") as f:

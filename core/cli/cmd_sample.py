@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic import atomic_path
+from core.cli.options import BATCH, ETA, GUIDANCE, SEED, STEPS, float_in, int_in
 from core.cli.progress import Progress
+from core.messages import printable
+from core.outputs import check_output_file, refuse_overwriting_inputs, spec_paths
 
 OUTPUTS = (".png", ".gif", ".npz")
 MAX_GIF_FRAMES = 60
@@ -25,13 +28,13 @@ def register(sub) -> None:
     p.add_argument("--model", default="builtin:mnist", metavar="SPEC", help="model to sample (default builtin:mnist)")
     p.add_argument("--sampler", default="ddpm", choices=SAMPLERS, help="ddpm (ancestral), ddim, dpmpp2m "
                    "(DPM-Solver++ 2M); default ddpm")
-    p.add_argument("--steps", type=int, help="model calls (default: ddpm all T, ddim 50, dpmpp2m 20)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM's η: 0 deterministic … 1 DDPM-like (default 0)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (same images on every device; default 0)")
-    p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    p.add_argument("--steps", type=STEPS, help="model calls (default: ddpm all T, ddim 50, dpmpp2m 20)")
+    p.add_argument("--eta", type=ETA, default=0.0, help="DDIM's η: 0 deterministic … 1 DDPM-like (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="noise seed (same images on every device; default 0)")
+    p.add_argument("--n", type=BATCH, default=16, help="number of images (default 16)")
     p.add_argument("--class", dest="class_", metavar="C", help="class label, or a comma list with one per image "
                    "(class-conditional models; -1 = no class)")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale w (default 1)")
+    p.add_argument("--guidance", type=GUIDANCE, default=1.0, help="classifier-free guidance scale w (default 1)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="network precision (reduced precision is for GPUs; default fp32)")
@@ -40,16 +43,16 @@ def register(sub) -> None:
     p.add_argument("--variance", choices=("fixed_small", "fixed_large"), help="DDPM variance: β̃_t or β_t")
     p.add_argument("--clip", dest="clip", action="store_true", default=None, help="clip x̂_0 to [−1, 1]")
     p.add_argument("--no-clip", dest="clip", action="store_false", help="do not clip x̂_0")
-    p.add_argument("--threshold", type=float, metavar="P", help="dynamic thresholding at quantile P (Imagen)")
+    p.add_argument("--threshold", type=float_in(0.5, 1.0), metavar="P", help="dynamic thresholding at quantile P (Imagen)")
     p.add_argument("--use-clipped-model-output", action="store_true",
                    help="DDIM: recompute ε̂ from the clipped x̂_0 (diffusers' option of the same name)")
     p.add_argument("--from", dest="from_image", metavar="IMAGE", help="start from IMAGE noised to step --t (SDEdit)")
-    p.add_argument("--t", type=int, help="with --from: the timestep to noise the image to")
+    p.add_argument("--t", type=int_in(0, 99_999), help="with --from: the timestep to noise the image to")
     p.add_argument("--schedule", metavar="SPEC", help="noise schedule: a preset name or a saved FILE.json (default: "
                    "the model's own; the oracle's default is linear, T=1000)")
-    p.add_argument("--resolution", type=int, help="oracle over photos/folders: image size (default: their own "
+    p.add_argument("--resolution", type=int_in(1, 1024), help="oracle over photos/folders: image size (default: their own "
                    "size, else 32)")
-    p.add_argument("--scale", type=int, help="enlarge the output by an integer factor (default: 1 for .png, "
+    p.add_argument("--scale", type=int_in(1, 64), help="enlarge the output by an integer factor (default: 1 for .png, "
                    "at least 256 pixels for .gif)")
     p.add_argument("-o", "--output", required=True, help="OUT.png, OUT.gif or OUT.npz")
     p.set_defaults(func=run)
@@ -98,14 +101,10 @@ def run(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in OUTPUTS:
         raise ValueError(f"-o {out}: write .png (a grid), .gif (the animation) or .npz (the arrays)")
-    if str(out.parent) and not out.parent.is_dir():
-        raise ValueError(f"-o {out}: folder {out.parent} does not exist")
+    check_output_file(out)
+    refuse_overwriting_inputs([out], [args.from_image, args.schedule, *spec_paths(args.model)])
     if (args.from_image is None) != (args.t is None):
         raise ValueError("--from IMAGE and --t T go together")
-    if args.scale is not None and not 1 <= args.scale <= 64:
-        raise ValueError(f"--scale must be in 1…64, got {args.scale}")
-    if args.resolution is not None and not 1 <= args.resolution <= 1024:
-        raise ValueError(f"--resolution must be in 1…1024, got {args.resolution}")
     device = pick_device(args.device)
     labels = parse_classes(args.class_)
     denoiser = load_model(args.model, device=device, resolution=args.resolution)
@@ -149,6 +148,6 @@ def run(args) -> int:
             with open(tmp, "wb") as f:
                 np.savez(f, images=images.numpy().astype(np.float32), **extra)
     rate = last.total / elapsed if elapsed > 0 else float("inf")
-    print(f"wrote {out}: {len(images)} image(s) from {denoiser.name} with {args.sampler}, {last.total} steps, "
+    print(f"wrote {out}: {len(images)} image(s) from {printable(denoiser.name)} with {args.sampler}, {last.total} steps, "
           f"seed {args.seed} ({elapsed:.1f} s, {rate:.1f} steps/s on {device.type})")
     return 0

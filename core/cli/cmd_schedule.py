@@ -1,9 +1,11 @@
 """``ddpm schedule PRESET [--T N] [--beta-start X] [--beta-end Y] [--zero-snr] [--json]`` / ``--load FILE.json``."""
 from __future__ import annotations
 
-import json
-
+from core.cli.options import TIMESTEPS_T, float_in
+from core.messages import json_text, printable
 from core.schedule import PRESETS, NoiseSchedule
+
+BETA = float_in(0.0, 1.0, lo_open=True, hi_open=True)
 
 
 def register(sub) -> None:
@@ -11,9 +13,9 @@ def register(sub) -> None:
                        description="Print a noise schedule; --json gives one object with T, betas, alphas_cumprod.")
     p.add_argument("preset", nargs="?", help=f"one of {', '.join(PRESETS)} (default linear)")
     p.add_argument("--load", metavar="FILE.json", help="read a saved schedule instead of a preset")
-    p.add_argument("--T", type=int, default=1000, help="number of timesteps (default 1000)")
-    p.add_argument("--beta-start", type=float, help="first β (default 1e-4)")
-    p.add_argument("--beta-end", type=float, help="last β (default 0.02)")
+    p.add_argument("--T", type=TIMESTEPS_T, default=1000, help="number of timesteps (default 1000)")
+    p.add_argument("--beta-start", type=BETA, help="first β (default 1e-4)")
+    p.add_argument("--beta-end", type=BETA, help="last β (default 0.02)")
     p.add_argument("--zero-snr", action="store_true", help="rescale to zero terminal SNR (Lin et al. 2023)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -34,9 +36,9 @@ def run(args) -> int:
                  sqrt_one_minus_alphas_cumprod=[float(v) for v in s.sqrt_one_minus_alphas_cumprod],
                  posterior_variance=[float(v) for v in s.posterior_variance],
                  snr=[float(v) for v in s.snr])
-        print(json.dumps(d))
+        print(json_text(d))
         return 0
-    print(f"# {s.name} schedule, T={s.T}" + "".join(f", {k}={v}" for k, v in s.params.items() if k != "T"))
+    print(f"# {printable(s.name)} schedule, T={s.T}" + "".join(f", {printable(k)}={printable(v)}" for k, v in s.params.items() if k != "T"))
     print(f"{'t':>6} {'beta':>12} {'alpha_bar':>12} {'sqrt_ab':>10} {'sqrt_1-ab':>10} {'SNR_dB':>9}")
     for t in range(s.T):
         snr_db = 10 * _log10(s.snr[t])
