@@ -110,18 +110,21 @@ def _load_folder(folder: Path, resolution: int, split: str, channels: int | None
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     if len(files) > MAX_FOLDER_IMAGES:
         raise ValueError(f"{folder}: {len(files)} files is more than the {MAX_FOLDER_IMAGES} this tool loads")
-    images, paths, skipped = [], [], 0
+    images, paths, skipped, unread = [], [], 0, []
     for p in files:
         try:
             images.append(resize_square(load_image(p), resolution))
             paths.append(p)
         except ImageLoadError:
             skipped += 1
+            unread.append(p.relative_to(folder).as_posix())
     if not images:
         raise ValueError(f"{folder}: no readable images (skipped {skipped} file{'s' * (skipped != 1)})")
-    if skipped:
-        warnings.warn(f"{folder}: skipped {skipped} file{'s' * (skipped != 1)} that could not be read as images",
-                      stacklevel=2)
+    if skipped:  # one line, naming the files (the first three): the CLI relays it as "ddpm CMD: warning: …"
+        from core.messages import printable
+        names = ", ".join(unread[:3]) + (f" … ({skipped} in all)" if skipped > 3 else "")
+        warnings.warn(printable(f"{folder}: skipped {skipped} file{'s' * (skipped != 1)} that could not be read as "
+                                f"images ({names})"), stacklevel=2)
     x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)  # N×3×H×W
     grey = bool(np.all(x[:, 0] == x[:, 1]) and np.all(x[:, 1] == x[:, 2]))
     if channels == 1 or (channels is None and grey):

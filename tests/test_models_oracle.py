@@ -92,3 +92,23 @@ def test_oracle_needs_a_schedule_and_valid_input(data):
     with pytest.raises(ValueError, match="one label per image"):
         OracleDenoiser(images, labels=labels[:5])
     assert oracle.num_classes == 5 and oracle.prediction_type == "sample" and oracle.schedule is None
+
+
+def test_an_oracle_folder_with_unreadable_files_warns_in_one_line_naming_them(tmp_path):
+    """What a user sees of skipped files is one line of ours (the CLI prints it as ``ddpm CMD: warning: …``),
+    naming the folder, the count and the files, with a file name's control characters escaped."""
+    from core.images import save_image
+    from core.messages import relay_warnings
+    from core.models.load import load_model
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        save_image(folder / f"{i}.png", np.zeros((8, 8, 3), np.float32))
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "bad\nname\x1b[31m.png").write_bytes(b"not a png")
+    lines = []
+    with relay_warnings(lines.append):
+        den = load_model(f"oracle:{folder}")
+    assert len(den) == 3
+    assert lines == [f"{folder}: skipped 2 files that could not be read as images "
+                     r"(bad\nname\x1b[31m.png, notes.txt)"]
