@@ -10,13 +10,49 @@ embedding.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.messages import printable
+
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+# Bounds on each config value (a config file is untrusted input): far above any useful network, low enough that
+# checking a config never means building one. The total size is bounded separately (see unet_parameter_count and
+# core.models.checkpoint.MAX_PARAMETERS).
+MAX_RESOLUTION = 4096
+MAX_IN_CHANNELS = 64
+MAX_CHANNELS = 1 << 20
+MAX_LEVELS = 12             # channel_mults entries (4096 halves to 1 in 12 steps)
+MAX_RES_BLOCKS = 32         # per level; published DDPM UNets use 2–3
+MAX_ATTENTION_RESOLUTIONS = 64
+MAX_CLASSES = 1_000_000
+
+
+def shown(value) -> str:
+    """A config value for a one-line message: its repr, escaped and cut short (a 10**5000 int has no repr)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = "a huge integer"
+    return printable(text if len(text) <= 40 else text[:37] + "…")
+
+
+def _whole(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise ValueError(f"UNet config: {name} must be an integer in {low}…{high}, got {shown(value)}")
+
+
+def _whole_list(name: str, values, min_len: int, max_len: int, low: int, high: int) -> tuple:
+    if (isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__")
+            or not min_len <= len(values) <= max_len):
+        raise ValueError(f"UNet config: {name} must be a list of {min_len}…{max_len} integers, got {shown(values)}")
+    for v in values:
+        _whole(f"each of {name}", v, low, high)
+    return tuple(int(v) for v in values)
 
 
 @dataclass
@@ -34,14 +70,28 @@ class UNetConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.channel_mults = tuple(int(m) for m in self.channel_mults)
-        self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
-        if self.prediction_type not in PREDICTION_TYPES:
+        _whole("resolution", self.resolution, 1, MAX_RESOLUTION)
+        _whole("in_channels", self.in_channels, 1, MAX_IN_CHANNELS)
+        _whole("base_channels", self.base_channels, 1, MAX_CHANNELS)
+        _whole("num_res_blocks", self.num_res_blocks, 1, MAX_RES_BLOCKS)
+        _whole("num_classes", self.num_classes, 0, MAX_CLASSES)
+        _whole("groups", self.groups, 1, MAX_CHANNELS)
+        self.resolution, self.in_channels, self.base_channels = (int(self.resolution), int(self.in_channels),
+                                                                 int(self.base_channels))
+        self.num_res_blocks, self.num_classes, self.groups = (int(self.num_res_blocks), int(self.num_classes),
+                                                              int(self.groups))
+        self.channel_mults = _whole_list("channel_mults", self.channel_mults, 1, MAX_LEVELS, 1, MAX_CHANNELS)
+        self.attention_resolutions = _whole_list("attention_resolutions", self.attention_resolutions, 0,
+                                                 MAX_ATTENTION_RESOLUTIONS, 1, MAX_RESOLUTION)
+        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real)
+                or not 0.0 <= float(self.dropout) < 1.0):
+            raise ValueError(f"UNet config: dropout must be a number in [0, 1), got {shown(self.dropout)}")
+        self.dropout = float(self.dropout)
+        if not isinstance(self.prediction_type, str) or self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, "
-                             f"got {self.prediction_type!r}")
-        for name in ("resolution", "in_channels", "base_channels", "num_res_blocks", "groups"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"UNet config: {name} must be ≥ 1, got {getattr(self, name)}")
+                             f"got {shown(self.prediction_type)}")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"UNet config: extra must be an object, got {shown(self.extra)}")
         for m in self.channel_mults:
             if (self.base_channels * m) % self.groups:
                 raise ValueError(f"UNet config: {self.base_channels}×{m} channels are not divisible by "
@@ -56,10 +106,53 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(str(k) for k in set(d) - known)
         if unknown:
-            raise ValueError(f"UNet config has unknown keys: {', '.join(unknown)}")
+            raise ValueError(f"UNet config has unknown keys: {printable(', '.join(unknown))[:200]}")
         return cls(**d)
+
+
+def unet_parameter_count(cfg: UNetConfig) -> int:
+    """The exact number of parameters :class:`UNet` (``cfg``) has, in closed form, without building it (the loaders
+    check a config's size before any allocation). Mirrors :meth:`UNet.__init__` level by level; a test compares it
+    with ``sum(p.numel())`` of built networks."""
+    ch, temb = cfg.base_channels, 4 * cfg.base_channels  # (a GroupNorm has 2·C parameters whatever its groups)
+
+    def conv(cin, cout, k):
+        return cin * cout * k * k + cout
+
+    def res(cin, cout):
+        return (2 * cin + conv(cin, cout, 3) + (temb * cout + cout) + 2 * cout + conv(cout, cout, 3)
+                + (conv(cin, cout, 1) if cin != cout else 0))
+
+    def attn(c):
+        return 2 * c + conv(c, 3 * c, 1) + conv(c, c, 1)
+
+    total = (ch * temb + temb) + (temb * temb + temb) + conv(cfg.in_channels, ch, 3)
+    if cfg.num_classes > 0:
+        total += (cfg.num_classes + 1) * temb
+    attend = set(cfg.attention_resolutions)
+    skips, cur, res_now, n = [ch], ch, cfg.resolution, cfg.num_res_blocks
+    levels = len(cfg.channel_mults)
+    for level, mult in enumerate(cfg.channel_mults):
+        out = ch * mult
+        total += res(cur, out) + (n - 1) * res(out, out) + (n * attn(out) if res_now in attend else 0)
+        skips += [out] * n
+        cur = out
+        if level < levels - 1:
+            total += conv(cur, cur, 3)
+            skips.append(cur)
+            res_now = (res_now + 1) // 2
+    total += 2 * res(cur, cur) + attn(cur)
+    for level, mult in reversed(list(enumerate(cfg.channel_mults))):
+        out = ch * mult
+        for _ in range(n + 1):  # n + 1 ≤ MAX_RES_BLOCKS + 1 blocks: a short loop
+            total += res(cur + skips.pop(), out) + (attn(out) if res_now in attend else 0)
+            cur = out
+        if level > 0:
+            total += conv(cur, cur, 3)
+            res_now *= 2
+    return total + 2 * cur + conv(cur, cfg.in_channels, 3)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
