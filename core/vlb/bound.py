@@ -8,8 +8,11 @@ so the notes' x_t is the code's x at index t − 1. Term k of a result (k = 0…
 - 1 ≤ k < T  L_k = KL(q(x_k | x_{k+1}, x_0) ‖ p_θ(x_k | x_{k+1})), model evaluated at code timestep k;
 - k = T      L_T = KL(q(x_T | x_0) ‖ N(0, I)), closed form at code timestep T − 1, no network.
 
-This is improved-diffusion's layout: its ``vb[t]`` for t = 0…T−1, then ``prior_bpd``. Each term is averaged over
-the C·H·W dimensions and divided by ln 2 (bits/dim); their sum bounds −log₂ p_θ(x_0) / (C·H·W).
+Against improved-diffusion (``GaussianDiffusion.calc_bpd_loop``): its loop runs ``for t in
+list(range(num_timesteps))[::-1]`` and appends each ``vb`` term, so column j of its N×T ``vb`` array is code
+timestep T−1−j (column 0 is the last timestep, column T−1 the decoder). Our terms 0…T−1 are that array reversed,
+``vb[:, ::-1]``, and term T is its ``prior_bpd``. Each term is averaged over the C·H·W dimensions and divided by
+ln 2 (bits/dim); their sum bounds −log₂ p_θ(x_0) / (C·H·W).
 
 **Estimator.** L_k for k < T is an expectation over x_{k+1} ~ q(· | x_0) (eq. 5); like the reference we draw one
 x_t per image and timestep. Noise comes from a seeded CPU generator, one draw per (image i, code timestep t):
