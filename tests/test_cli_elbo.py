@@ -95,16 +95,27 @@ def test_summary_names_the_parts(capsys, tiny_model):
 
 @pytest.mark.parametrize("argv,message", [
     (["--image", "/no/such.png"], "no such file"),
-    (["--data", "builtin:mnist", "--n", "0"], "--n must be at least 1"),
+    (["--data", "builtin:mnist", "--n", "0"], "argument --n: must be an integer in 1…100000, got '0'"),
+    (["--data", "builtin:mnist", "--n", "100001"], "argument --n: must be an integer in 1…100000"),
+    (["--data", "builtin:mnist", "--n", "inf"], "argument --n: must be an integer in 1…100000, got 'inf'"),
     (["--data", "builtin:mnist", "--n", "100000"], "has only 500 images"),
     (["--image", "IMG", "--n", "2"], "--n and --split go with --data"),
     (["--data", "builtin:mnist", "--T", "50"], "--T goes with --schedule"),
-    (["--data", "builtin:mnist", "--batch-size", "0"], "batch size"),
+    (["--data", "builtin:mnist", "--batch-size", "0"], "argument --batch-size: must be an integer in 1…4096"),
+    (["--data", "builtin:mnist", "--batch-size", "1e9"], "argument --batch-size: must be an integer in 1…4096"),
+    (["--data", "builtin:mnist", "--schedule", "linear", "--T", "1"], "argument --T: must be an integer in 2…100000"),
+    (["--data", "builtin:mnist", "--schedule", "linear", "--T", "nan"], "argument --T: must be an integer in 2…"),
+    (["--data", "builtin:mnist", "--seed", "-1"], "argument --seed: must be an integer in 0…"),
     (["--image", "IMG", "--data", "builtin:mnist"], "not allowed with"),
     (["--data", "builtin:mnist", "--variance", "medium"], "invalid choice"),
+    (["--data", "builtin:mnist", "--schedule", "linear", "--T", "50"],
+     "was trained with T = 20 timesteps; this schedule has T = 50"),
+    (["--data", "builtin:mnist", "--schedule", "SCHED30"], "was trained with T = 20 timesteps; this schedule has T = 30"),
+    (["--data", "builtin:mnist", "--schedule", "SCHED30", "--T", "20"], "--T goes with --schedule PRESET; the file"),
 ])
-def test_bad_input_exits_2_with_one_line(capsys, tiny_model, grey_png, argv, message):
-    argv = [str(grey_png[0]) if a == "IMG" else a for a in argv]
+def test_bad_input_exits_2_with_one_line(capsys, tiny_model, grey_png, tmp_path, argv, message):
+    NoiseSchedule.preset("linear", T=30).save(tmp_path / "s30.json")
+    argv = [{"IMG": str(grey_png[0]), "SCHED30": str(tmp_path / "s30.json")}.get(a, a) for a in argv]
     with_model = ["--model", str(tiny_model), *argv]
     try:
         code, out, err = run_cli(capsys, *with_model)
@@ -117,3 +128,39 @@ def test_bad_input_exits_2_with_one_line(capsys, tiny_model, grey_png, argv, mes
 def test_a_missing_model_exits_2(capsys, grey_png):
     code, out, err = run_cli(capsys, "--model", "/no/such/model", "--image", str(grey_png[0]))
     assert code == 2 and "no such model folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_preset_schedule_takes_the_models_own_T(capsys, tiny_model):
+    """As in ``ddpm sample``: --schedule PRESET without --T is built at the model's T (20 here), not 1000; the
+    model's own T given explicitly is accepted too."""
+    for extra in ([], ["--T", "20"]):
+        code, out, err = run_cli(capsys, "--model", str(tiny_model), "--data", "builtin:mnist", "--n", "1", "--json",
+                                 "--schedule", "cosine", *extra)
+        assert code == 0, err
+        d = json.loads(out)
+        assert d["T"] == 20 and d["schedule"] == "cosine" and len(d["terms"]) == 21
+
+
+@pytest.fixture(scope="module")
+def unclipped_model(tmp_path_factory):
+    torch.manual_seed(1)
+    net = UNet(UNetConfig(resolution=8, in_channels=1, base_channels=8, channel_mults=(1,), attention_resolutions=(),
+                          groups=4))
+    folder = tmp_path_factory.mktemp("models") / "unclipped"
+    save_checkpoint(folder, net, NoiseSchedule.preset("linear", T=10, beta_start=1e-3, beta_end=0.3),
+                    clip_sample=False)
+    return folder
+
+
+def test_clip_and_no_clip_are_a_pair_defaulting_to_the_models_config(capsys, unclipped_model, tiny_model):
+    def bound(model, *flags):
+        code, out, err = run_cli(capsys, "--model", str(model), "--data", "builtin:mnist", "--n", "1", "--json",
+                                 *flags)
+        assert code == 0, err
+        return json.loads(out)
+
+    default, clipped, unclipped = (bound(unclipped_model, *f) for f in ([], ["--clip"], ["--no-clip"]))
+    assert (default["clip_denoised"], clipped["clip_denoised"], unclipped["clip_denoised"]) == (False, True, False)
+    assert default["terms"] == unclipped["terms"] and clipped["terms"] != default["terms"]
+    assert bound(tiny_model)["clip_denoised"] is True  # a model saved with the default (clip_sample: true)
+    assert bound(tiny_model, "--no-clip")["clip_denoised"] is False

@@ -305,3 +305,26 @@ def test_the_oracle_needs_a_schedule():
     x = grid_image((1, 1, 4, 4))
     with pytest.raises(ValueError, match="no schedule of its own"):
         compute_bound(OracleDenoiser(x), x)
+
+
+def test_a_trained_model_is_refused_a_schedule_of_another_T(short):
+    den = NetDenoiser(short)  # trained (it says) on T = 30
+    x = grid_image((1, 1, 8, 8))
+    with pytest.raises(ValueError, match="was trained with T = 30 timesteps; this schedule has T = 40"):
+        compute_bound(den, x, NoiseSchedule.preset("linear", T=40))
+    assert den.calls == 0
+    other_shape = NoiseSchedule.preset("cosine", T=30)  # another schedule of the same T is the user's choice
+    assert variational_bound(den, x, other_shape).schedule == other_shape
+
+
+def test_terms_are_improved_diffusions_vb_reversed_then_the_prior(short):
+    """calc_bpd_loop appends vb while looping t = T−1 … 0, so its column j is timestep T−1−j (module docstring)."""
+    den = NetDenoiser(short)
+    x = grid_image((2, 1, 8, 8), seed=3)
+    by_t = reference_bound(den, x, short, seed=2)           # [:, t] is timestep t's term, [:, T] the prior
+    vb = np.stack([by_t[:, t] for t in list(range(short.T))[::-1]], axis=1)  # their loop, their append order
+    prior_bpd = by_t[:, short.T]
+    r = variational_bound(den, x, seed=2)
+    np.testing.assert_allclose(r.per_image, np.concatenate([vb[:, ::-1], prior_bpd[:, None]], axis=1),
+                               rtol=1e-5, atol=1e-9)
+    assert not np.allclose(r.per_image[:, :-1], vb)  # not their columns as they stand

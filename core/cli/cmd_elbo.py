@@ -1,18 +1,24 @@
-"""``ddpm elbo --model SPEC (--image FILE | --data builtin:mnist|DIR --n N) [--variance small|large] [--json]``:
-the variational bound L_VLB = L_T + Σ L_{t−1} + L_0 of a model on real images, every term in bits/dim
-(DDPM notes, eq. 9–14; computed by :mod:`core.vlb`)."""
+"""``ddpm elbo --model SPEC (--image FILE | --data builtin:mnist|DIR --n N) [--variance small|large]
+[--clip|--no-clip] [--json]``: the variational bound L_VLB = L_T + Σ L_{t−1} + L_0 of a model on real images, every
+term in bits/dim (DDPM notes, eq. 9–14; computed by :mod:`core.vlb`).
+
+A trained model is evaluated on its own T only, refused like ``ddpm sample`` refuses another T
+(:func:`core.models.denoiser.check_training_T`); every number is range-checked before any work, with the range in
+the one-line message (exit 2)."""
 from __future__ import annotations
 
-import json
-import sys
+import numbers
 import time
 
 import numpy as np
 
+from core.cli.options import BATCH, SEED, TIMESTEPS_T, int_in
 from core.cli.progress import Progress
+from core.messages import json_text
 from core.vlb import DEFAULT_BATCH_SIZE, VARIANCES, BoundResult, compute_bound
 
 DEFAULT_N = 8
+MAX_N = 100_000  # as many images as a folder may hold (core.data.MAX_FOLDER_IMAGES)
 ORACLE_SCHEDULE = "linear"  # the oracle has no schedule of its own: Ho et al.'s linear, T = 1000, unless --schedule
 
 
@@ -25,18 +31,23 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="an image file (centre-cropped and resized to the model's resolution)")
     src.add_argument("--data", help="builtin:mnist (its held-out digits) or a folder of images")
-    p.add_argument("--n", type=int, default=None, help=f"how many --data images (default {DEFAULT_N}; the first N)")
+    p.add_argument("--n", type=int_in(1, MAX_N), default=None,
+                   help=f"how many --data images, 1…{MAX_N} (default {DEFAULT_N}; the first N)")
     p.add_argument("--split", choices=("heldout", "train", "all"), default=None,
                    help="which builtin:mnist digits (default heldout: digits no model here was trained on)")
     p.add_argument("--variance", choices=VARIANCES, default=None,
                    help="p_θ's variance: small = β̃_t, large = β_t (default: the model's own)")
     p.add_argument("--schedule", default=None,
                    help="a preset name or schedule FILE.json (default: the model's own; linear T=1000 for an oracle)")
-    p.add_argument("--T", type=int, default=None, help="timesteps for a --schedule preset (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise that draws each x_t (default 0)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+    p.add_argument("--T", type=TIMESTEPS_T, default=None,
+                   help="timesteps for a --schedule preset (default: the model's own T; 1000 for an oracle). A "
+                   "trained model is refused any other T")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the noise that draws each x_t (default 0)")
+    p.add_argument("--batch-size", type=BATCH, default=DEFAULT_BATCH_SIZE,
                    help=f"(image, timestep) pairs per forward pass (default {DEFAULT_BATCH_SIZE})")
-    p.add_argument("--no-clip", action="store_true", help="do not clip x̂_0 to [−1, 1] (default: the model's setting)")
+    p.add_argument("--clip", dest="clip", action="store_true", default=None,
+                   help="clip x̂_0 to [−1, 1] (default: the model's own setting, clip_sample in its config)")
+    p.add_argument("--no-clip", dest="clip", action="store_false", help="do not clip x̂_0")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     p.set_defaults(func=run)
@@ -50,8 +61,8 @@ def load_images(args, denoiser) -> tuple[np.ndarray, str]:
             raise ValueError("--n and --split go with --data, not --image")
         return image_for_model(args.image, r, c), args.image
     n = DEFAULT_N if args.n is None else args.n
-    if n < 1:
-        raise ValueError(f"--n must be at least 1, got {n}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_N:
+        raise ValueError(f"--n must be an integer in 1…{MAX_N}, got {n!r}")
     from core.data import load_dataset
     builtin = args.data.startswith("builtin:")
     if args.split not in (None, "all", "train") and not builtin:
@@ -84,23 +95,31 @@ def array_for_model(img: np.ndarray, resolution: int, channels: int) -> np.ndarr
 
 
 def pick_schedule(args, denoiser):
-    """--schedule (a preset, with --T, or a file); else the model's own; else (the oracle) linear, T = 1000."""
+    """--schedule (a preset, at --T or else the model's own T, or a file); else the model's own; else (the oracle)
+    linear, T = 1000. A trained model is refused a schedule of another T, as ``ddpm sample`` refuses it."""
+    from core.models.denoiser import check_training_T
     from core.schedule import parse_schedule_spec
+    own = denoiser.schedule
     if args.schedule is not None:
-        return parse_schedule_spec(args.schedule, T=args.T)
-    if args.T is not None:
+        if args.T is not None and (args.schedule.endswith(".json") or "/" in args.schedule):  # as parse_… reads it
+            raise ValueError(f"--T goes with --schedule PRESET; the file {args.schedule} has its own T")
+        schedule = parse_schedule_spec(args.schedule, T=args.T if args.T is not None else own.T if own else None)
+    elif args.T is not None:
         raise ValueError("--T goes with --schedule PRESET")
-    return denoiser.schedule if denoiser.schedule is not None else parse_schedule_spec(ORACLE_SCHEDULE, T=1000)
+    else:
+        schedule = own if own is not None else parse_schedule_spec(ORACLE_SCHEDULE, T=1000)
+    check_training_T(denoiser, schedule)
+    return schedule
 
 
 def run(args) -> int:
     from core.models.load import load_model
     denoiser = load_model(args.model, device=args.device)
+    schedule = pick_schedule(args, denoiser)  # before the images: a refusal costs no loading
     x0, source = load_images(args, denoiser)
-    schedule = pick_schedule(args, denoiser)
     start = time.perf_counter()
     events = compute_bound(denoiser, x0, schedule, args.variance, batch_size=args.batch_size, seed=args.seed,
-                           clip_denoised=False if args.no_clip else None)
+                           clip_denoised=args.clip)
     result = None
     with Progress(len(x0) * schedule.T, "elbo", unit="terms") as bar:
         for event in events:
@@ -111,7 +130,7 @@ def run(args) -> int:
     seconds = time.perf_counter() - start
     if args.json:
         out = {**result.to_dict(), "model": args.model, "images": source, "seconds": round(seconds, 3)}
-        print(json.dumps(out))
+        print(json_text(out))  # valid JSON even if a term is not finite (null)
     else:
         print(summary(result, args.model, source, seconds))
     return 0

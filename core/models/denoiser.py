@@ -42,3 +42,14 @@ class Denoiser:
     def to(self, device) -> "Denoiser":
         self.device = torch.device(device)
         return self
+
+
+def check_training_T(denoiser, schedule) -> None:
+    """Refuse a schedule whose T differs from the one ``denoiser`` was trained with (a network's timestep input
+    means nothing on another grid); a model with no schedule of its own (the oracle) takes any. Behind ``ddpm elbo``
+    and the bound (:func:`core.vlb.compute_bound`); :func:`core.samplers.sample` refuses with the same words."""
+    own = getattr(denoiser, "schedule", None)
+    if own is not None and schedule is not None and own.T != schedule.T:
+        from core.messages import printable
+        raise ValueError(f"{printable(getattr(denoiser, 'name', 'this model'))} was trained with T = {own.T} "
+                         f"timesteps; this schedule has T = {schedule.T}")

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 
 from core.forward import draw_noise
+from core.messages import printable
+from core.models.denoiser import check_training_T
 from core.models.prediction import to_x0
 from core.schedule import NoiseSchedule
 from core.vlb.likelihood import discretized_gaussian_log_likelihood, normal_kl
@@ -175,14 +177,16 @@ def compute_bound(denoiser, x0, schedule: NoiseSchedule | None = None, variance:
     its last item. ``batch_size`` (image, timestep) pairs share one forward pass, timesteps from T−1 down to 0.
     Closing the generator (or dropping it) between events cancels: no further forward pass runs.
 
-    ``schedule`` defaults to the model's own (the oracle has none: pass one); a model is always called with code
+    ``schedule`` defaults to the model's own (the oracle has none: pass one); a model with a schedule of its own is
+    refused one of another T (:func:`~core.models.denoiser.check_training_T`); a model is always called with code
     timestep indices, whatever schedule is passed. ``variance`` defaults to the model's ``variance_type``;
     ``clip_denoised`` to its ``clip_sample``; ``device`` to its ``device``; ``class_labels`` (N,) conditions a
     class-conditional model (default: unconditional). Bad input raises ValueError here, before the first event.
     """
     schedule = schedule if schedule is not None else getattr(denoiser, "schedule", None)
     if schedule is None:
-        raise ValueError(f"{getattr(denoiser, 'name', 'this model')} has no schedule of its own; pass one")
+        raise ValueError(f"{printable(getattr(denoiser, 'name', 'this model'))} has no schedule of its own; pass one")
+    check_training_T(denoiser, schedule)  # a trained network's timesteps mean nothing on another T
     variance = resolve_variance(variance, denoiser)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch size must be a positive integer, got {batch_size!r}")
