@@ -145,3 +145,14 @@ def test_diffusers_mismatches_and_pickles_are_one_line(diffusers_folders):
     weights.rename(weights.with_suffix(".bin"))
     with pytest.raises(ModelLoadError, match="diffusion_pytorch_model.bin: refusing to open a pickle"):
         load_model(str(root / "unet"))
+
+
+def test_an_oracles_name_from_a_file_name_is_escaped(tmp_path):
+    photo = tmp_path / "evil\x1b[2J\nname.png"
+    save_image(photo, np.zeros((8, 8, 3), np.float32))
+    assert load_model(f"oracle:{photo}").name == r"oracle:evil\x1b[2J\nname.png"
+    folder = tmp_path / "dir\x1b]0;title\x07"
+    folder.mkdir()
+    save_image(folder / "a.png", np.zeros((8, 8, 3), np.float32))
+    name = load_model(f"oracle:{folder}").name
+    assert "\x1b" not in name and "\x07" not in name and name.endswith(r"dir\x1b]0;title\x07")

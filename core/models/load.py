@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from core.device import pick_device
+from core.messages import printable
 from core.models.checkpoint import CONFIG, PICKLE_SUFFIXES, ModelLoadError, load_checkpoint, refuse_pickle
 from core.models.denoiser import Denoiser
 
@@ -97,10 +98,11 @@ def load_oracle(target: str, resolution: int | None = None, channels: int | None
         try:
             data = load_dataset(spec, resolution=resolution, split="train", channels=channels)
         except (ValueError, OSError) as e:
-            raise ModelLoadError(f"oracle:{target}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(printable(f"oracle:{target}: {reason}")) from None
         if len(data) == 0:
-            raise ModelLoadError(f"oracle:{target}: no images")
-        name = f"oracle:{target}"
+            raise ModelLoadError(printable(f"oracle:{target}: no images"))
+        name = printable(f"oracle:{target}")
         return OracleDenoiser(torch.from_numpy(np.ascontiguousarray(data.images, dtype=np.float32)),
                               labels=data.labels, num_classes=data.num_classes or None, name=name)
     path = Path(target).expanduser()
@@ -115,7 +117,7 @@ def load_oracle(target: str, resolution: int | None = None, channels: int | None
     c = channels or (1 if grey else 3)
     x = img[..., :1] if c == 1 else img
     return OracleDenoiser(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)),
-                          name=f"oracle:{path.name}")
+                          name=printable(f"oracle:{path.name}"))
 
 
 def _common_size(folder: Path) -> int:
