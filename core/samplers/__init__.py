@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from core.device import autocast, pick_device
+from core.models.denoiser import check_training_T
 from core.samplers.clipping import parse_threshold, process_x0
 from core.samplers.ddim import DDIMSolver
 from core.samplers.ddpm import VARIANCE_TYPES, DDPMSolver
@@ -154,9 +155,10 @@ def sample(denoiser, schedule=None, sampler: str = "ddpm", steps: int | None = N
     schedule = schedule if schedule is not None else denoiser.schedule
     if schedule is None:
         raise SamplerError(f"{denoiser.name} works on any schedule; pass schedule=…")
-    own = denoiser.schedule
-    if own is not None and own.T != schedule.T:
-        raise SamplerError(f"{denoiser.name} was trained with T = {own.T} timesteps; this schedule has T = {schedule.T}")
+    try:
+        check_training_T(denoiser, schedule)
+    except ValueError as e:
+        raise SamplerError(str(e)) from None
     T = schedule.T
     n = _int("n", n, 1, MAX_BATCH)
     seed = _int("seed", seed, -(2**63), 2**64 - 1)
