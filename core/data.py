@@ -128,7 +128,8 @@ def _load_folder(folder: Path, resolution: int, split: str, channels: int | None
     x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)  # N×3×H×W
     grey = bool(np.all(x[:, 0] == x[:, 1]) and np.all(x[:, 1] == x[:, 2]))
     if channels == 1 or (channels is None and grey):
-        x = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).astype(np.float32)
+        from core.images import luma
+        x = luma(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     parents = sorted({p.parent.relative_to(folder).parts[0] for p in paths if p.parent != folder})
     labels, names = None, ()
     if len(parents) >= 2 and all(p.parent != folder for p in paths):

@@ -111,3 +111,31 @@ class ForwardPreview:
     def render(self, t: int, schedule: NoiseSchedule, out: np.ndarray | None = None) -> np.ndarray:
         t = schedule.check_t(t)
         return self.render_coefficients(schedule.sqrt_alphas_cumprod[t], schedule.sqrt_one_minus_alphas_cumprod[t], out)
+
+
+NOTES_TIMESTEPS = (19, 39, 59, 79, 99)   # the notes' strip, on their T = 100
+
+
+def notes_timesteps(T: int) -> list[int]:
+    """The notes' strip timesteps (19, 39, …, 99 of T = 100) placed at the same fractions of a schedule of ``T``."""
+    from core.schedule import NOTES_T
+    return [max(0, min(T - 1, round((t + 1) * T / NOTES_T) - 1)) for t in NOTES_TIMESTEPS]
+
+
+def noise_strip(x0: np.ndarray, schedule: NoiseSchedule, timesteps: list[int], seed: int) -> np.ndarray:
+    """x_t for each t with one shared ε (eq. 5), so the strip matches the window at the same seed: K×H×W×3 float32."""
+    eps = draw_noise(x0.shape, seed).numpy()
+    return np.stack([q_sample(x0, t, eps, schedule) for t in timesteps]).astype(np.float32)
+
+
+def parse_timesteps(text: str, schedule: NoiseSchedule) -> list[int]:
+    """``"19, 39, 99"`` → [19, 39, 99], each checked against ``schedule`` (one-line ``ValueError`` otherwise)."""
+    try:
+        ts = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"timesteps must be comma-separated integers, got {str(text)[:60]!r}") from None
+    if not ts:
+        raise ValueError("no timesteps listed")
+    for t in ts:
+        schedule.check_t(t)
+    return ts

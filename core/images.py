@@ -181,3 +181,40 @@ def resize_square(x: np.ndarray, size: int) -> np.ndarray:
     crop = to_uint8(x[top:top + s, left:left + s])
     img = Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS)
     return from_uint8(np.asarray(img))
+
+
+BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)   # ITU-R BT.601 luma weights (Pillow's "L" too)
+
+
+def luma(x: np.ndarray) -> np.ndarray:
+    """Grey from RGB by BT.601, channels last: H×W×3 (or …×3) float → …×1."""
+    return (np.asarray(x, dtype=np.float32) @ BT601)[..., None]
+
+
+def photo_to_model_input(img: np.ndarray, resolution: int, channels: int, on_uint8_grid: bool = False) -> np.ndarray:
+    """A photo (H×W×3 float in [−1, 1], as :func:`load_image` gives) as a model's C×H×W input: centre crop, resize
+    to ``resolution`` (Lanczos), BT.601 luma for a 1-channel model.
+
+    ``on_uint8_grid`` keeps the result on the 8-bit grid x = u8/127.5 − 1 (grey rounded as Pillow's ``convert("L")``
+    rounds it), which the bound's discretized decoder needs; otherwise grey is exact float luma (what the samplers
+    start from for "denoise from here")."""
+    img = np.asarray(img, dtype=np.float32)
+    if img.shape[:2] != (resolution, resolution):
+        img = resize_square(img, resolution)
+    if on_uint8_grid:
+        u8 = to_uint8(img)
+        if channels == 1:
+            u8 = np.asarray(Image.fromarray(u8).convert("L"))[..., None]
+        x = from_uint8(u8)
+    else:
+        x = luma(img) if channels == 1 else img
+    return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+
+
+def batch_grid(batch, scale: int = 1) -> np.ndarray:
+    """A model batch (N×C×H×W tensor or array in [−1, 1]) as the uint8 grid ``ddpm sample`` writes (pad 1),
+    enlarged by an integer ``scale``."""
+    if hasattr(batch, "detach"):
+        batch = batch.detach().float().cpu().clamp(-1, 1).numpy()
+    grid = make_grid(to_uint8(np.clip(batch, -1, 1)), pad=1)
+    return np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1) if scale > 1 else grid

@@ -103,3 +103,15 @@ def json_text(obj, **kw) -> str:
         return v
 
     return json.dumps(clean(obj), allow_nan=False, **kw)
+
+
+def format_eta(seconds: float) -> str:
+    """Seconds as ``M:SS`` or ``H:MM:SS`` (the CLI's progress bar and every panel's ETA); ``--:--`` when unknown."""
+    import math
+    if not math.isfinite(seconds):
+        return "--:--"
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+

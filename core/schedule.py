@@ -317,3 +317,26 @@ def parse_schedule_spec(spec: str | None, T: int | None = None, beta_start: floa
         return NoiseSchedule.load(spec)
     return NoiseSchedule.preset(spec or "linear", T=1000 if T is None else T, beta_start=beta_start,
                                 beta_end=beta_end, zero_snr=zero_snr)
+
+
+# The two schedules the program falls back on, each defined once.
+NOTES_T, NOTES_BETA_START, NOTES_BETA_END = 100, 1e-4, 0.05
+
+
+def notes_schedule(zero_snr: bool = False) -> NoiseSchedule:
+    """The DDPM notes' worked example: linear β from 1e-4 to 0.05 over T = 100 (``ddpm noise``'s default and the
+    window's first schedule)."""
+    return NoiseSchedule.preset("linear", T=NOTES_T, beta_start=NOTES_BETA_START, beta_end=NOTES_BETA_END,
+                                zero_snr=zero_snr)
+
+
+def default_schedule() -> NoiseSchedule:
+    """Ho et al.'s linear schedule, 1e-4 → 0.02 over T = 1000: what a model with no schedule of its own (the
+    oracle) samples and is bounded with, unless the user picks another."""
+    return NoiseSchedule.preset("linear", T=1000)
+
+
+def model_schedule(denoiser) -> NoiseSchedule:
+    """The schedule a model was trained with, or :func:`default_schedule` for one that has none (the oracle)."""
+    own = getattr(denoiser, "schedule", None)
+    return own if own is not None else default_schedule()

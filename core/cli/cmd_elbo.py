@@ -19,7 +19,6 @@ from core.vlb import DEFAULT_BATCH_SIZE, VARIANCES, BoundResult, compute_bound
 
 DEFAULT_N = 8
 MAX_N = 100_000  # as many images as a folder may hold (core.data.MAX_FOLDER_IMAGES)
-ORACLE_SCHEDULE = "linear"  # the oracle has no schedule of its own: Ho et al.'s linear, T = 1000, unless --schedule
 
 
 def register(sub) -> None:
@@ -75,30 +74,21 @@ def load_images(args, denoiser) -> tuple[np.ndarray, str]:
 
 
 def image_for_model(path, resolution: int, channels: int) -> np.ndarray:
-    """A photo as 1×C×H×W on the uint8 grid: centre-cropped, resized (Lanczos), and for one channel converted to
-    luma the way Pillow's ``convert("L")`` does (ITU-R 601, rounded to 8 bits)."""
+    """Deprecated alias kept until the window moves off core.cli: see core.images.photo_to_model_input."""
     from core.images import load_image
     return array_for_model(load_image(path), resolution, channels)
 
 
 def array_for_model(img: np.ndarray, resolution: int, channels: int) -> np.ndarray:
-    """:func:`image_for_model` for a photo already in memory (H×W×3 in [−1, 1], as ``load_image`` returns it):
-    the GUI's ELBO panel uses it for a pasted photo that has no file."""
-    from PIL import Image
-    from core.images import from_uint8, resize_square, to_uint8
-    if img.shape[:2] != (resolution, resolution):
-        img = resize_square(img, resolution)
-    u8 = to_uint8(img)
-    if channels == 1:
-        u8 = np.asarray(Image.fromarray(u8).convert("L"))[..., None]
-    return from_uint8(u8).transpose(2, 0, 1)[None]
+    from core.images import photo_to_model_input
+    return photo_to_model_input(img, resolution, channels, on_uint8_grid=True)[None]
 
 
 def pick_schedule(args, denoiser):
     """--schedule (a preset, at --T or else the model's own T, or a file); else the model's own; else (the oracle)
     linear, T = 1000. A trained model is refused a schedule of another T, as ``ddpm sample`` refuses it."""
     from core.models.denoiser import check_training_T
-    from core.schedule import parse_schedule_spec
+    from core.schedule import model_schedule, parse_schedule_spec
     own = denoiser.schedule
     if args.schedule is not None:
         if args.T is not None and (args.schedule.endswith(".json") or "/" in args.schedule):  # as parse_… reads it
@@ -107,7 +97,7 @@ def pick_schedule(args, denoiser):
     elif args.T is not None:
         raise ValueError("--T goes with --schedule PRESET")
     else:
-        schedule = own if own is not None else parse_schedule_spec(ORACLE_SCHEDULE, T=1000)
+        schedule = model_schedule(denoiser)
     check_training_T(denoiser, schedule)
     return schedule
 

@@ -8,13 +8,10 @@ import numpy as np
 from core.atomic import atomic_path
 from core.cli.options import SEED, TIMESTEPS_T
 from core.cli.cmd_schedule import BETA
-from core.forward import draw_noise, q_sample
+from core.forward import NOTES_TIMESTEPS, noise_strip, notes_timesteps, parse_timesteps
 from core.images import load_image, make_grid, save_image
 from core.outputs import check_output_file, refuse_overwriting_inputs
-from core.schedule import NoiseSchedule, parse_schedule_spec
-
-NOTES_T, NOTES_BETA_START, NOTES_BETA_END = 100, 1e-4, 0.05
-NOTES_TIMESTEPS = "19,39,59,79,99"
+from core.schedule import notes_schedule, parse_schedule_spec
 
 
 def register(sub) -> None:
@@ -27,29 +24,11 @@ def register(sub) -> None:
     p.add_argument("--beta-start", type=BETA, help="first β for a preset")
     p.add_argument("--beta-end", type=BETA, help="last β for a preset")
     p.add_argument("--zero-snr", action="store_true", help="rescale the preset to zero terminal SNR")
-    p.add_argument("--t", default=None, help=f"comma-separated timesteps (default {NOTES_TIMESTEPS})")
+    p.add_argument("--t", default=None, help=f"comma-separated timesteps (default {','.join(map(str, NOTES_TIMESTEPS))})")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the noise ε (default 0)")
     p.add_argument("-o", "--output", required=True, help="output PNG")
     p.add_argument("--npz", action="store_true", help="also write OUT.npz with x0, xt and t")
     p.set_defaults(func=run)
-
-
-def parse_timesteps(text: str, schedule: NoiseSchedule) -> list[int]:
-    try:
-        ts = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--t must be comma-separated integers, got {text!r}") from None
-    if not ts:
-        raise ValueError("--t lists no timesteps")
-    for t in ts:
-        schedule.check_t(t)
-    return ts
-
-
-def noise_strip(x0: np.ndarray, schedule: NoiseSchedule, timesteps: list[int], seed: int) -> np.ndarray:
-    """x_t for each t with one shared ε (so the strip matches the app at the same seed): K×H×W×3 float32."""
-    eps = draw_noise(x0.shape, seed).numpy()
-    return np.stack([q_sample(x0, t, eps, schedule) for t in timesteps]).astype(np.float32)
 
 
 def run(args) -> int:
@@ -60,13 +39,12 @@ def run(args) -> int:
     check_output_file(out)
     refuse_overwriting_inputs([out, npz_path if args.npz else None], [args.image, args.schedule])
     if args.schedule is None and args.T is None and args.beta_start is None and args.beta_end is None:
-        schedule = NoiseSchedule.preset("linear", T=NOTES_T, beta_start=NOTES_BETA_START, beta_end=NOTES_BETA_END,
-                                        zero_snr=args.zero_snr)
+        schedule = notes_schedule(zero_snr=args.zero_snr)
     else:
         schedule = parse_schedule_spec(args.schedule, T=args.T, beta_start=args.beta_start, beta_end=args.beta_end,
                                        zero_snr=args.zero_snr)
     if args.t is None:
-        ts = [round((t + 1) * schedule.T / NOTES_T) - 1 for t in map(int, NOTES_TIMESTEPS.split(","))]
+        ts = notes_timesteps(schedule.T)
     else:
         ts = parse_timesteps(args.t, schedule)
     x0 = load_image(args.image)

@@ -71,23 +71,20 @@ def parse_classes(text: str | None):
 
 
 def start_image(path: str, denoiser) -> np.ndarray:
-    """An image as the model's C×H×W in [−1, 1] (centre crop, resize; luma for 1-channel models)."""
-    from core.images import load_image, resize_square
-    img = resize_square(load_image(path), denoiser.resolution)
-    if denoiser.channels == 1:
-        img = (img @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
-    return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+    """Deprecated alias kept until the window moves off core.cli: see core.images.photo_to_model_input."""
+    from core.images import load_image, photo_to_model_input
+    return photo_to_model_input(load_image(path), denoiser.resolution, denoiser.channels)
 
 
 def _grid(batch, scale: int) -> np.ndarray:
-    from core.images import make_grid, to_uint8
-    grid = make_grid(to_uint8(batch.detach().float().cpu().clamp(-1, 1).numpy()), pad=1)
-    return np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1) if scale > 1 else grid
+    from core.images import batch_grid
+    return batch_grid(batch, scale)
 
 
 def _frame(x_t, x0, scale: int) -> np.ndarray:
     """x_t (left) beside x̂_0 (right)."""
-    a, b = _grid(x_t, scale), _grid(x0, scale)
+    from core.images import batch_grid
+    a, b = batch_grid(x_t, scale), batch_grid(x0, scale)
     gap = np.full((a.shape[0], 4 * scale, 3), 255, np.uint8)
     return np.concatenate([a, gap, b], axis=1)
 
@@ -96,7 +93,9 @@ def run(args) -> int:
     from core.device import pick_device
     from core.images import save_animation, save_image
     from core.models.load import load_model
+    from core.images import batch_grid, load_image, photo_to_model_input
     from core.samplers import SAMPLER_NAMES, sample
+    from core.schedule import model_schedule, parse_schedule_spec
 
     out = Path(args.output)
     if out.suffix.lower() not in OUTPUTS:
@@ -108,12 +107,12 @@ def run(args) -> int:
     device = pick_device(args.device)
     labels = parse_classes(args.class_)
     denoiser = load_model(args.model, device=device, resolution=args.resolution)
-    x_start = start_image(args.from_image, denoiser) if args.from_image else None
-    from core.schedule import parse_schedule_spec
+    x_start = (photo_to_model_input(load_image(args.from_image), denoiser.resolution, denoiser.channels)
+               if args.from_image else None)
     if args.schedule is not None:
         schedule = parse_schedule_spec(args.schedule, T=denoiser.schedule.T if denoiser.schedule else None)
     else:  # the model's own; the oracle, which has none, gets Ho et al.'s linear T = 1000
-        schedule = denoiser.schedule or parse_schedule_spec("linear")
+        schedule = model_schedule(denoiser)
     steps = sample(denoiser, schedule=schedule, sampler=args.sampler, steps=args.steps, eta=args.eta,
                    seed=args.seed, n=args.n, class_labels=labels, guidance=args.guidance,
                    variance_type=args.variance, clip_sample=args.clip, dynamic_threshold=args.threshold,
@@ -130,7 +129,7 @@ def run(args) -> int:
                 bar.total = step.total
                 keep = set(np.linspace(1, step.total, min(MAX_GIF_FRAMES, step.total)).round().astype(int).tolist())
                 if gif and args.scale is None:
-                    side = _grid(step.x_t, 1).shape[0]
+                    side = batch_grid(step.x_t, 1).shape[0]
                     scale = max(1, -(-256 // side))
             if gif and step.index in keep:
                 frames.append(_frame(step.x_t, step.x0_pred, scale))
@@ -141,7 +140,7 @@ def run(args) -> int:
     if gif:
         save_animation(out, frames, duration_ms=[80] * (len(frames) - 1) + [1500])  # hold the result
     elif out.suffix.lower() == ".png":
-        save_image(out, _grid(images, scale))
+        save_image(out, batch_grid(images, scale))
     else:
         extra = {} if labels is None else {"labels": np.broadcast_to(np.asarray(labels, np.int64), (len(images),))}
         with atomic_path(out) as tmp:

@@ -4,14 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-
-def format_eta(seconds: float) -> str:
-    if seconds != seconds or seconds == float("inf"):
-        return "--:--"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+from core.messages import format_eta
 
 
 class Progress:
