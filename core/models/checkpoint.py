@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from core.atomic import atomic_dir
-from core.models.denoiser import Denoiser
+from core.models.denoiser import VARIANCE_TYPES, Denoiser
 from core.messages import printable
 from core.models.unet import UNet, UNetConfig, shown, unet_parameter_count
 from core.schedule import NoiseSchedule, ScheduleError
@@ -31,7 +31,6 @@ FORMAT = "ddpm-studio.model"
 VERSION = 1
 CONFIG, WEIGHTS, SCHEDULE = "config.json", "model.safetensors", "schedule.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
-VARIANCE_TYPES = ("fixed_small", "fixed_large")
 RESERVED = ("format", "version", "unet", "prediction_type", "resolution", "channels", "num_classes")
 #: The most parameters a model folder (ours or diffusers') may describe: 2·10⁹, i.e. 8 GB of fp32 weights — far
 #: above any pixel-space DDPM UNet (the CIFAR-10 model has 35.7 M, ADM's ImageNet 256 one 554 M).

@@ -12,6 +12,9 @@ import torch
 
 from core.schedule import NoiseSchedule
 
+# p_θ(x_{t−1} | x_t)'s fixed variance σ_t² (Ho et al. 2020, §3.2): β̃_t (the true posterior's) or β_t
+VARIANCE_TYPES = ("fixed_small", "fixed_large")
+
 
 @dataclass
 class Denoiser:

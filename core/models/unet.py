@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.messages import printable
+from core.models.prediction import PREDICTION_TYPES
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 # Bounds on each config value (a config file is untrusted input): far above any useful network, low enough that
 # checking a config never means building one. The total size is bounded separately (see unet_parameter_count and
 # core.models.checkpoint.MAX_PARAMETERS).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-VARIANCE_TYPES = ("fixed_small", "fixed_large")
+from core.models.denoiser import VARIANCE_TYPES
 
 
 class DDPMSolver:

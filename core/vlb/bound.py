@@ -44,13 +44,14 @@ import torch
 
 from core.forward import draw_noise
 from core.messages import printable
-from core.models.denoiser import check_training_T
+from core.models.denoiser import VARIANCE_TYPES, check_training_T
 from core.models.prediction import to_x0
 from core.schedule import NoiseSchedule
 from core.vlb.likelihood import discretized_gaussian_log_likelihood, normal_kl
 
-VARIANCES = ("small", "large")
-_ALIASES = {"fixed_small": "small", "fixed_large": "large"}
+# The bound's short names for the model's VARIANCE_TYPES (its --variance and JSON say small / large).
+VARIANCES = tuple(v.removeprefix("fixed_") for v in VARIANCE_TYPES)
+_ALIASES = dict(zip(VARIANCE_TYPES, VARIANCES))
 DEFAULT_BATCH_SIZE = 125
 _LN2 = math.log(2.0)
 _SEED_STRIDE = 1_000_003  # > the largest T a schedule may have, so (seed, i, t) never share a noise seed
