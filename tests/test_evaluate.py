@@ -61,7 +61,8 @@ def test_shipped_classifier_is_confident_on_digits_and_not_on_noise():
     """The confident share means "a recognisable digit" only if real digits pass and noise does not (a plain CNN
     calls most noise images a confident digit; outlier exposure is what fixes that)."""
     import torch
-    from core.classifier import confident_share, load_classifier, noise_images
+    from core.classifier import confident_share, load_classifier
+    from core.classifier.train import noise_images
     from core.data import load_dataset
     net = load_classifier()
     assert confident_share(net, load_dataset("builtin:mnist", split="heldout").images) >= 0.95
@@ -152,7 +153,7 @@ def test_builtin_model_draws_the_digit_it_is_asked_for():
 
 def test_random_affine_is_the_identity_at_zero_and_moves_pixels_otherwise():
     import torch
-    from core.classifier import random_affine
+    from core.classifier.train import random_affine
     from core.data import load_dataset
     x = torch.from_numpy(load_dataset("builtin:mnist", split="heldout").images[:16])
     same = random_affine(x, torch.Generator().manual_seed(0), degrees=0.0, scale=0.0, shift=0.0)
