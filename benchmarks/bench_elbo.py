@@ -17,7 +17,7 @@ import time
 import torch
 
 from core.data import load_dataset
-from core.models.checkpoint import UNetDenoiser
+from core.models.unet import UNetDenoiser
 from core.models.unet import UNet
 from core.schedule import NoiseSchedule
 from core.train import unet_config_for

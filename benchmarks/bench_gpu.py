@@ -26,7 +26,7 @@ def main() -> int:
               f"{torch.__version__}{', CPU-only build' if torch.version.cuda is None else ''}); nothing to measure")
         return 0
 
-    from core.models.checkpoint import UNetDenoiser
+    from core.models.unet import UNetDenoiser
     from core.models.unet import UNet, UNetConfig
     from core.samplers import sample
     from core.schedule import NoiseSchedule

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from core.models.checkpoint import UNetDenoiser
+from core.models.unet import UNetDenoiser
 from core.models.unet import UNet, UNetConfig
 from core.samplers import sample
 from core.schedule import NoiseSchedule

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.models.checkpoint import (ModelLoadError, UNetDenoiser, load_checkpoint, save_checkpoint,
-                                    write_model_files)
-from core.models.unet import UNet, UNetConfig
+from core.models.checkpoint import ModelLoadError, load_checkpoint, save_checkpoint, write_model_files
+from core.models.unet import UNet, UNetConfig, UNetDenoiser
 from core.schedule import NoiseSchedule
 
 CFG = dict(resolution=8, in_channels=1, base_channels=8, channel_mults=(1, 2), attention_resolutions=(4,), groups=4)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from core.images import save_image
-from core.models.checkpoint import ModelLoadError, UNetDenoiser, save_checkpoint
+from core.models.checkpoint import ModelLoadError, save_checkpoint
+from core.models.unet import UNetDenoiser
 from core.models.load import builtin_models, load_model, oracle_for_array
 from core.models.oracle import OracleDenoiser
 from core.models.unet import UNet, UNetConfig

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from core.atomic import atomic_dir
-from core.models.denoiser import VARIANCE_TYPES, Denoiser
+from core.models.denoiser import VARIANCE_TYPES
 from core.messages import printable
-from core.models.unet import UNet, UNetConfig, shown, unet_parameter_count
+from core.models.unet import UNet, UNetConfig, UNetDenoiser, shown, unet_parameter_count
 from core.schedule import NoiseSchedule, ScheduleError
 
 FORMAT = "ddpm-studio.model"
@@ -47,28 +47,6 @@ DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0
 
 class ModelLoadError(ValueError):
     """A model that cannot be loaded or saved; the message is one line naming the file and the mismatch."""
-
-
-class UNetDenoiser(Denoiser):
-    """Our :class:`UNet` as a :class:`Denoiser`; the network is ``.net``, the training metadata ``.meta``."""
-
-    def __init__(self, net: UNet, schedule: NoiseSchedule | None = None, variance_type: str = "fixed_small",
-                 clip_sample: bool = True, name: str = "model", meta: dict | None = None):
-        cfg = net.config
-        param = next(net.parameters(), None)
-        super().__init__(resolution=cfg.resolution, channels=cfg.in_channels, prediction_type=cfg.prediction_type,
-                         num_classes=cfg.num_classes, schedule=schedule, variance_type=variance_type,
-                         clip_sample=bool(clip_sample), name=name,
-                         device=param.device if param is not None else torch.device("cpu"))
-        self.net = net.eval()
-        self.meta = dict(meta or {})
-
-    def model_output(self, x_t, t, class_labels=None, schedule=None):
-        return self.net(x_t, t, class_labels)
-
-    def to(self, device) -> "UNetDenoiser":
-        self.net.to(device)
-        return super().to(device)
 
 
 # ----- writing ------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Sinusoidal timestep embedding → MLP; per resolution ``num_res_blocks`` residua
 embedding added after the first conv), self-attention at the feature-map sizes in ``attention_resolutions``,
 stride-2 conv down, nearest-neighbour up with skip connections. With ``num_classes`` = K > 0 a learned class
 embedding (K + 1 rows; row K is the null class used for unconditional / guided sampling) is added to the time
-embedding.
+embedding. :class:`UNetDenoiser` is the same network as a :class:`~core.models.denoiser.Denoiser`; its file
+format is :mod:`core.models.checkpoint`.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.messages import printable
+from core.models.denoiser import Denoiser
 from core.models.prediction import PREDICTION_TYPES
+from core.schedule import NoiseSchedule
 
 # Bounds on each config value (a config file is untrusted input): far above any useful network, low enough that
 # checking a config never means building one. The total size is bounded separately (see unet_parameter_count and
@@ -281,3 +284,25 @@ class UNet(nn.Module):
         if h.shape[-2:] != x.shape[-2:]:
             h = F.interpolate(h, size=x.shape[-2:], mode="nearest")
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class UNetDenoiser(Denoiser):
+    """Our :class:`UNet` as a :class:`Denoiser`; the network is ``.net``, the training metadata ``.meta``."""
+
+    def __init__(self, net: UNet, schedule: NoiseSchedule | None = None, variance_type: str = "fixed_small",
+                 clip_sample: bool = True, name: str = "model", meta: dict | None = None):
+        cfg = net.config
+        param = next(net.parameters(), None)
+        super().__init__(resolution=cfg.resolution, channels=cfg.in_channels, prediction_type=cfg.prediction_type,
+                         num_classes=cfg.num_classes, schedule=schedule, variance_type=variance_type,
+                         clip_sample=bool(clip_sample), name=name,
+                         device=param.device if param is not None else torch.device("cpu"))
+        self.net = net.eval()
+        self.meta = dict(meta or {})
+
+    def model_output(self, x_t, t, class_labels=None, schedule=None):
+        return self.net(x_t, t, class_labels)
+
+    def to(self, device) -> "UNetDenoiser":
+        self.net.to(device)
+        return super().to(device)
