@@ -7,10 +7,11 @@ import pytest
 
 from core.schedule import NoiseSchedule, ScheduleError, rescale_zero_terminal_snr
 
-diffusers = pytest.importorskip("diffusers")
 
 
 def diffusers_betas(name, T, start, end, zero_snr=False):
+    """diffusers' betas; only the tests that compare with diffusers skip when it is not installed."""
+    diffusers = pytest.importorskip("diffusers")
     s = diffusers.DDPMScheduler(num_train_timesteps=T, beta_start=start, beta_end=end, beta_schedule=name,
                                 rescale_betas_zero_snr=zero_snr)
     return s.betas.double().numpy()
