@@ -22,6 +22,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QToolButton, QVBoxLayout, QWidget)
 
 from core.device import DEVICES, available_devices, pick_device
+from core.messages import one_line
+from core.outputs import check_output_file, refuse_overwriting_inputs
 from core.models.load import builtin_models, load_model, oracle_for_array
 from core.samplers import SAMPLER_NAMES, SAMPLERS, default_steps
 from core.samplers.timesteps import max_steps
@@ -29,7 +31,7 @@ from ddpm_gui.image_views import ImagePane
 from ddpm_gui.model_combo import ModelCombo
 from ddpm_gui.run_recording import (GenerateJob, ModelCache, Recording, RunFrame, export_animation, export_final,
                                     export_frame_folder, export_grid, format_eta, generate_frames)
-from ddpm_gui.worker import WorkerRunner, one_line
+from ddpm_gui.worker import WorkerRunner
 
 BUILTIN, PHOTO, ORACLE, FOLDER, ORACLE_FOLDER, ADD_MODEL, ADD_ORACLE = (
     "builtin", "photo", "oracle", "folder", "oracle-folder", "add-model", "add-oracle")
@@ -226,7 +228,10 @@ class GeneratePanel(QWidget):
 
     def export(self, kind: str, path) -> bool:
         """Write the last run: ``gif`` / ``apng`` (every recorded step), ``grid`` (a progression PNG), ``final``
-        (the samples' PNG grid, as ``ddpm sample -o OUT.png``) or ``frames`` (a folder of numbered PNGs)."""
+        (the samples' PNG grid, as ``ddpm sample -o OUT.png``) or ``frames`` (a folder of numbered PNGs).
+
+        Refused with one line, nothing written, when ``path`` is one of the run's inputs — the model's files, the
+        photo, a loaded schedule file — through a symlink or a hard link too (:meth:`export_inputs`)."""
         writers = {"gif": export_animation, "apng": export_animation, "grid": export_grid, "final": export_final,
                    "frames": export_frame_folder}
         try:
@@ -234,13 +239,37 @@ class GeneratePanel(QWidget):
                 raise ValueError(f"unknown export {kind!r}")
             if self.recording is None or not len(self.recording):
                 raise ValueError("nothing to export yet: run Generate first")
+            if kind == "frames":
+                refuse_overwriting_inputs([path], [*self.window_.input_paths(), *self.export_inputs()])
+                if not Path(path).exists():
+                    check_output_file(path)   # its parent folder exists and is writable
+            else:
+                self.window_.check_output_target(path, self.export_inputs())
             writers[kind](path, self.recording)
-        except (OSError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - always one line
             msg = one_line(e)
             self._fail(msg if str(path) in msg else f"{path}: {msg}", title="Export")
             return False
         self.window_.statusBar().showMessage(f"Wrote {path}", 8000)
         return True
+
+    def export_inputs(self) -> list[Path]:
+        """The files of the models the last run and the current choice read (model folders, oracle photos and
+        image folders): an export never replaces one of them."""
+        from ddpm_gui.main_window import spec_input_files
+        specs = set()
+        job = getattr(self, "_job", None)
+        if job is not None and job.model_key and isinstance(job.model_key[0], str):
+            specs.add(job.model_key[0])
+        kind, value = self.current_model()
+        if kind in (BUILTIN, FOLDER):
+            specs.add(value)
+        elif kind == ORACLE_FOLDER:
+            specs.add(f"oracle:{value}")
+        out: list[Path] = []
+        for spec in sorted(specs):
+            out.extend(spec_input_files(spec))
+        return out
 
     # ----- model list ------------------------------------------------------------------------------------------
     def _fill_models(self) -> None:
@@ -324,8 +353,8 @@ class GeneratePanel(QWidget):
         try:
             items = json.loads(text) if isinstance(text, str) and text else []
             return [(k, v) for k, v in items if k in (FOLDER, ORACLE_FOLDER) and isinstance(v, str)][:MAX_RECENT]
-        except (ValueError, TypeError):
-            return []  # a hand-edited settings file never breaks the panel
+        except Exception:  # noqa: BLE001 - a hand-edited settings file (nested too deeply, …) never breaks the panel
+            return []
 
     def _add_recent(self, kind: str, value: str) -> int:
         with QSignalBlocker(self.modelCombo):

@@ -18,11 +18,19 @@ For the panels that later issues add (Generate, Train, ELBO):
 - ``schedule`` / ``scheduleChanged``, ``timestep`` / ``set_timestep`` / ``timestepChanged``, ``x0``, ``noise``,
   ``seed`` / ``imageChanged`` and ``image_view`` (the x_t pane; ``image_view.set_image(u8)`` shows a frame).
 - ``show_error(message)`` (a non-blocking message box + status bar) and ``statusBar().showMessage``.
+- ``input_paths()`` / ``check_output_target(path)``: the files the window has read (photo, schedule file) and the
+  check every export makes before writing (never one of the inputs, through symlinks and hard links too).
+
+Opening a photo (:meth:`MainWindow.open_image`): a small file (≤ 512×512 pixels) is read at once; a larger one is
+decoded at the working size (:mod:`core.photo`: at most 2048×2048 pixels, downscaled while decoding) and its noise
+prepared on a worker, with a busy indicator in the status bar, while the window stays responsive; ``photoLoaded``
+says when it is shown, ``photoFailed(message)`` when it cannot be used (the photo shown before stays).
 """
 from __future__ import annotations
 
 import html
 import math
+import os
 import secrets
 import time
 from pathlib import Path
@@ -32,22 +40,26 @@ from PIL import Image
 from PySide6.QtCore import QByteArray, QSettings, QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QGuiApplication, QImage, QKeySequence, QPainter
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
-                               QMainWindow, QMessageBox, QPushButton, QSizePolicy, QSlider, QSpinBox, QSplitter,
-                               QTabWidget, QVBoxLayout, QWidget)
+                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QSizePolicy, QSlider, QSpinBox,
+                               QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
-from core.cli.cmd_noise import NOTES_T, NOTES_TIMESTEPS, noise_strip
-from core.forward import ForwardPreview, draw_noise
-from core.images import ImageLoadError, SAMPLES, from_uint8, load_image, make_grid, sample_path, save_image, to_uint8
+from core.forward import ForwardPreview, draw_noise, noise_strip, notes_timesteps
+from core.images import SAMPLES, from_uint8, load_image, make_grid, sample_path, save_image, to_uint8
+from core.messages import one_line
+from core.outputs import check_output_file, refuse_overwriting_inputs
+from core.photo import WORK_MAX_PIXELS, Photo, load_photo, load_steps, peek_size
 from core.schedule import NoiseSchedule, ScheduleError
 from ddpm_gui import settings as settings_mod
 from ddpm_gui.chain import ChainCache, ChainFrame, chain_frames
 from ddpm_gui.image_views import ImagePane, PixelHistogram, qpixmap_from_u8, u8_from_qimage
 from ddpm_gui.schedule_panel import SchedulePanel
 from ddpm_gui.torch_threads import one_torch_thread
-from ddpm_gui.worker import WorkerRunner, collect_garbage_on_ui_thread, one_line, shutdown_all
+from ddpm_gui.worker import (CLOSE_WAIT_S, WorkerRunner, background_priority, collect_garbage_on_ui_thread,
+                             shutdown_all)
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff *.ppm *.pgm);;All files (*)"
-MAX_WORK_PIXELS = 2048 * 2048      # larger photos are downscaled for the interactive view (export uses the file)
+MAX_WORK_PIXELS = WORK_MAX_PIXELS  # larger photos are downscaled for the interactive view (export uses the file)
+SYNC_MAX_PIXELS = 512 * 512        # a photo file up to this size opens at once (≈ 50 ms); larger ones on a worker
 HIST_SAMPLES = 65_536
 CHAIN_MAX_PIXELS = 1024 * 1024     # the Markov chain walks at most this many pixels per step
 STRIP_THUMB_HEIGHT = 120
@@ -57,9 +69,98 @@ SAMPLE_LABELS = {"chelsea": "Chelsea the cat", "coffee": "Coffee", "astronaut": 
 CLOSED, CHAIN = "closed", "chain"
 
 
-def notes_timesteps(T: int) -> list[int]:
-    """The notes' strip timesteps 19, 39, 59, 79, 99 (for T = 100), scaled to T as the CLI scales them."""
-    return [max(0, min(T - 1, round((t + 1) * T / NOTES_T) - 1)) for t in map(int, NOTES_TIMESTEPS.split(","))]
+class PreparedPhoto:
+    """A photo's x_0 with its fixed noise and what the view caches from the pair (made by :func:`prepare_photo`,
+    on a worker for large photos). A plain class, not a dataclass, so a worker hands it over without a copy: every
+    array in it is new and no thread writes it again."""
+
+    __slots__ = ("x0", "seed", "noise", "preview", "hist_index", "moments", "hist_x0", "hist_eps", "x0_u8",
+                 "noise_u8")
+
+
+def prepare_photo(x0: np.ndarray, seed: int) -> PreparedPhoto:
+    """ε = draw_noise(x0.shape, seed), the slider's ForwardPreview, the histogram's samples, the moments the PSNR
+    readout uses and the display images of x_0 and ε (no Qt: runs on any thread)."""
+    p = PreparedPhoto()
+    p.x0 = x0 = np.ascontiguousarray(x0, dtype=np.float32)
+    p.seed = int(seed)
+    p.noise = noise = draw_noise(x0.shape, seed).numpy()
+    p.preview = ForwardPreview(x0, noise)
+    rng = np.random.default_rng(12345)
+    p.hist_index = rng.integers(0, x0.size, size=min(HIST_SAMPLES, x0.size))
+    p.moments = _moments(x0, noise)
+    p.hist_x0 = x0.reshape(-1)[p.hist_index].astype(np.float64)
+    p.hist_eps = noise.reshape(-1)[p.hist_index].astype(np.float64)
+    p.x0_u8 = to_uint8(x0)
+    p.noise_u8 = to_uint8(noise)
+    return p
+
+
+def _moments(x0: np.ndarray, noise: np.ndarray, chunk: int = 1 << 20) -> tuple[float, float, float]:
+    """(E[x_0²], E[x_0 ε], E[ε²]) in float64, a million values at a time (no full-size float64 copies)."""
+    x, e = x0.reshape(-1), noise.reshape(-1)
+    xx = xe = ee = 0.0
+    for i in range(0, x.size, chunk):
+        xs, es = x[i:i + chunk].astype(np.float64), e[i:i + chunk].astype(np.float64)
+        xx += float(np.dot(xs, xs))
+        xe += float(np.dot(xs, es))
+        ee += float(np.dot(es, es))
+    n = max(1, x.size)
+    return xx / n, xe / n, ee / n
+
+
+class _Loaded:
+    """What the photo worker hands back: the photo and its prepared noise (a plain object: not copied)."""
+
+    __slots__ = ("photo", "prepared")
+
+    def __init__(self, photo: Photo, prepared: PreparedPhoto):
+        self.photo, self.prepared = photo, prepared
+
+
+def photo_job(path, seed: int, max_pixels: int = WORK_MAX_PIXELS):
+    """The photo worker: decode ``path`` at its working size (:func:`core.photo.load_steps`, yielding each stage's
+    name), then prepare its noise; returns a :class:`_Loaded`. It runs at a lower CPU priority than the UI."""
+    background_priority()
+    photo = yield from load_steps(path, max_pixels)
+    yield "preparing the noise"
+    with one_torch_thread():
+        prepared = prepare_photo(photo.x0, seed)
+    return _Loaded(photo, prepared)
+
+
+def noise_job(x0: np.ndarray, seed: int):
+    """The noise worker (a new seed for a large photo): returns the :class:`PreparedPhoto`."""
+    background_priority()
+    yield None
+    with one_torch_thread():
+        return prepare_photo(x0, seed)
+
+
+def spec_input_files(spec, limit: int = 20_000) -> list[Path]:
+    """The files a model spec reads (a model folder and its files, a built-in model's folder, an oracle's photo or
+    folder of images, recursively), so an export can refuse to replace one of them. Non-path specs give none."""
+    if not isinstance(spec, str) or not spec or spec == "oracle:builtin:mnist":
+        return []
+    target = spec[len("oracle:"):] if spec.startswith("oracle:") else spec
+    if target.startswith("builtin:"):
+        from core.models.load import builtin_root
+        path = builtin_root() / target.split(":", 1)[1]
+    else:
+        path = Path(target)
+    try:
+        if not path.exists():
+            return []
+        if not path.is_dir():
+            return [path]
+        found = [path]
+        for root, _dirs, files in os.walk(path):
+            found.extend(Path(root, f) for f in files)
+            if len(found) > limit:
+                break
+        return found
+    except OSError:
+        return [path]
 
 
 class MainWindow(QMainWindow):
@@ -71,6 +172,8 @@ class MainWindow(QMainWindow):
     scheduleChanged = Signal(object)   # the new NoiseSchedule
     timestepChanged = Signal(int)
     frameShown = Signal(int)           # x_t for this t was handed to the view (closed form, or a chain state)
+    photoLoaded = Signal(str)          # a photo (its label) is shown: after open_image, open_sample, a paste, …
+    photoFailed = Signal(str)          # a photo could not be opened (the one-line reason); the old one stays
 
     def __init__(self, image=None, *, settings: QSettings | None = None, parent=None):
         super().__init__(parent)
@@ -98,7 +201,11 @@ class MainWindow(QMainWindow):
         self._chain_status = ""
         self._strip_default = True
         self._closing = False
+        self._photo_gen = 0                 # counts shown photos: a noise result for an older one is dropped
+        self._pending_photo: tuple[Path, bool] | None = None   # (path, quiet) of the photo loading on a worker
+        self._pending_name = ""
         self.last_error: str | None = None
+        self.last_warning: str | None = None
         self.last_frame_time = 0.0
         self.readout_values: dict = {}
         self.frames_rendered = 0
@@ -121,7 +228,10 @@ class MainWindow(QMainWindow):
         self._play_timer.timeout.connect(self._play_tick)
 
         self.schedule_panel = SchedulePanel(NoiseSchedule.preset("linear"))
+        self.schedule_panel.input_paths = self.input_paths   # its Save never overwrites the photo
         self._chain_runner = self.create_runner("markov-chain")
+        self._photo_runner = self.create_runner("photo")
+        self._noise_runner = self.create_runner("noise")
         self._build_ui()
         self._build_menus()
         self.schedule_panel.scheduleChanged.connect(self._on_schedule_changed)
@@ -143,7 +253,7 @@ class MainWindow(QMainWindow):
         elif restored.get("photo"):
             kind, value = restored["photo"]
             opened = self.open_sample(value) if kind == "sample" else self.open_image(value, quiet=True)
-        if not opened:
+        if not opened and self._x0 is None:
             self.open_sample("chelsea")
         if "t" in restored:
             self.set_timestep(restored["t"])
@@ -178,6 +288,11 @@ class MainWindow(QMainWindow):
         return self._photo_path
 
     @property
+    def photo_loading(self) -> bool:
+        """True while a photo file is being opened on a worker (``photoLoaded`` or ``photoFailed`` follows)."""
+        return self._pending_photo is not None
+
+    @property
     def mode(self) -> str:
         return self._mode
 
@@ -208,32 +323,75 @@ class MainWindow(QMainWindow):
         self.modeCombo.setCurrentIndex(i)
 
     def open_image(self, path, quiet: bool = False) -> bool:
-        """Load a photo; on failure show its one-line reason (unless ``quiet``) and keep the current one."""
+        """Open a photo file; the photo shown before stays until the new one is ready, and stays on any failure.
+
+        A small file (≤ 512×512 pixels, :data:`SYNC_MAX_PIXELS`) is read at once: True when it is shown, False
+        (with its one-line reason, unless ``quiet``) when it cannot be used. A larger one is decoded at the working
+        size (:mod:`core.photo`: at most 2048×2048 pixels, downscaled while decoding) and prepared on a worker,
+        the window staying responsive: True means it is loading (:attr:`photo_loading`); ``photoLoaded`` follows
+        when it is shown, or ``photoFailed(message)`` with the one-line reason. A file that is not an image at all
+        fails at once (False). Whatever the decoder raises becomes one line."""
+        self._photo_runner.discard()
+        self._pending_photo = None
         try:
-            x0 = load_image(path)
-        except ImageLoadError as e:
-            if not quiet:
-                self.show_error(str(e), title="Cannot open image")
+            path = Path(path)
+            w, h = peek_size(path)
+            if w * h <= SYNC_MAX_PIXELS:
+                photo = load_photo(path)
+                prepared = prepare_photo(photo.x0, self.seed)
+        except Exception as e:  # noqa: BLE001 - a crafted file can make a decoder raise anything
+            self._set_busy(None)
+            self._photo_failed(one_line(e), quiet)
             return False
-        self._set_photo(x0, Path(path), Path(path).name, None)
+        if w * h <= SYNC_MAX_PIXELS:
+            self._set_busy(None)
+            self._show_photo(photo, prepared, path.name, None)
+            return True
+        self._pending_photo = (path, quiet)
+        self._pending_name = f"{path.name} ({w}×{h})"
+        try:
+            self._photo_runner.start(photo_job, path, self.seed, on_yield=self._on_photo_stage,
+                                     on_finished=self._on_photo_loaded, on_error=self._on_photo_error)
+        except RuntimeError:  # the window is closing
+            self._pending_photo = None
+            return False
+        self._set_busy(f"Opening {self._pending_name}…")
         return True
 
     def open_sample(self, name: str) -> bool:
+        """Open a built-in sample photo (they are small: read at once)."""
+        self._photo_runner.discard()
+        self._pending_photo = None
+        self._set_busy(None)
         try:
             path = sample_path(name)
-            x0 = load_image(path)
-        except ImageLoadError as e:
-            self.show_error(str(e), title="Cannot open sample")
+            photo = load_photo(path)
+            prepared = prepare_photo(photo.x0, self.seed)
+        except Exception as e:  # noqa: BLE001
+            self._photo_failed(one_line(e), False, title="Cannot open sample", fallback=False)
             return False
-        self._set_photo(x0, path, SAMPLE_LABELS.get(name, name), name)
+        self._show_photo(photo, prepared, SAMPLE_LABELS.get(name, name), name)
         return True
 
     def set_image_array(self, x0: np.ndarray, label: str = "image") -> None:
-        """Use an H×W×3 float array in [−1, 1] as the photo (e.g. pasted)."""
+        """Use an H×W×3 float array in [−1, 1] as the photo (e.g. pasted); shown at once (downscaled to the
+        working size, 2048×2048 pixels at most, when it is larger)."""
         x0 = np.asarray(x0, dtype=np.float32)
         if x0.ndim != 3 or x0.shape[2] != 3 or min(x0.shape[:2]) < 1:
             raise ValueError(f"expected an H×W×3 image, got shape {x0.shape}")
-        self._set_photo(x0, None, label, None)
+        self._photo_runner.discard()
+        self._pending_photo = None
+        self._set_busy(None)
+        h, w = x0.shape[:2]
+        if h * w > MAX_WORK_PIXELS:
+            from core.photo import work_size
+            nw, nh = work_size(w, h, MAX_WORK_PIXELS)
+            img = Image.fromarray(to_uint8(x0)).resize((nw, nh), Image.Resampling.LANCZOS)
+            small = from_uint8(np.asarray(img))
+        else:
+            small = x0
+        photo = Photo(np.ascontiguousarray(small, dtype=np.float32), (w, h), Path(label))
+        self._show_photo(photo, prepare_photo(photo.x0, self.seed), label, None, path=None)
 
     def paste_image(self) -> bool:
         """Paste an image (or an image file) from the clipboard."""
@@ -277,17 +435,21 @@ class MainWindow(QMainWindow):
         strip matches ``ddpm noise FILE`` exactly."""
         ts = self.strip_timesteps()
         x0 = self._x0
+        if x0 is None:
+            raise ValueError("no photo yet: open one first")
         if full_resolution and self._photo_path is not None and self._x0_full_shape != x0.shape[:2]:
             x0 = load_image(self._photo_path)
         xt = noise_strip(x0, self.schedule, ts, self.seed)
         return make_grid([x0, *xt], ncols=len(ts) + 1, pad=4)
 
     def export_strip(self, path) -> bool:
+        """Write :meth:`strip_image` as a PNG at ``path`` (never over one of the inputs: False and one line)."""
         try:
+            self.check_output_target(path)
             save_image(path, self.strip_image())
-        except (OSError, ValueError) as e:
-            self.show_error(f"{path}: {one_line(e)}" if str(path) not in str(e) else one_line(e),
-                            title="Export strip")
+        except Exception as e:  # noqa: BLE001 - reloading the photo can raise anything; always one line
+            msg = one_line(e)
+            self.show_error(msg if str(path) in msg else f"{path}: {msg}", title="Export strip")
             return False
         self.statusBar().showMessage(f"Wrote the strip to {path}", 6000)
         return True
@@ -303,8 +465,35 @@ class MainWindow(QMainWindow):
         """A worker runner owned by this window: its errors are shown, and it is stopped when the window closes."""
         runner = WorkerRunner(self, name=name)
         runner.error.connect(lambda msg, n=name: self.show_error(msg, title=n.capitalize()))
+        runner.warned.connect(lambda line, n=name: self.show_warning(line, source=n))
         self._runners.append(runner)
         return runner
+
+    def show_warning(self, line: str, source: str = "") -> None:
+        """A warning (e.g. one a worker's run raised) as one line in the status bar; no message box."""
+        line = (line.strip().splitlines() or [""])[0]
+        self.last_warning = f"{source}: warning: {line}" if source else f"warning: {line}"
+        self.statusBar().showMessage(self.last_warning, 10000)
+
+    def input_paths(self) -> list[Path]:
+        """The files the window has read and an export must never replace: the photo and the loaded schedule."""
+        out = []
+        if self._photo_path is not None:
+            out.append(self._photo_path)
+        if self._pending_photo is not None:
+            out.append(self._pending_photo[0])
+        loaded = getattr(self.schedule_panel, "loaded_path", None)
+        if loaded is not None:
+            out.append(loaded)
+        return out
+
+    def check_output_target(self, path, extra_inputs=()) -> Path:
+        """Raise a one-line error unless a file may be written at ``path``: its folder is writable and it is not
+        one of the window's inputs (:meth:`input_paths`, plus ``extra_inputs``) — the same file through a symlink
+        or a hard link counts too. Nothing is written."""
+        path = Path(path)
+        refuse_overwriting_inputs([path], [*self.input_paths(), *extra_inputs])
+        return check_output_file(path)
 
     def show_error(self, message: str, title: str = "DDPM Studio") -> None:
         """A one-line message in a non-blocking message box and in the status bar."""
@@ -322,50 +511,113 @@ class MainWindow(QMainWindow):
         self.xtPane.fit()
 
     def save_screenshot(self, path) -> None:
-        """Grab the window as a PNG, written atomically."""
+        """Grab the window as a PNG, written atomically (never over one of the inputs)."""
         from core.atomic import atomic_path
+        self.check_output_target(path)
         pixmap = self.grab()
         with atomic_path(Path(path)) as tmp:
             if not pixmap.save(str(tmp), "PNG"):
                 raise OSError(f"{path}: could not write the screenshot")
 
     # ----- photo, noise, schedule --------------------------------------------------------------------------
-    def _set_photo(self, x0: np.ndarray, path: Path | None, label: str, sample: str | None) -> None:
-        h, w = x0.shape[:2]
-        self._x0_full_shape = (h, w)
-        note = ""
-        if h * w > MAX_WORK_PIXELS:
-            scale = math.sqrt(MAX_WORK_PIXELS / (h * w))
-            nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
-            img = Image.fromarray(to_uint8(x0)).resize((nw, nh), Image.Resampling.LANCZOS)
-            x0 = from_uint8(np.asarray(img))
-            note = f" (shown at {nw}×{nh}; the file is {w}×{h})"
-        self._x0 = np.ascontiguousarray(x0, dtype=np.float32)
+    def _show_photo(self, photo: Photo, prepared: PreparedPhoto | None, label: str, sample: str | None,
+                    path: Path | None | bool = True) -> None:
+        """Make ``photo`` current (UI thread; the heavy work is in ``prepared``, made beforehand)."""
+        path = photo.path if path is True else path
+        x0 = np.ascontiguousarray(photo.x0, dtype=np.float32)
+        fw, fh = photo.file_size
+        self._x0_full_shape = (fh, fw)
+        self._x0 = x0
+        self._photo_gen += 1
+        self._noise_runner.discard()
         self._photo_path, self._photo_label, self._sample_name = path, label, sample
-        self.x0Pane.set_image(to_uint8(self._x0))
-        self.photoLabel.setText(f"{label} · {x0.shape[1]}×{x0.shape[0]}")
-        self.photoLabel.setToolTip(f"{path or label} ({x0.shape[1]}×{x0.shape[0]} pixels)")
+        h, w = x0.shape[:2]
+        self.x0Pane.set_image(prepared.x0_u8 if prepared is not None else to_uint8(x0))
+        self.photoLabel.setText(f"{label} · {w}×{h}")
+        self.photoLabel.setToolTip(f"{path or label} ({w}×{h} pixels)")
         self.x0Pane.title.setText(f"<b>x<sub>0</sub></b> — {html.escape(label)}")
-        self._make_noise()
-        self.statusBar().showMessage(f"Opened {label}: {w}×{h}{note}", 6000)
+        if prepared is not None and prepared.seed == self.seed:
+            self._use_noise(prepared)
+        else:
+            self._make_noise()
+        note = f": photo {fw}×{fh} shown at {w}×{h}" if (fw, fh) != (w, h) else f": {w}×{h}"
+        self.statusBar().showMessage(f"Opened {label}{note}", 8000)
+        self.photoLoaded.emit(label)
 
-    def _make_noise(self) -> None:
-        x0 = self._x0
-        self._noise = draw_noise(x0.shape, self.seed).numpy()
-        self._preview = ForwardPreview(x0, self._noise)
-        self._previews = {1: self._preview}
-        rng = np.random.default_rng(12345)
-        self._hist_index = rng.integers(0, x0.size, size=min(HIST_SAMPLES, x0.size))
-        x = x0.reshape(-1).astype(np.float64)
-        e = self._noise.reshape(-1).astype(np.float64)
-        self._moments = (float(np.dot(x, x) / x.size), float(np.dot(x, e) / x.size), float(np.dot(e, e) / e.size))
-        self._hist_x0 = self._x0.reshape(-1)[self._hist_index].astype(np.float64)
-        self._hist_eps = self._noise.reshape(-1)[self._hist_index].astype(np.float64)
-        self.noisePane.set_image(to_uint8(self._noise))
+    def _use_noise(self, p: PreparedPhoto) -> None:
+        self._noise = p.noise
+        self._preview = p.preview
+        self._previews = {1: p.preview}
+        self._hist_index = p.hist_index
+        self._moments = p.moments
+        self._hist_x0, self._hist_eps = p.hist_x0, p.hist_eps
+        self.noisePane.set_image(p.noise_u8)
         self._chain_cache = None
         self._request_frame()
         self._strip_timer.start()
         self.imageChanged.emit()
+
+    def _make_noise(self) -> None:
+        """A new ε for the current photo and seed: at once for a small photo, on a worker for a large one (the
+        old ε stays shown until the new one is ready)."""
+        x0 = self._x0
+        if x0 is None:
+            return
+        if x0.shape[0] * x0.shape[1] <= SYNC_MAX_PIXELS:
+            self._noise_runner.discard()
+            self._use_noise(prepare_photo(x0, self.seed))
+            return
+        gen = self._photo_gen
+        try:
+            self._noise_runner.start(noise_job, x0, self.seed,
+                                     on_finished=lambda p, g=gen: self._on_noise_ready(p, g))
+        except RuntimeError:  # the window is closing
+            return
+        self.statusBar().showMessage(f"Drawing new noise for {self._photo_label}…", 4000)
+
+    def _on_noise_ready(self, prepared: PreparedPhoto, gen: int) -> None:
+        if gen != self._photo_gen or prepared.seed != self.seed:
+            return  # a newer photo or seed is on its way
+        self._use_noise(prepared)
+
+    # ----- opening a photo on a worker ---------------------------------------------------------------------
+    def _on_photo_stage(self, stage) -> None:
+        if self._pending_photo is not None and isinstance(stage, str):
+            self._set_busy(f"Opening {self._pending_name}: {stage}…")
+
+    def _on_photo_loaded(self, loaded: _Loaded) -> None:
+        pending, self._pending_photo = self._pending_photo, None
+        self._set_busy(None)
+        if pending is None:
+            return
+        self._show_photo(loaded.photo, loaded.prepared, pending[0].name, None)
+
+    def _on_photo_error(self, exc) -> None:
+        pending, self._pending_photo = self._pending_photo, None
+        self._set_busy(None)
+        self._photo_failed(one_line(exc), bool(pending and pending[1]))
+
+    def _photo_failed(self, message: str, quiet: bool, title: str = "Cannot open image",
+                      fallback: bool = True) -> None:
+        message = (message.strip().splitlines() or [""])[0]
+        if quiet:
+            self.statusBar().showMessage(message, 10000)
+        else:
+            self.show_error(message, title=title)
+        self.photoFailed.emit(message)
+        if fallback and self._x0 is None and not self._closing:  # nothing shown yet (from the command line, settings)
+            self.open_sample("chelsea")
+
+    def _set_busy(self, text: str | None) -> None:
+        """The status bar's busy indicator: shown with ``text`` while a photo loads, hidden with None."""
+        bar = self.photoBusy
+        if text is None:
+            if not bar.isHidden():
+                bar.hide()
+                self.statusBar().clearMessage()
+            return
+        bar.show()
+        self.statusBar().showMessage(text)
 
     def _on_schedule_changed(self, schedule: NoiseSchedule) -> None:
         self._apply_schedule_range()
@@ -551,6 +803,8 @@ class MainWindow(QMainWindow):
             ts = self.strip_timesteps()
         except ValueError as e:
             self.statusBar().showMessage(f"Strip: {e}", 8000)
+            return
+        if self._x0 is None or self._noise is None:
             return
         h = self._x0.shape[0]
         step = max(1, h // STRIP_THUMB_HEIGHT)
@@ -781,6 +1035,15 @@ class MainWindow(QMainWindow):
         self.splitter.setSizes([840, 600])
         self.setCentralWidget(self.splitter)
         self.statusBar().setObjectName("statusBar")
+        self.photoBusy = QProgressBar()
+        self.photoBusy.setObjectName("photoBusy")
+        self.photoBusy.setRange(0, 0)   # busy: no percentage (a decoder says nothing about its progress)
+        self.photoBusy.setMaximumWidth(120)
+        self.photoBusy.setMaximumHeight(14)
+        self.photoBusy.setTextVisible(False)
+        self.photoBusy.setToolTip("Opening a photo (decoded and downscaled on a worker; the window stays usable)")
+        self.statusBar().addPermanentWidget(self.photoBusy)
+        self.photoBusy.hide()
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
@@ -850,8 +1113,8 @@ class MainWindow(QMainWindow):
         if path:
             try:
                 self.save_screenshot(path)
-            except OSError as e:
-                self.show_error(one_line(e))
+            except Exception as e:  # noqa: BLE001 - always one line
+                self.show_error(one_line(e), title="Save screenshot")
 
     def _about(self) -> None:
         box = QMessageBox(QMessageBox.Icon.Information, "About DDPM Studio",
@@ -895,7 +1158,7 @@ class MainWindow(QMainWindow):
             try:
                 self.schedule_panel.set_schedule(NoiseSchedule.from_json(text), "Restore schedule")
                 self.schedule_panel.undo_stack.clear()
-            except ScheduleError:
+            except Exception:  # noqa: BLE001 - a hand-edited settings file never breaks the window
                 pass
         seed = settings_mod.int_value(s, "noise/seed")
         if seed is not None and 0 <= seed <= self.seedSpin.maximum():
@@ -938,15 +1201,22 @@ class MainWindow(QMainWindow):
         s.sync()
 
     def closeEvent(self, ev):  # noqa: N802 - Qt override
+        """Closing never waits more than about a second (:data:`~ddpm_gui.worker.CLOSE_WAIT_S`): every run is
+        detached and asked to stop; one that yields stops at its next yield, one inside a call that cannot be
+        interrupted (a slow model load) is abandoned — its daemon thread never holds up or aborts the exit."""
         self._closing = True
         self._play_timer.stop()
         self._render_timer.stop()
         self._aux_timer.stop()
         self._strip_timer.stop()
+        self._pending_photo = None
         for runner in self._runners:
-            runner.shutdown(timeout_s=10.0)
-        shutdown_all(timeout_s=10.0)
-        self.save_settings()
+            runner.shutdown(timeout_s=0)     # detach and ask to stop; the wait is shared below
+        shutdown_all(timeout_s=CLOSE_WAIT_S)
+        try:
+            self.save_settings()
+        except Exception:  # noqa: BLE001 - never keep the window from closing
+            pass
         super().closeEvent(ev)
 
     def resizeEvent(self, ev):  # noqa: N802 - Qt override

@@ -16,8 +16,9 @@ from PySide6.QtGui import QKeySequence, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
                                QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
-from core.cli.cmd_noise import NOTES_BETA_END, NOTES_BETA_START, NOTES_T
-from core.schedule import MAX_T, PRESETS, NoiseSchedule, ScheduleError
+from core.messages import one_line
+from core.outputs import check_output_file, refuse_overwriting_inputs
+from core.schedule import MAX_T, NOTES_BETA_END, NOTES_BETA_START, NOTES_T, PRESETS, NoiseSchedule, ScheduleError
 from ddpm_gui.image_views import style_plot
 from core.schedule_edit import (BETA, CURVES, EditError, Knots, curve_values, fit_knots, from_space,
                                     knots_from_params, schedule_from_knots, space_of, space_values, to_space,
@@ -139,6 +140,9 @@ class SchedulePanel(QWidget):
         self._drag_before: EditState | None = None
         self._updating_marker = False
         self._last_preset = self._schedule.name if self._schedule.name in PRESETS else "linear"
+        self.loaded_path: Path | None = None   # the schedule file last loaded (an input: Save never replaces it)
+        # the other files an export must never replace (the main window sets it: its photo, …)
+        self.input_paths = lambda: []
         self.undo_stack = QUndoStack(self)
         self.undo_stack.setObjectName("scheduleUndoStack")
         self._build()
@@ -243,21 +247,27 @@ class SchedulePanel(QWidget):
         self.apply_preset("linear", T=NOTES_T, beta_start=NOTES_BETA_START, beta_end=NOTES_BETA_END, zero_snr=False)
 
     def load_schedule(self, path) -> bool:
+        """Load a schedule JSON file as one undo step; on any failure (not JSON, nested too deeply, numbers out
+        of range, …) emit ``error`` with one line naming the file and keep the current schedule."""
         try:
             schedule = NoiseSchedule.load(path)
-        except ScheduleError as e:
-            self.error.emit(str(e))
+            self.set_schedule(schedule, f"Load {Path(path).name}")
+        except Exception as e:  # noqa: BLE001 - a crafted file can make the parser raise anything
+            self.error.emit(_with_path(path, e))
             return False
-        self.set_schedule(schedule, f"Load {Path(path).name}")
+        self.loaded_path = Path(path)
         self.message.emit(f"Loaded schedule {path} ({schedule.name}, T = {schedule.T})")
         return True
 
     def save_schedule(self, path) -> bool:
+        """Write the schedule as JSON at ``path`` (atomically); refused with one line when ``path`` is one of the
+        inputs (the loaded schedule file, the window's photo), even through a symlink: nothing is written."""
         try:
+            refuse_overwriting_inputs([path], [self.loaded_path, *self.input_paths()])
+            check_output_file(path)
             self._schedule.save(path)
-        except (OSError, ValueError) as e:
-            from ddpm_gui.worker import one_line
-            self.error.emit(f"{path}: {one_line(e)}")
+        except Exception as e:  # noqa: BLE001 - always one line
+            self.error.emit(_with_path(path, e))
             return False
         self.message.emit(f"Saved schedule to {path}")
         return True
@@ -669,6 +679,12 @@ class _LogAxis(pg.AxisItem):
             mantissa = 10 ** (float(v) % 1.0)
             out.append(s if min(abs(mantissa - k) for k in (1.0, 2.0, 5.0, 10.0)) < 1e-3 else "")
         return out
+
+
+def _with_path(path, exc: BaseException) -> str:
+    """``one_line(exc)``, led by ``path`` unless the message names it already."""
+    msg = one_line(exc)
+    return msg if str(path) in msg else f"{path}: {msg}"
 
 
 def _finite(y: np.ndarray, log_y: bool) -> np.ndarray:
