@@ -67,3 +67,102 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("killed")
     assert f.read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+# ----- a folder swap killed at any point ----------------------------------------------------------------------------
+# A child process (no torch: it starts in a blink) replaces folder TARGET by a copy of SOURCE with atomic_dir and is
+# killed (os._exit: no cleanup, no finally) right after its N-th rename, as `kill -9` or a power cut would leave it.
+_CHILD = r"""
+import os, shutil, sys
+import core.atomic as atomic
+target, source, die_after, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+calls = [0]
+def dying(fn):
+    def wrapped(*a, **k):
+        r = fn(*a, **k)
+        calls[0] += 1
+        if calls[0] == die_after:
+            os._exit(9)
+        return r
+    return wrapped
+os.rename, os.replace = dying(os.rename), dying(os.replace)
+if mode != "swap":  # a system or file system without an atomic swap: the three-rename fallback
+    atomic._exchange = lambda a, b: False
+elif hasattr(atomic, "_exchange"):
+    atomic._exchange = dying(atomic._exchange)
+with atomic.atomic_dir(target) as tmp:
+    shutil.copytree(source, tmp, dirs_exist_ok=True)
+    if die_after == 0:
+        os._exit(9)  # killed while writing
+"""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _version(folder):
+    """'old' or 'new' when every file of ``folder`` is of that one version, else the mixture."""
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["a.txt", "b.txt", "sub"], names
+    found = {(folder / "a.txt").read_text(), (folder / "b.txt").read_text(), (folder / "sub" / "c.txt").read_text()}
+    assert len(found) == 1, found
+    return found.pop()
+
+
+def _folder(path, version):
+    (path / "sub").mkdir(parents=True)
+    for f in ("a.txt", "b.txt", "sub/c.txt"):
+        (path / f).write_text(version)
+    return path
+
+
+@posix_only
+@pytest.mark.parametrize("mode, die_after, expected", [
+    ("swap", 0, "old"),      # killed while writing the new folder
+    ("swap", 1, "new"),      # killed after the swap, before the old folder is removed
+    ("swap", 99, "new"),     # not killed
+    ("rename", 0, "old"),
+    ("rename", 1, "old"),    # after tmp → .ready: the old folder is still in place
+    ("rename", 2, "new"),    # after checkpoint → .old: no folder under the name, the complete new one beside it
+    ("rename", 3, "new"),    # after .ready → checkpoint, before the old one is removed
+    ("rename", 99, "new"),
+])
+def test_a_folder_swap_killed_at_any_point_leaves_a_complete_folder(tmp_path, mode, die_after, expected):
+    import subprocess
+    import sys
+
+    from core.atomic import recover_dir, resolve_dir
+    run = tmp_path / "run"
+    target = _folder(run / "checkpoint", "old")
+    source = _folder(tmp_path / "source", "new")
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(target), str(source), str(die_after), mode],
+                          env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True)
+    assert proc.returncode == (0 if die_after == 99 else 9), proc.stderr
+    # a reader at this moment finds a complete folder (the one recovery will keep), without changing anything
+    found = resolve_dir(target)
+    assert found is not None and _version(found) == expected
+    # the next start puts it back under its name and removes what the killed process left
+    assert recover_dir(target) == target
+    assert _version(target) == expected
+    assert [p.name for p in run.iterdir()] == ["checkpoint"]
+
+
+@posix_only
+def test_recovery_leaves_the_folders_of_a_live_writer_alone(tmp_path):
+    from core.atomic import recover_dir
+    target = _folder(tmp_path / "model", "old")
+    live = tmp_path / f".model.{os.getpid()}-abcdefgh.tmp"   # this process is alive: perhaps still writing
+    dead = tmp_path / ".model.999999999-abcdefgh.tmp"        # no such process
+    stale = tmp_path / ".model.old-999999999"                # what the two-rename swap of old versions left
+    other = tmp_path / ".model.png.tmp-x.png"                # a file of another writer, not a folder of ours
+    for p in (live, dead, stale):
+        p.mkdir()
+    other.write_text("x")
+    recover_dir(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".model.png.tmp-x.png", live.name, "model"])
+
+
+def test_a_swap_replaces_the_old_folder_entirely(tmp_path):
+    target = _folder(tmp_path / "m", "old")
+    (target / "extra.txt").write_text("old")
+    with atomic_dir(target) as tmp:
+        _folder(tmp, "new")
+    assert _version(target) == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["m"]
