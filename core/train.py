@@ -9,16 +9,23 @@ the model is class-conditional and each label is replaced by the null class with
 one network serves classifier-free guidance (Ho & Salimans 2022).
 
 :class:`Trainer` is an iterator of :class:`TrainEvent` (``for event in train(...)``). ``close()`` stops it at once;
-``save()`` writes a resumable checkpoint at any time between events. Checkpoints are folders written atomically
-(temp folder + rename): the model files of :mod:`core.models.checkpoint` holding the EMA weights (so a checkpoint
-loads like any model), plus ``train_state.safetensors`` (raw weights, optimizer moments, RNG state as uint8) and
-``train_state.json`` (step, options, loss history). No pickle anywhere. ``resume=True`` continues bit-exactly.
+``save()`` writes a resumable checkpoint at any time between events (every event ends a whole step, so the saved
+RNG state is the one the next step starts from). Checkpoints are folders written by :func:`core.atomic.atomic_dir`
+(a temporary folder, fsynced, swapped in atomically; a kill at any point leaves a complete checkpoint, and a start
+puts back one that a kill between the fallback renames left beside its name): the model files of
+:mod:`core.models.checkpoint` holding the EMA weights (so a checkpoint loads like any model), plus
+``train_state.safetensors`` (raw weights, optimizer moments, RNG state as uint8) and ``train_state.json`` (step,
+options, loss history). No pickle anywhere. ``resume=True`` continues bit-exactly.
+
+Every output place is checked before the first step (the folder can be created and written, ``checkpoint``,
+``model`` and ``samples`` are not files), so an unwritable ``out`` fails in the first second, not at the first save.
 
 Layout of ``out``: ``checkpoint/`` (latest resumable state), ``model/`` (inference files, written at the end),
 ``samples/step_NNNNNN.png`` (EMA sample grids).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -28,12 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.atomic import atomic_dir, write_text_atomic
+from core.atomic import atomic_dir, recover_dir
 from core.data import Dataset, load_dataset
-from core.device import autocast, pick_device
+from core.device import DeviceError, autocast, pick_device
 from core.images import make_grid, save_image, to_uint8
 from core.models.checkpoint import read_json, read_safetensors, write_model_files
 from core.models.unet import UNet, UNetConfig
+from core.outputs import check_output_folder
 from core.schedule import NoiseSchedule
 
 STATE_JSON, STATE_TENSORS = "train_state.json", "train_state.safetensors"
@@ -114,12 +122,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        for name in ("weight_decay", "grad_clip"):
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be a finite number ≥ 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.label_dropout < 1.0:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
-        if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
-            raise ValueError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
+        if self.min_snr_gamma is not None and not (self.min_snr_gamma > 0 and math.isfinite(self.min_snr_gamma)):
+            raise ValueError(f"min_snr_gamma must be a finite number > 0, got {self.min_snr_gamma}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.model_size not in MODEL_SIZES:
@@ -174,7 +185,21 @@ class Trainer:
     def __init__(self, config: TrainConfig, resume: bool = False, dataset: Dataset | None = None,
                  change: tuple[str, ...] = ()):
         out = Path(config.out)
+        created = not out.exists()
+        try:
+            self._init(config, out, resume, dataset, change)
+        except BaseException:
+            if created:  # a run that never started leaves no empty folder behind
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+            raise
+
+    def _init(self, config: TrainConfig, out: Path, resume: bool, dataset: Dataset | None,
+              change: tuple[str, ...]) -> None:
+        check_outputs(out)
         ckpt = out / "checkpoint"
+        for folder in (ckpt, out / "model"):  # after a kill: the complete folder back in place, leftovers gone
+            recover_dir(folder)
         if resume:
             if not (ckpt / STATE_JSON).is_file():
                 raise FileNotFoundError(f"{out}: no checkpoint to resume (expected {ckpt / STATE_JSON})")
@@ -210,6 +235,8 @@ class Trainer:
         if self.precision == "auto":
             self.precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if self.device.type == "cuda" \
                 else "fp32"
+        if self.precision == "fp16" and self.device.type == "cpu":  # found now, not at the first step
+            raise DeviceError("fp16 autocast needs a GPU; use bf16 or fp32 on the CPU")
         data = dataset if dataset is not None else load_dataset(cfg.data, cfg.resolution, "train", cfg.channels)
         self.dataset = data
         self.schedule = NoiseSchedule.preset(cfg.schedule, T=cfg.T)
@@ -221,7 +248,10 @@ class Trainer:
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        # loss scaling only where it does something: fp16 on CUDA (bf16 and fp32 have fp32's range; elsewhere
+        # GradScaler only warns that it disables itself)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" and self.device.type == "cuda" \
+            else None
         self.generator = torch.Generator().manual_seed(int(cfg.seed))  # all randomness: data, t, ε, dropout
         self.step = 0
         self.loss_history: list[list[float]] = []  # [step, mean loss over the last loss_log_every steps]
@@ -266,6 +296,12 @@ class Trainer:
     def send(self, value=None) -> TrainEvent:
         """Generator protocol, for workers that drive generators with ``send``: the same as ``next``."""
         return self.__next__()
+
+    @property
+    def between_steps(self) -> bool:
+        """True when the events of the last step have all been handed out (a stop here loses nothing: not even
+        that step's sample grid or checkpoint)."""
+        return not self._pending
 
     def close(self) -> None:
         """Stop now (no more steps). State stays in memory, so :meth:`save` still works afterwards."""
@@ -421,6 +457,20 @@ class Trainer:
             self.scaler.update(float(state["grad_scale"]))
         if self.step > self.cfg.steps:
             raise ValueError(f"the checkpoint is at step {self.step}, past the requested {self.cfg.steps} steps")
+
+
+def check_outputs(out) -> None:
+    """Raise a one-line ``OSError`` unless a run can write everything it writes in ``out`` (created if need be):
+    ``checkpoint/`` and ``model/`` (swapped in beside their old versions, so ``out`` itself must be writable) and
+    ``samples/``."""
+    out = check_output_folder(out)
+    for name in ("checkpoint", "model", "samples"):
+        p = out / name
+        if p.exists() and not p.is_dir():
+            raise NotADirectoryError(f"{p}: is a file; the run writes a folder there — move it or choose another "
+                                     "output folder")
+    if (out / "samples").is_dir():
+        check_output_folder(out / "samples")
 
 
 def train(config: TrainConfig | None = None, resume: bool = False, dataset: Dataset | None = None,

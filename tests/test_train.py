@@ -3,6 +3,11 @@
 Runs use the ``tiny`` UNet on 8×8 or 12×12 images so the file stays fast on a 2-core CPU."""
 import json
 import math
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +147,112 @@ def test_model_sizes_and_bad_options():
         TrainConfig(label_dropout=1.0)
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=0)
+
+
+# ----- a checkpoint swap killed at any point --------------------------------------------------------------------
+# A child process (no torch) puts a copy of SOURCE in place of checkpoint/ with core.atomic.atomic_dir, as
+# Trainer.save does, and dies (os._exit: no cleanup) right after its N-th rename.
+_DIE_DURING_SWAP = r"""
+import os, shutil, sys
+import core.atomic as atomic
+target, source, die_after, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+calls = [0]
+def dying(fn):
+    def wrapped(*a, **k):
+        r = fn(*a, **k)
+        calls[0] += 1
+        if calls[0] == die_after:
+            os._exit(9)
+        return r
+    return wrapped
+os.rename, os.replace = dying(os.rename), dying(os.replace)
+if mode != "swap":  # a system or file system without an atomic swap: the three-rename fallback
+    atomic._exchange = lambda a, b: False
+elif hasattr(atomic, "_exchange"):
+    atomic._exchange = dying(atomic._exchange)
+with atomic.atomic_dir(target) as tmp:
+    shutil.copytree(source, tmp, dirs_exist_ok=True)
+    if die_after == 0:
+        os._exit(9)
+"""
+
+
+@pytest.fixture(scope="module")
+def straight6(tmp_path_factory):
+    """Six steps in one go (the run the resumed ones must equal)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tr = train(_cfg(tmp_path_factory.mktemp("straight"), steps=6), dataset=_data())
+        list(tr)
+    finally:
+        torch.set_num_threads(prev)
+    return tr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the child is killed with os._exit")
+@pytest.mark.parametrize("mode, die_after, step", [
+    ("swap", 0, 2),      # killed while writing the step-4 checkpoint: step 2's is in place
+    ("swap", 1, 4),      # killed after the atomic swap, before the old folder was removed
+    ("rename", 1, 2),    # no atomic swap on this file system: killed after the new folder was marked complete
+    ("rename", 2, 4),    # … after checkpoint/ was moved aside: no checkpoint/ until the next start puts it back
+    ("rename", 3, 4),    # … after the new one was renamed in, before the old one was removed
+])
+def test_a_checkpoint_swap_killed_at_any_point_resumes_from_a_complete_checkpoint(tmp_path, straight6, mode,
+                                                                                   die_after, step):
+    root = Path(__file__).resolve().parents[1]
+    tr = train(_cfg(tmp_path, steps=6), dataset=_data())
+    tr.train_step(), tr.train_step()
+    tr.save()                                        # run/checkpoint at step 2
+    tr.train_step(), tr.train_step()
+    staging = tr.save(tmp_path / "staging")          # the step-4 checkpoint the killed save was writing
+    ckpt = tmp_path / "run" / "checkpoint"
+    proc = subprocess.run([sys.executable, "-c", _DIE_DURING_SWAP, str(ckpt), str(staging), str(die_after), mode],
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    # a plain rerun still sees the run (it does not silently start again from step 0) …
+    with pytest.raises(ValueError, match="--resume"):
+        train(_cfg(tmp_path, steps=6), dataset=_data())
+    # … and --resume continues from the complete checkpoint that is left, with no temporary folder about
+    resumed = train(_cfg(tmp_path, steps=6), resume=True, dataset=_data())
+    assert resumed.step == step
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint"]
+    list(resumed)
+    assert _same_weights(straight6.model, resumed.model) and _same_weights(straight6.ema, resumed.ema)
+
+
+def test_an_output_place_that_can_never_be_written_is_refused_before_any_work(tmp_path, monkeypatch):
+    import core.train as mod
+    monkeypatch.setattr(mod, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the output check"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        train(_cfg(tmp_path, "file/run", data="builtin:mnist"))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "samples").write_text("a file where the run writes a folder")
+    with pytest.raises(NotADirectoryError, match="samples: is a file"):
+        train(_cfg(tmp_path, data="builtin:mnist"))
+
+
+def test_a_run_that_fails_to_start_leaves_no_empty_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(_cfg(tmp_path, "fresh"), resume=True, dataset=_data())
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_no_grad_scaler_where_it_does_nothing_and_no_warning(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning (GradScaler's "CUDA is not available") fails the test
+        tr = train(_cfg(tmp_path, "bf16", precision="bf16"), dataset=_data())
+        assert tr.scaler is None and tr.precision == "bf16"
+        tr = train(_cfg(tmp_path, "fp32"), dataset=_data())
+        assert tr.scaler is None and tr.precision == "fp32"
+        with pytest.raises(ValueError, match="fp16 autocast needs a GPU"):  # found now, not at the first step
+            train(_cfg(tmp_path, "fp16", precision="fp16"), dataset=_data())
+
+
+@pytest.mark.parametrize("field, value", [("weight_decay", float("nan")), ("grad_clip", float("inf")),
+                                          ("grad_clip", -1.0), ("min_snr_gamma", float("inf")),
+                                          ("lr", float("nan")), ("ema_decay", float("nan"))])
+def test_non_finite_options_are_refused(field, value):
+    with pytest.raises(ValueError, match=field.split("_")[0] if field != "lr" else "learning rate"):
+        TrainConfig(**{field: value})
