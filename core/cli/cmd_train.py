@@ -1,20 +1,59 @@
 """``ddpm train --data builtin:mnist|DIR --out DIR [--steps N] … [--resume]``: train a DDPM with a progress bar.
 
-Drives :func:`core.train.train`, the same loop as the GUI. Ctrl+C or SIGTERM saves a resumable checkpoint before
-exiting (130).
+Drives :func:`core.train.train`, the same loop as the GUI. Ctrl+C or SIGTERM stops the run after the step in flight
+and saves a resumable checkpoint (so ``--resume`` continues exactly as if the run had not stopped), then exits 130;
+a second one stops at once, leaving the last checkpoint on disk as it was. Every number is range-checked before
+anything runs (one line, exit 2), the output folder is checked before the first step, and warnings from the
+libraries during training are one line each (``ddpm train: warning: …``).
 """
 from __future__ import annotations
 
+import argparse
+import math
 import signal
 import sys
-import warnings
+import threading
 
 import torch
 
 from core.cli.progress import Progress
+from core.messages import relay_warnings
 from core.train import MODEL_SIZES, PRECISIONS, TrainConfig, train
 
 DEFAULTS = TrainConfig()
+EXIT_INTERRUPTED = 130
+MAX_STEPS = 100_000_000
+
+
+def int_in(lo: int, hi: int):
+    """An argparse ``type``: an integer in ``lo…hi`` (the range is in the message)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text.strip().replace("_", ""), 10) if len(text) < 40 else None
+        except ValueError:
+            v = None
+        if v is None or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in {lo}…{hi}, got {text[:40]!r}")
+        return v
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_in(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
+    """An argparse ``type``: a finite number in ``lo…hi`` (an end excluded when ``*_open``); NaN and ±inf never."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text) if len(text) < 60 else math.nan
+        except ValueError:
+            v = math.nan
+        ok = math.isfinite(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+        if not ok:
+            left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+            raise argparse.ArgumentTypeError(f"must be a finite number in {left}{lo:g}, {hi:g}{right}, "
+                                             f"got {text[:40]!r}")
+        return v
+    parse.__name__ = "number"
+    return parse
 
 
 def register(sub) -> None:
@@ -24,36 +63,47 @@ def register(sub) -> None:
                        "OUT/model (inference files for --model OUT/model).")
     p.add_argument("--data", required=True, help="builtin:mnist or a folder of images (sub-folders = classes)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--steps", type=int, default=DEFAULTS.steps, help=f"total optimizer steps (default {DEFAULTS.steps})")
-    p.add_argument("--batch", type=int, default=DEFAULTS.batch_size, help=f"batch size (default {DEFAULTS.batch_size})")
-    p.add_argument("--resolution", type=int, help="image size (default: 28 for MNIST, 32 for a folder)")
+    p.add_argument("--steps", type=int_in(1, MAX_STEPS), default=DEFAULTS.steps,
+                   help=f"total optimizer steps, 1…{MAX_STEPS} (default {DEFAULTS.steps})")
+    p.add_argument("--batch", type=int_in(1, 4096), default=DEFAULTS.batch_size,
+                   help=f"batch size, 1…4096 (default {DEFAULTS.batch_size})")
+    p.add_argument("--resolution", type=int_in(4, 512),
+                   help="image size, 4…512 (default: 28 for MNIST, 32 for a folder)")
     p.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: from the data)")
     p.add_argument("--model-size", default=DEFAULTS.model_size, choices=list(MODEL_SIZES),
                    help=f"UNet size (default {DEFAULTS.model_size})")
     p.add_argument("--prediction", default=DEFAULTS.prediction_type, choices=("epsilon", "sample", "v_prediction"),
                    help="what the network predicts (default epsilon)")
     p.add_argument("--schedule", default=DEFAULTS.schedule, help="noise schedule preset (default linear)")
-    p.add_argument("--T", type=int, default=DEFAULTS.T, help=f"diffusion steps (default {DEFAULTS.T})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate (default {DEFAULTS.lr}; with --resume: change it "
-                   "from this step on)")
-    p.add_argument("--warmup", type=int, default=DEFAULTS.warmup_steps, help="linear warm-up steps")
-    p.add_argument("--ema", type=float, help=f"EMA decay (default {DEFAULTS.ema_decay}; with --resume: change it "
-                   "from this step on)")
-    p.add_argument("--label-dropout", type=float,
-                   help="probability of training a sample unconditionally, for guidance (default "
+    p.add_argument("--T", type=int_in(2, 100_000), default=DEFAULTS.T,
+                   help=f"diffusion steps, 2…100000 (default {DEFAULTS.T})")
+    p.add_argument("--lr", type=float_in(0.0, 1.0, lo_open=True),
+                   help=f"peak learning rate in (0, 1] (default {DEFAULTS.lr}; with --resume: change it from this "
+                   "step on)")
+    p.add_argument("--warmup", type=int_in(0, MAX_STEPS), default=DEFAULTS.warmup_steps,
+                   help=f"linear warm-up steps (default {DEFAULTS.warmup_steps})")
+    p.add_argument("--ema", type=float_in(0.0, 1.0, hi_open=True),
+                   help=f"EMA decay in [0, 1) (default {DEFAULTS.ema_decay}; with --resume: change it from this "
+                   "step on)")
+    p.add_argument("--label-dropout", type=float_in(0.0, 1.0, hi_open=True),
+                   help="probability in [0, 1) of training a sample unconditionally, for guidance (default "
                         f"{DEFAULTS.label_dropout}; with --resume: change it from this step on)")
-    p.add_argument("--min-snr", type=float, help="min-SNR-γ loss weighting (e.g. 5; default off)")
+    p.add_argument("--min-snr", type=float_in(0.0, 1000.0, lo_open=True),
+                   help="min-SNR-γ loss weighting, γ in (0, 1000] (e.g. 5; default off)")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (not for digits)")
     p.add_argument("--no-clip", action="store_true", help="save the model with clip_sample = false (samplers then "
                    "do not clip x̂0 to [-1, 1] unless asked)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="autocast precision (auto: bf16/fp16 on CUDA, fp32 on the CPU)")
-    p.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every)
-    p.add_argument("--sample-every", type=int, default=DEFAULTS.sample_every)
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often faster "
-                   "on a busy machine)")
+    p.add_argument("--checkpoint-every", type=int_in(0, MAX_STEPS), default=DEFAULTS.checkpoint_every,
+                   help=f"save a resumable checkpoint every N steps, 0 = only at the end and on Ctrl+C (default "
+                   f"{DEFAULTS.checkpoint_every})")
+    p.add_argument("--sample-every", type=int_in(0, MAX_STEPS), default=DEFAULTS.sample_every,
+                   help=f"save an EMA sample grid every N steps, 0 = only at the end (default {DEFAULTS.sample_every})")
+    p.add_argument("--threads", type=int_in(1, 1024), help="CPU threads for torch, 1…1024 (default: torch's "
+                   "choice; 1 is often faster on a busy machine)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (its recipe is kept; --steps "
                    "may extend it, --label-dropout, --lr and --ema may change it from here on)")
     p.set_defaults(func=run)
@@ -61,8 +111,6 @@ def register(sub) -> None:
 
 def run(args) -> int:
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be ≥ 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch,
                       resolution=args.resolution, channels=args.channels, model_size=args.model_size,
@@ -74,52 +122,81 @@ def run(args) -> int:
                       min_snr_gamma=args.min_snr, hflip=args.hflip, clip_sample=not args.no_clip, seed=args.seed,
                       device=args.device, precision=args.precision, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    bar = None
+
+    def warn(line: str) -> None:  # one line of ours, on a line of its own even while the bar is drawn
+        print(f"{chr(10) if bar is not None and bar.tty else ''}ddpm train: warning: {line}", file=sys.stderr,
+              flush=True)
+
+    with relay_warnings(warn):
         change = [name for name, flag in (("label_dropout", args.label_dropout), ("lr", args.lr),
                                           ("ema_decay", args.ema))
                   if args.resume and flag is not None]
         trainer = train(cfg, resume=args.resume, change=tuple(change))
-    for w in caught:
-        print(f"ddpm train: warning: {w.message}", file=sys.stderr)
-    n_params = sum(p.numel() for p in trainer.model.parameters())
-    data = trainer.dataset
-    print(f"{'resuming' if args.resume else 'training'} {trainer.cfg.model_size} UNet ({n_params / 1e6:.2f} M "
-          f"parameters) on {trainer.cfg.data}: {len(data)} images {data.channels}×{data.resolution}×{data.resolution}"
-          f"{f', {data.num_classes} classes' if data.num_classes else ''}; {trainer.device}, {trainer.precision}; "
-          f"step {trainer.step} → {trainer.cfg.steps}", file=sys.stderr, flush=True)
-    for c in trainer.recipe_changes:
-        what = ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in c.items() if k != "step")
-        print(f"recipe changed at step {c['step']}: {what}", file=sys.stderr)
-    bar = _RunProgress(trainer.cfg.steps, "train", unit="it")
-    bar.first = bar.done = trainer.step
-    final = None
-    previous = signal.signal(signal.SIGTERM, _terminate)  # `kill PID` saves a checkpoint, like Ctrl+C
-    try:
-        for ev in trainer:
-            if ev.kind == "step":
-                bar.update(ev.step, loss=ev.loss_avg, lr=ev.lr)
-            elif ev.kind == "done":
-                final = ev.path
-    except KeyboardInterrupt:
-        trainer.close()
-        path = trainer.save()
+        with _StopAtStepBoundary() as stop:  # installed before the line below, which says the loop starts
+            n_params = sum(p.numel() for p in trainer.model.parameters())
+            data = trainer.dataset
+            print(f"{'resuming' if args.resume else 'training'} {trainer.cfg.model_size} UNet "
+                  f"({n_params / 1e6:.2f} M parameters) on {trainer.cfg.data}: {len(data)} images "
+                  f"{data.channels}×{data.resolution}×{data.resolution}"
+                  f"{f', {data.num_classes} classes' if data.num_classes else ''}; {trainer.device}, "
+                  f"{trainer.precision}; step {trainer.step} → {trainer.cfg.steps}", file=sys.stderr, flush=True)
+            for c in trainer.recipe_changes:
+                what = ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in c.items() if k != "step")
+                print(f"recipe changed at step {c['step']}: {what}", file=sys.stderr)
+            bar = _RunProgress(trainer.cfg.steps, "train", unit="it")
+            bar.first = bar.done = trainer.step
+            final = None
+            for ev in trainer:
+                if ev.kind == "step":
+                    bar.update(ev.step, loss=ev.loss_avg, lr=ev.lr)
+                elif ev.kind == "done":
+                    final = ev.path
+                if stop.requested and trainer.between_steps:
+                    break
+            if stop.requested and trainer.step < trainer.cfg.steps:
+                trainer.close()
+                path = trainer.save()  # the state after a whole step: --resume continues bit for bit
+                bar.close()
+                print(f"ddpm train: interrupted at step {trainer.step}; checkpoint in {path} (continue with "
+                      "--resume)", file=sys.stderr, flush=True)
+                return EXIT_INTERRUPTED
         bar.close()
-        print(f"ddpm train: interrupted at step {trainer.step}; checkpoint in {path} (continue with --resume)",
-              file=sys.stderr)
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    bar.close()
-    if final is None:  # nothing left to do (a resume of a finished run)
-        final = trainer.save_model()
+        if final is None:  # nothing left to do (a resume of a finished run)
+            final = trainer.save_model()
     print(f"done: step {trainer.step}, loss (EMA-smoothed) {trainer.loss_avg:.4f}; model in {final}, "
           f"resumable checkpoint in {trainer.out / 'checkpoint'}")
     return 0
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
+class _StopAtStepBoundary:
+    """SIGINT (Ctrl+C) and SIGTERM (``kill PID``) while training: the first only sets ``requested``, and the loop
+    stops between two steps and saves (a checkpoint taken mid-step would hold an RNG state some draws into the
+    step, and a resumed run would diverge from an uninterrupted one); a second raises ``KeyboardInterrupt`` at
+    once, so a user who does not want to wait is never stuck (the checkpoint on disk then is the last complete
+    one)."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
 
 
 class _RunProgress(Progress):
