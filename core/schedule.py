@@ -301,13 +301,19 @@ class NoiseSchedule:
             raise ScheduleError(f"{p}: not a usable schedule file ({one_line(e)})") from None
 
 
-def _plain_value(v) -> bool:
-    """A params entry worth keeping from a file: a short string, a bool, None or a finite number."""
+def _plain_value(v, depth: int = 0) -> bool:
+    """A params entry worth keeping from a file: short strings, bools, None, finite numbers, and lists and objects
+    of them a few levels deep (the schedule editor's knots); anything else is dropped."""
     if v is None or isinstance(v, bool):
         return True
     if isinstance(v, (int, float)):
         return math.isfinite(v) and abs(v) < 1e300
-    return isinstance(v, str) and len(v) <= 200
+    if isinstance(v, str):
+        return len(v) <= 200
+    if depth >= 3 or not isinstance(v, (list, dict)) or len(v) > MAX_T:
+        return False
+    items = v.items() if isinstance(v, dict) else enumerate(v)
+    return all(_plain_value(x, depth + 1) and (not isinstance(k, str) or len(k) <= 64) for k, x in items)
 
 
 def parse_schedule_spec(spec: str | None, T: int | None = None, beta_start: float | None = None,
