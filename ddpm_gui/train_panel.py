@@ -7,10 +7,18 @@ A thin view over :mod:`core.train`, the loop ``ddpm train`` drives: the widgets 
 10 times a second (the losses of every step since the last one, so the curve holds every step), plus one whenever
 the loop produces an EMA sample grid.
 
-Stop and closing the window: the run stops after the step in flight, and the generator's ``close()`` (run by the
-worker, on the worker thread) writes a resumable checkpoint (:meth:`core.train.Trainer.save`, atomic) before the
-run reports that it stopped. Closing the window waits for that save. Resume continues the run in the output folder
-exactly where the checkpoint left it (model, EMA, optimizer, step, RNG); Steps may be raised to extend it.
+Stop and closing the window: the run stops after the step in flight (the worker only stops at a ``yield``, and
+every yield comes after a whole step), and the generator's ``close()`` (run by the worker, on the worker thread)
+writes a resumable checkpoint (:meth:`core.train.Trainer.save`, atomic) before the run reports that it stopped.
+Closing the window waits for that save. Resume continues the run in the output folder exactly where the checkpoint
+left it (model, EMA, optimizer, step, RNG), bit for bit as if it had not stopped; Steps may be raised to extend it.
+
+Before anything starts, the output folder is checked (:func:`core.train.check_outputs`): a place that cannot be
+written is one line in the status, and nothing runs. Warnings raised while training (a library's, or the data
+loader's skipped files) reach the panel as one line each through the worker runner's ``warned`` signal (the
+worker's thread-aware relay; ``warnings.catch_warnings`` — :func:`core.messages.relay_warnings` — swaps
+process-wide state and is not safe on a worker thread while the UI thread enters and leaves it too, as pyqtgraph
+does when it draws) and are shown after the status, never as Python's multi-line text on the console.
 
 "Use this model" hands the newest model files of the run (``OUT/model`` at the end, else ``OUT/checkpoint``, which
 holds the EMA weights too) to the Generate panel.
@@ -32,8 +40,9 @@ from PySide6.QtCore import QEvent, QObject, QSettings, QSignalBlocker, QStandard
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
                                QPushButton, QSizePolicy, QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
+from core.atomic import resolve_dir
 from core.device import DEVICES, available_devices
-from core.train import MODEL_SIZES, STATE_JSON, TrainConfig, train
+from core.train import MODEL_SIZES, STATE_JSON, TrainConfig, check_outputs, train
 from ddpm_gui import settings as settings_mod
 from ddpm_gui.image_views import ImagePane, style_plot
 from ddpm_gui.run_recording import format_eta
@@ -84,13 +93,15 @@ class TrainUpdate:
 
 class TrainSession:
     """Filled by the worker when a run is stopped, read by the UI after ``cancelled`` (the worker has finished
-    writing it by then): the checkpoint it saved and the steps that had not reached the UI yet."""
+    writing it by then): the checkpoint it saved and the steps that had not reached the UI yet. ``warnings``: the
+    run's one-line warnings (filled on the UI thread, from the runner's ``warned`` signal)."""
 
     def __init__(self, out: str):
         self.out = out
         self.saved_step: int | None = None
         self.saved_path: str | None = None
         self.tail: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.warnings: list[str] = []
 
 
 class _StepBuffer:
@@ -206,7 +217,10 @@ class _LogAxis(pg.AxisItem):
 # ----- reading an output folder ------------------------------------------------------------------------------------
 def run_state(out: Path) -> dict | None:
     """What ``out/checkpoint/train_state.json`` says (step, config), or None when there is no readable run."""
-    path = Path(out) / "checkpoint" / STATE_JSON
+    folder = resolve_dir(Path(out) / "checkpoint")  # after a kill mid-swap: the complete one beside it
+    if folder is None:
+        return None
+    path = folder / STATE_JSON
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
         return state if isinstance(state, dict) and "step" in state else None
@@ -218,7 +232,10 @@ def newest_model_folder(out: Path) -> Path | None:
     """``out/model`` or ``out/checkpoint``, whichever holds more trained steps (both hold EMA weights)."""
     best, best_steps = None, -1
     for name in ("model", "checkpoint"):
-        cfg = Path(out) / name / "config.json"
+        folder = resolve_dir(Path(out) / name)
+        if folder is None:
+            continue
+        cfg = folder / "config.json"
         try:
             steps = int(json.loads(cfg.read_text(encoding="utf-8")).get("trained_steps", 0))
         except (OSError, ValueError, TypeError, AttributeError):
@@ -259,6 +276,9 @@ class TrainPanel(QWidget):
         self.window_ = window
         self._settings = settings
         self.runner: WorkerRunner = window.create_runner("train")
+        warned = getattr(self.runner, "warned", None)  # the worker's one-line warnings of the current run
+        if warned is not None:
+            warned.connect(self._on_warned)
         self._running = False
         self._stopping = False
         self._started = False         # the run has built its model (so a stop saves a checkpoint)
@@ -277,6 +297,7 @@ class TrainPanel(QWidget):
         self._folder_resolution = 32  # the resolution for folders (MNIST is 28×28)
         self.status_text = ""
         self.warning_text = ""
+        self._skipped = 0             # image files the current run's data loader could not read
         self._build_ui()
         self._fill_datasets()
         self._restore()
@@ -336,6 +357,8 @@ class TrainPanel(QWidget):
             self._fail(f"{cfg.out} already holds a run (step {state['step']}): Resume continues it, or choose "
                        "another output folder to start over")
             return False
+        if not self._outputs_writable(cfg):
+            return False
         self._remember()
         self._clear_curve(cfg.out)
         self._clear_samples(cfg.sample_every)
@@ -356,6 +379,8 @@ class TrainPanel(QWidget):
             return False
         if int(state["step"]) >= cfg.steps:
             self._fail(f"the run is at step {state['step']} of {cfg.steps}: raise Steps to continue it")
+            return False
+        if not self._outputs_writable(cfg):
             return False
         self._remember()
         if not (self._curve_out == cfg.out and self._steps and self._steps[-1] == int(state["step"])):
@@ -417,6 +442,31 @@ class TrainPanel(QWidget):
         return False
 
     # ----- the run ---------------------------------------------------------------------------------------------
+    def _outputs_writable(self, cfg: TrainConfig) -> bool:
+        """Check every place the run writes before anything starts (not minutes later, at its first save)."""
+        try:
+            check_outputs(cfg.out)
+        except (OSError, ValueError) as e:
+            self._fail(one_line(e))
+            return False
+        return True
+
+    def _on_warned(self, line: str) -> None:
+        """A warning of the run: shown with the next update (at most 0.1 s away) and in the final status."""
+        if self._session is not None and line not in self._session.warnings:
+            self._session.warnings.append(line)
+            self._show_warnings()
+
+    def _show_warnings(self) -> None:
+        """``warning_text``: the run's warnings, one line each; skipped image files are named even when the data
+        loader's warning was not relayed (Python shows one warning from one place once per process)."""
+        s = self._session
+        lines = list(s.warnings) if s is not None else []
+        if self._skipped and not any("could not be read" in line for line in lines):
+            lines.insert(0, f"skipped {self._skipped} file{'s' * (self._skipped != 1)} that could not be read as "
+                            "images")
+        self.warning_text = " · ".join(lines)
+
     def _launch(self, cfg: TrainConfig, resume: bool) -> bool:
         self._session = TrainSession(cfg.out)
         self._started = False
@@ -424,6 +474,7 @@ class TrainPanel(QWidget):
         self._stopping = False
         self._set_running(True)
         self.warning_text = ""
+        self._skipped = 0
         self.progressBar.setRange(0, cfg.steps)
         self._set_status(("Resuming" if resume else "Starting") + " (loading the data and building the model)…")
         try:
@@ -439,16 +490,16 @@ class TrainPanel(QWidget):
     def _on_update(self, u: TrainUpdate) -> None:
         if u.kind == "started":
             self._started = True
+            self._skipped = u.skipped
+            self._show_warnings()
             self.runInfo.setText(f"Training {u.info}; step {u.step} → {u.total}")
             self._num_classes = u.num_classes
-            if u.skipped:
-                self.warning_text = (f"skipped {u.skipped} file{'s' * (u.skipped != 1)} that could not be read "
-                                     "as images")
             if not self._steps and len(u.history_steps):
                 self._load_history(u.history_steps, u.history_losses)
             self.progressBar.setValue(u.step)
             self._set_status(self._with_warning(f"step {u.step}/{u.total} · waiting for the first step…"))
             return
+        self._show_warnings()
         self._append(u.steps, u.losses, u.loss_avgs)
         if u.grid is not None:
             self._show_samples(u.grid, u.grid_step)
@@ -468,13 +519,14 @@ class TrainPanel(QWidget):
 
     def _on_cancelled(self, _n: int) -> None:
         s = self._session
+        self._show_warnings()
         if s is not None and s.tail is not None:
             self._append(*s.tail)
         step = s.saved_step if s is not None and s.saved_step is not None else 0
         if s is not None and s.saved_path:
             self.progressBar.setValue(step)
-            self._set_status(f"Stopped at step {step}/{self._total}; resumable checkpoint in {s.saved_path} — "
-                             "Resume continues it")
+            self._set_status(self._with_warning(f"Stopped at step {step}/{self._total}; resumable checkpoint in "
+                                                f"{s.saved_path} — Resume continues it"))
         else:
             self._set_status("Stopped before the first step (nothing to save)")
         self.runStopped.emit(step)

@@ -1,8 +1,11 @@
 """The Train panel against core.train: the loss curve holds exactly the losses core yields for the panel's config;
 the EMA sample grid is core's; Stop answers at once, saves a checkpoint and enables Resume, which continues the run
-bit for bit; closing the window mid-training leaves a checkpoint core resumes from; "Use this model" selects the run
-in Generate; bad input is one line. Runs use the tiny UNet on a few 8×8 images, a handful of steps."""
+bit for bit (every tensor of the checkpoint and the model equals a straight run's); closing the window mid-training
+leaves a checkpoint core resumes from, bit for bit too; "Use this model" selects the run in Generate; bad input, an
+output place that can never be written and warnings are one line. Runs use the tiny UNet on a few 8×8 images, a
+handful of steps."""
 import json
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -13,11 +16,13 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import QWidget  # noqa: E402
 
+from safetensors.torch import load_file  # noqa: E402
+
 from core.images import save_image  # noqa: E402
 from core.train import train  # noqa: E402
 from ddpm_gui import generate_panel as gp  # noqa: E402
 from ddpm_gui.main_window import MainWindow  # noqa: E402
-from ddpm_gui.worker import live_workers  # noqa: E402
+from ddpm_gui.worker import WorkerRunner, live_workers  # noqa: E402
 
 TIMEOUT = 180_000  # a loaded 2-core machine; a run here takes seconds when it is idle
 
@@ -70,6 +75,14 @@ def _core_run(cfg):
         elif ev.kind == "sample":
             grid = ev.grid
     return np.array(steps), np.array(losses), np.array(avgs), grid
+
+
+def _same_tensors(a, b):
+    """Every tensor of a/checkpoint and a/model equals b's, bit for bit."""
+    for f in ("checkpoint/model.safetensors", "checkpoint/train_state.safetensors", "model/model.safetensors"):
+        ta, tb = load_file(str(a / f)), load_file(str(b / f))
+        assert ta.keys() == tb.keys(), f
+        assert all(torch.equal(ta[k], tb[k]) for k in ta), f
 
 
 def _window_means(steps, losses, half=25):
@@ -142,6 +155,7 @@ def test_stop_answers_at_once_and_resume_continues_exactly(window, qtbot, images
     np.testing.assert_allclose(panel.loss_averages(), ref_avg, rtol=1e-5)
     np.testing.assert_allclose(smooth, _window_means(ref_steps, ref_loss), rtol=1e-5)
     assert json.loads((out / "model" / "config.json").read_text())["trained_steps"] == s + 2
+    _same_tensors(out, tmp_path / "ref")  # weights, EMA, optimizer moments, RNG: as if it had never stopped
 
 
 def test_closing_mid_training_leaves_a_checkpoint_core_resumes(qtbot, images, tmp_path):
@@ -161,9 +175,44 @@ def test_closing_mid_training_leaves_a_checkpoint_core_resumes(qtbot, images, tm
             "train_state.safetensors"} <= names
     saved = json.loads((out / "checkpoint" / "train_state.json").read_text())["step"]
     assert saved >= 2
-    trainer = train(replace(cfg, steps=saved + 1), resume=True)
+    trainer = train(replace(cfg, steps=saved + 2), resume=True)
     assert trainer.step == saved
     assert next(trainer).step == saved + 1
+    list(trainer)
+    list(train(replace(cfg, out=str(tmp_path / "ref"), steps=saved + 2)))
+    _same_tensors(out, tmp_path / "ref")
+
+
+def test_an_output_place_that_can_never_be_written_is_one_line_and_nothing_starts(window, qtbot, images, tmp_path):
+    panel = window.train_panel
+    (tmp_path / "notes.txt").write_text("x")
+    _setup(panel, images, tmp_path / "notes.txt" / "run", steps=3)
+    with qtbot.assertNotEmitted(panel.runStarted):
+        with qtbot.waitSignal(panel.runFailed, timeout=5000) as failed:
+            assert not panel.start()
+    msg = failed.args[0]
+    assert "notes.txt is a file, not a folder" in msg and "\n" not in msg and window.last_error == msg
+    assert not panel.running and panel.runner.current is None and panel.runner.runs_started == 0
+    assert panel.startButton.isEnabled() and panel.status_text == msg
+
+
+@pytest.mark.skipif(not hasattr(WorkerRunner, "warned"), reason="needs the worker's warning relay (runner.warned)")
+def test_a_warning_while_training_is_one_line_in_the_status(window, qtbot, images, tmp_path, monkeypatch):
+    import core.train
+    real = core.train.Trainer._update_ema
+
+    def noisy(self):
+        warnings.warn("something odd in a library\n  with a second line", UserWarning)
+        return real(self)
+    monkeypatch.setattr(core.train.Trainer, "_update_ema", noisy)
+    panel = window.train_panel
+    _setup(panel, images, tmp_path / "run", steps=2)
+    with qtbot.waitSignal(panel.runEnded, timeout=TIMEOUT):
+        panel.start()
+    text = panel.status_text
+    assert text.startswith("Done: 2 steps") and "\n" not in text
+    assert text.count("something odd in a library") == 1 and "second line" not in text
+    assert "skipped 1 file" in text  # the data loader's warning, the same way
 
 
 def test_resuming_a_run_from_another_session_shows_its_history(window, qtbot, images, tmp_path):
