@@ -7,7 +7,6 @@ would save an RNG state some draws into the step, and the resumed run would draw
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 from pathlib import Path

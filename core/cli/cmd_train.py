@@ -8,14 +8,13 @@ libraries during training are one line each (``ddpm train: warning: …``).
 """
 from __future__ import annotations
 
-import argparse
-import math
 import signal
 import sys
 import threading
 
 import torch
 
+from core.cli.options import BATCH, SEED, TIMESTEPS_T, float_in, int_in
 from core.cli.progress import Progress
 from core.messages import relay_warnings
 from core.train import MODEL_SIZES, PRECISIONS, TrainConfig, train
@@ -23,37 +22,6 @@ from core.train import MODEL_SIZES, PRECISIONS, TrainConfig, train
 DEFAULTS = TrainConfig()
 EXIT_INTERRUPTED = 130
 MAX_STEPS = 100_000_000
-
-
-def int_in(lo: int, hi: int):
-    """An argparse ``type``: an integer in ``lo…hi`` (the range is in the message)."""
-    def parse(text: str) -> int:
-        try:
-            v = int(text.strip().replace("_", ""), 10) if len(text) < 40 else None
-        except ValueError:
-            v = None
-        if v is None or not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"must be an integer in {lo}…{hi}, got {text[:40]!r}")
-        return v
-    parse.__name__ = "integer"
-    return parse
-
-
-def float_in(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
-    """An argparse ``type``: a finite number in ``lo…hi`` (an end excluded when ``*_open``); NaN and ±inf never."""
-    def parse(text: str) -> float:
-        try:
-            v = float(text) if len(text) < 60 else math.nan
-        except ValueError:
-            v = math.nan
-        ok = math.isfinite(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
-        if not ok:
-            left, right = "(" if lo_open else "[", ")" if hi_open else "]"
-            raise argparse.ArgumentTypeError(f"must be a finite number in {left}{lo:g}, {hi:g}{right}, "
-                                             f"got {text[:40]!r}")
-        return v
-    parse.__name__ = "number"
-    return parse
 
 
 def register(sub) -> None:
@@ -65,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--steps", type=int_in(1, MAX_STEPS), default=DEFAULTS.steps,
                    help=f"total optimizer steps, 1…{MAX_STEPS} (default {DEFAULTS.steps})")
-    p.add_argument("--batch", type=int_in(1, 4096), default=DEFAULTS.batch_size,
+    p.add_argument("--batch", type=BATCH, default=DEFAULTS.batch_size,
                    help=f"batch size, 1…4096 (default {DEFAULTS.batch_size})")
     p.add_argument("--resolution", type=int_in(4, 512),
                    help="image size, 4…512 (default: 28 for MNIST, 32 for a folder)")
@@ -75,7 +43,7 @@ def register(sub) -> None:
     p.add_argument("--prediction", default=DEFAULTS.prediction_type, choices=("epsilon", "sample", "v_prediction"),
                    help="what the network predicts (default epsilon)")
     p.add_argument("--schedule", default=DEFAULTS.schedule, help="noise schedule preset (default linear)")
-    p.add_argument("--T", type=int_in(2, 100_000), default=DEFAULTS.T,
+    p.add_argument("--T", type=TIMESTEPS_T, default=DEFAULTS.T,
                    help=f"diffusion steps, 2…100000 (default {DEFAULTS.T})")
     p.add_argument("--lr", type=float_in(0.0, 1.0, lo_open=True),
                    help=f"peak learning rate in (0, 1] (default {DEFAULTS.lr}; with --resume: change it from this "
@@ -93,7 +61,7 @@ def register(sub) -> None:
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (not for digits)")
     p.add_argument("--no-clip", action="store_true", help="save the model with clip_sample = false (samplers then "
                    "do not clip x̂0 to [-1, 1] unless asked)")
-    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="autocast precision (auto: bf16/fp16 on CUDA, fp32 on the CPU)")
