@@ -31,3 +31,15 @@ class GuidedModel:
                 uncond, cond = both.chunk(2)
                 out = torch.lerp(uncond.float(), cond.float(), self.w)
         return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+def labels_each_class(n: int, num_classes: int) -> list[int]:
+    """"Each class in turn": image i of a batch of ``n`` gets class i mod K (K = ``num_classes``), so every class
+    appears ⌊n/K⌋ or ⌈n/K⌉ times, in order 0, 1, …, K−1, 0, 1, … (Generate's batch, the evaluation's samples, the
+    training preview's grid)."""
+    n, k = int(n), int(num_classes)
+    if k < 1:
+        raise ValueError(f"each class in turn needs a class-conditional model (K = {k})")
+    if n < 0:
+        raise ValueError(f"a batch of {n} images")
+    return [i % k for i in range(n)]
