@@ -50,7 +50,8 @@ def _mode_for(path: Path, default: int) -> int:
 
 @contextlib.contextmanager
 def atomic_path(path, suffix: str | None = None):
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed.
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path`` (the folder
+    fsynced after), on error removed: after a crash ``path`` is the old file or the new one, whole.
 
     ``suffix`` defaults to ``path``'s own, so writers that pick a format from the extension still work.
     """
@@ -64,7 +65,9 @@ def atomic_path(path, suffix: str | None = None):
     try:
         yield Path(tmp)
         os.chmod(tmp, _mode_for(path, 0o666))
+        _fsync(tmp)                          # the bytes are on the disk before the name points at them
         os.replace(tmp, path)
+        _fsync(folder, directory=True)       # and the rename is too
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

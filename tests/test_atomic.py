@@ -166,3 +166,25 @@ def test_a_swap_replaces_the_old_folder_entirely(tmp_path):
     with atomic_dir(target) as tmp:
         _folder(tmp, "new")
     assert _version(target) == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_atomic_path_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    """Crash safety: a rename that reaches the disk before the bytes can leave an empty file under the name."""
+    import os
+
+    from core.atomic import write_bytes_atomic
+    events = []
+    real_fsync, real_replace, real_open = os.fsync, os.replace, os.open
+    names = {}
+
+    def opening(path, flags, *a):
+        fd = real_open(path, flags, *a)
+        names[fd] = str(path)
+        return fd
+    monkeypatch.setattr(os, "open", opening)
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", names.get(fd))), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b))[1])
+    write_bytes_atomic(tmp_path / "out.bin", b"data")
+    kinds = [(k, n if k == "replace" or n == str(tmp_path) else "tmp") for k, n in events]
+    assert kinds == [("fsync", "tmp"), ("replace", str(tmp_path / "out.bin")), ("fsync", str(tmp_path))], events
+    assert (tmp_path / "out.bin").read_bytes() == b"data"
