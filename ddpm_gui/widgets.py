@@ -1,6 +1,6 @@
 """Widgets more than one panel uses, each written once: the model menu, the device menu, a log axis that stays
-legible, a text line that repaints cheaply, one-call naming, and the base of every panel that runs a job
-(:class:`JobPanel`: status line, one-line failures)."""
+legible, a text line that repaints cheaply, one-call naming, a remembered-folders list (:class:`RecentList`), and
+the base of every panel that runs a job (:class:`JobPanel`: status line, one-line failures)."""
 from __future__ import annotations
 
 import json
@@ -96,6 +96,38 @@ def device_combo(name: str = "deviceCombo") -> QComboBox:
         if d != "auto" and d not in have:
             combo.model().item(combo.count() - 1).setEnabled(False)
     return combo
+
+
+class RecentList:
+    """Entries remembered under one settings key (folders chosen from disk), newest first, at most ``max_items``,
+    stored as a JSON list. A missing, hand-edited or broken value reads as no entries, never an error.
+    ``convert(raw)`` turns one stored item into an entry, or None to drop it (default: non-empty strings)."""
+
+    def __init__(self, settings: QSettings | None, key: str | None, max_items: int = 8, convert=None):
+        self.settings, self.key, self.max_items = settings, key, int(max_items)
+        self._convert = convert or (lambda v: v if isinstance(v, str) and v else None)
+
+    def items(self) -> list[str]:
+        if self.settings is None or not self.key:
+            return []
+        try:
+            raw = json.loads(self.settings.value(self.key) or "[]")
+            out = []
+            for it in raw if isinstance(raw, list) else []:
+                v = self._convert(it)
+                if v is not None and v not in out:
+                    out.append(v)
+            return out[:self.max_items]
+        except Exception:  # noqa: BLE001 - nested too deeply, not JSON, not text, …: no remembered entries
+            return []
+
+    def add(self, item: str) -> None:
+        """Remember ``item`` first (moving it up if it was there), dropping the oldest beyond ``max_items``."""
+        if self.settings is None or not self.key:
+            return
+        entries = [item] + [v for v in self.items() if v != item]
+        self.settings.setValue(self.key, json.dumps(entries[:self.max_items]))
+        self.settings.sync()
 
 
 class ModelMenu(QComboBox):
