@@ -12,9 +12,9 @@ with its own schedule and the panel says so. A model that accepts any schedule (
 edit the schedule and Compute again (or tick "on schedule edits") to see the bound move, with the previous curve
 kept faint for comparison.
 
-A thin view over ``core``: the click turns the widgets into an :class:`ElboJob`; :func:`elbo_events` (run by a
-:class:`~ddpm_gui.worker.WorkerRunner`) loads the model, turns the photo or dataset into model-ready x_0 with the
-CLI's own helpers (:mod:`core.cli.cmd_elbo`) and passes the bound's progress to the UI as copies.
+A thin view over :mod:`core.jobs.bound`: the click turns the widgets into an :class:`~core.jobs.bound.ElboJob`;
+:func:`~core.jobs.bound.elbo_events` (run by a :class:`~ddpm_gui.worker.WorkerRunner`) loads the model, turns the
+photo or dataset into model-ready x_0 as ``ddpm elbo`` does and passes the bound's progress to the UI as copies.
 
 ``ElboPanel.install(window)`` adds it to a :class:`~ddpm_gui.main_window.MainWindow` as the "ELBO" tab.
 """
@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import html
 import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -36,11 +33,12 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, Q
                                QProgressBar, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
 
 from core.device import pick_device
-from core.models.load import builtin_models, load_model, oracle_for_array
+from core.jobs.bound import ElboJob, ElboProgress, ElboRun, elbo_events, model_request
+from core.messages import format_eta
+from core.model_spec import ModelCache
+from core.models.load import builtin_models
 from core.schedule import NoiseSchedule
-from core.vlb import BoundResult, compute_bound
 from ddpm_gui.model_combo import ModelCombo
-from ddpm_gui.run_recording import ModelCache, format_eta
 from ddpm_gui.worker import WorkerRunner, one_line
 
 # model entries
@@ -62,102 +60,6 @@ TERMS_TIP = ("L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (notes eq. 9–14), eac
              "  L_0 = −log p_θ(x_0 | x_1), a discretized Gaussian over the 256 pixel bins (drawn at t = 1)\n"
              "  L_T = KL(q(x_T | x_0) ‖ N(0, I)), closed form, no network (drawn at t = T + 1)\n"
              "Log y axis. Hover a point for its value and share of the total; click it to show that x_t.")
-
-
-@dataclass(frozen=True)
-class ElboJob:
-    """Everything a run needs, taken from the widgets on the UI thread (no widget is touched by the worker)."""
-
-    model_key: tuple
-    loader: Callable
-    source: str                      # PHOTO or DATASET
-    photo_path: str | None = None    # the photo's file (the CLI's --image), or
-    photo_array: np.ndarray | None = None  # a photo with no file (pasted), H×W×3 in [−1, 1]
-    data: str | None = None          # builtin:mnist or a folder (the CLI's --data)
-    n: int = 1
-    variance: str | None = None      # None: the model's own
-    seed: int = 0
-    schedule: NoiseSchedule | None = None  # the window's; used only by a model that accepts any schedule
-
-
-@dataclass(frozen=True)
-class ElboProgress:
-    """A batch done: ``terms`` (T+1,) holds the image-mean bits/dim of every finished term and NaN for the rest."""
-
-    done: int
-    total: int
-    terms: np.ndarray
-    elapsed: float
-
-
-@dataclass(frozen=True)
-class ElboRun:
-    """A finished bound, as the panel shows it. ``terms`` = [L_0, L_1, …, L_T] (bits/dim, mean over images), the
-    same numbers as :attr:`core.vlb.BoundResult.terms`; ``per_image`` N×(T+1)."""
-
-    terms: np.ndarray
-    per_image: np.ndarray
-    model_name: str
-    source: str
-    schedule_name: str
-    T: int
-    variance: str
-    seed: int
-    clip_denoised: bool
-    dims: int
-    any_schedule: bool
-    seconds: float
-
-    @property
-    def bits_per_dim(self) -> float:
-        return float(self.terms.sum())
-
-    @property
-    def label(self) -> str:
-        return f"{self.schedule_name}, T={self.T}, {self.variance}"
-
-    def label_against(self, other: "ElboRun | None") -> str:
-        """:attr:`label`, led by the model and images where they differ from ``other``'s."""
-        if other is None or (other.model_name, other.source) == (self.model_name, self.source):
-            return self.label
-        return f"{self.model_name} on {self.source}, {self.label}"
-
-
-def elbo_events(job: ElboJob, cache: ModelCache):
-    """The worker: load the model (cached), make x_0 as ``ddpm elbo`` does, then yield an :class:`ElboProgress`
-    per batch of the bound and return an :class:`ElboRun`. Closing the generator stops it after the batch in
-    flight (the bound's own generator is closed with it)."""
-    from core.cli.cmd_elbo import array_for_model, image_for_model, load_images
-    model = cache.get(job.model_key, job.loader)
-    yield None  # a cancel point between loading and the first batch
-    c, r = model.channels, model.resolution
-    if job.source == PHOTO:
-        if job.photo_path is not None:
-            x0, source = image_for_model(job.photo_path, r, c), Path(job.photo_path).name
-        elif job.photo_array is not None:
-            x0, source = array_for_model(job.photo_array, r, c), "the pasted photo"
-        else:
-            raise ValueError("open a photo first (File ▸ Open image)")
-        source += f" at {r}×{r}"
-    else:
-        x0, source = load_images(SimpleNamespace(image=None, data=job.data, n=job.n, split=None), model)
-    any_schedule = model.schedule is None
-    schedule = job.schedule if any_schedule else model.schedule
-    if schedule is None:
-        raise ValueError(f"{model.name} needs a schedule")
-    start = time.perf_counter()
-    events = compute_bound(model, x0, schedule, job.variance, seed=job.seed)
-    try:
-        for ev in events:
-            if isinstance(ev, BoundResult):
-                return ElboRun(terms=ev.terms.copy(), per_image=ev.per_image.copy(), model_name=model.name,
-                               source=source, schedule_name=schedule.name, T=ev.T, variance=ev.variance,
-                               seed=ev.seed, clip_denoised=ev.clip_denoised, dims=ev.dims,
-                               any_schedule=any_schedule, seconds=time.perf_counter() - start)
-            yield ElboProgress(ev.done, ev.total, ev.terms.copy(), time.perf_counter() - start)
-    finally:
-        events.close()
-    raise RuntimeError("the bound ended without a result")
 
 
 def term_name(k: int, T: int) -> str:
@@ -229,6 +131,7 @@ class ElboPanel(QWidget):
         self._prev_model_index = 0
         self._prev_source_index = 0
         self.hover_k: int | None = None
+        self._key_memo: tuple | None = None      # (what the key was made from, the key): see _loaded_model
         self.status_text = ""
         self._auto_timer = QTimer(self)
         self._auto_timer.setSingleShot(True)
@@ -538,24 +441,25 @@ class ElboPanel(QWidget):
     def _model_request(self, device: str) -> tuple[tuple, Callable]:
         kind, value = self.current_model()
         if kind == PHOTO_ORACLE:
-            path = self.window_.photo_path
-            if path is not None:
-                spec = f"oracle:{path}"
-                return (spec, device), (lambda: load_model(spec, device=device))
-            x0 = self.window_.x0
-            if x0 is None:
-                raise ValueError("open a photo first (File ▸ Open image)")
-            return ("photo-array", id(x0), device), (lambda a=x0.copy(): oracle_for_array(a, device))
-        if kind in (BUILTIN, ORACLE, FOLDER) and value:
-            return (value, device), (lambda: load_model(value, device=device))
-        raise ValueError("choose a model")
+            spec = "photo"
+        elif kind in (BUILTIN, ORACLE, FOLDER) and value:
+            spec = value
+        else:
+            raise ValueError("choose a model")
+        return model_request(spec, device, photo_path=self.window_.photo_path, photo=self.window_.x0)
 
     def _loaded_model(self):
-        try:
-            key, _ = self._model_request(self._device())
-        except ValueError:
-            return None
-        return self.cache.peek(key)
+        """The chosen model if it is loaded. Its key is remembered per photo (a pasted photo's pixels are hashed
+        once, not on every schedule edit); Compute always makes a fresh one."""
+        w, device = self.window_, self._device()
+        made_of = (self.current_model(), device, w.photo_path)
+        memo = self._key_memo     # holds the photo array itself, so `is` cannot be fooled by a reused id()
+        if memo is None or memo[0] != made_of or memo[1] is not w.x0:
+            try:
+                memo = self._key_memo = (made_of, w.x0, self._model_request(device)[0])
+            except ValueError:
+                return None
+        return self.cache.peek(memo[2])
 
     # ----- the run ---------------------------------------------------------------------------------------------
     def _make_job(self) -> ElboJob:
@@ -662,6 +566,7 @@ class ElboPanel(QWidget):
             self.compute()
 
     def _on_photo_changed(self) -> None:
+        self._key_memo = None
         if self.current_model()[0] == PHOTO_ORACLE:
             self._update_model_note()
 

@@ -14,19 +14,24 @@ from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QWidget  # noqa: E402
 
-from core.cli.cmd_elbo import image_for_model  # noqa: E402
 from core.data import load_dataset  # noqa: E402
-from core.images import save_image  # noqa: E402
+from core.jobs.bound import ElboRun  # noqa: E402
+from core.model_spec import cache_key  # noqa: E402
+from core.images import from_uint8, load_image, photo_to_model_input, save_image  # noqa: E402
 from core.models.checkpoint import save_checkpoint  # noqa: E402
 from core.models.denoiser import Denoiser  # noqa: E402
-from core.models.load import load_model  # noqa: E402
+from core.models.load import load_model, oracle_for_array  # noqa: E402
 from core.models.unet import UNet, UNetConfig  # noqa: E402
 from core.schedule import NoiseSchedule  # noqa: E402
 from core.vlb import variational_bound  # noqa: E402
-from ddpm_gui.elbo_panel import ElboRun  # noqa: E402
 from ddpm_gui.main_window import MainWindow  # noqa: E402
 
 TIMEOUT = 60_000
+
+
+def image_for_model(path, resolution, channels):
+    """The photo file as ``ddpm elbo --image`` evaluates it (1×C×H×W on the uint8 grid), straight from core.images."""
+    return photo_to_model_input(load_image(path), resolution, channels, on_uint8_grid=True)[None]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread (conftest)
@@ -148,7 +153,7 @@ def test_cancel_stops_the_run_and_gives_compute_back_at_once(qtbot, window):
     first = compute(qtbot, panel)                      # a curve to keep (the photo oracle, T = 40)
     slow = SlowDenoiser()
     panel.select_model("slow-model")
-    panel.cache.get(("slow-model", panel._device()), lambda: slow)  # already "loaded": no file needed
+    panel.cache.get(cache_key("slow-model", panel._device()), lambda: slow)  # already "loaded": no file needed
     panel.select_source("photo")
     with qtbot.waitSignal(panel.progressed, timeout=TIMEOUT, check_params_cb=lambda done, total: done > 0):
         assert panel.compute()
@@ -223,6 +228,30 @@ def test_hovering_a_point_shows_its_value_and_share_of_the_total(qtbot, window):
     QTest.mouseMove(panel.plot.viewport(), panel.plot.mapFromScene(panel.plot.sceneBoundingRect().topLeft()
                                                                    + QPointF(2, 2)))
     qtbot.waitUntil(lambda: panel.hover_k is None, timeout=5000)
+
+
+def test_a_new_pasted_photo_gets_its_own_oracle_even_when_its_array_has_the_old_id(qtbot, window):
+    """The photo oracle is cached under the pixels' hash, not id() of the array: Python reuses ids, so a pasted
+    photo B could get photo A's oracle. Here B is pasted in A's very array (the same id, for certain)."""
+    panel = window.elbo_panel
+    rng = np.random.default_rng(11)
+    a, b = (from_uint8(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)) for _ in range(2))
+    pasted = a.copy()
+    window.set_image_array(pasted, "pasted image")
+    assert window.photo_path is None and window.x0 is pasted
+    panel.select_model("photo")
+    panel.select_source("photo")
+    panel.set_variance("small")
+    compute(qtbot, panel)
+    pasted[...] = b
+    window.set_image_array(pasted, "pasted image")
+    assert window.x0 is pasted                         # the same array object: id() cannot tell A from B
+    run = compute(qtbot, panel)
+    model = oracle_for_array(b)
+    x0 = photo_to_model_input(b, model.resolution, model.channels, on_uint8_grid=True)[None]
+    ref = variational_bound(model, x0, window.schedule, "small")
+    np.testing.assert_allclose(run.terms, ref.terms, rtol=1e-12, atol=1e-15)   # B's oracle: every KL term 0
+    assert np.abs(run.terms[1:-1]).max() < 1e-9
 
 
 def test_errors_are_one_line_and_keep_the_curve(qtbot, window, tmp_path):

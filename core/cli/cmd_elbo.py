@@ -7,18 +7,15 @@ A trained model is evaluated on its own T only, refused like ``ddpm sample`` ref
 the one-line message (exit 2)."""
 from __future__ import annotations
 
-import numbers
 import time
 
 import numpy as np
 
 from core.cli.options import BATCH, SEED, TIMESTEPS_T, int_in
 from core.cli.progress import Progress
+from core.jobs.bound import DEFAULT_N, MAX_N, load_images
 from core.messages import json_text
 from core.vlb import DEFAULT_BATCH_SIZE, VARIANCES, BoundResult, compute_bound
-
-DEFAULT_N = 8
-MAX_N = 100_000  # as many images as a folder may hold (core.data.MAX_FOLDER_IMAGES)
 
 
 def register(sub) -> None:
@@ -52,38 +49,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_images(args, denoiser) -> tuple[np.ndarray, str]:
-    """The N×C×H×W images to evaluate, at the model's resolution and channels, and a short description."""
-    c, r = denoiser.channels, denoiser.resolution
-    if args.image is not None:
-        if args.n is not None or args.split is not None:
-            raise ValueError("--n and --split go with --data, not --image")
-        return image_for_model(args.image, r, c), args.image
-    n = DEFAULT_N if args.n is None else args.n
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_N:
-        raise ValueError(f"--n must be an integer in 1…{MAX_N}, got {n!r}")
-    from core.data import load_dataset
-    builtin = args.data.startswith("builtin:")
-    if args.split not in (None, "all", "train") and not builtin:
-        raise ValueError(f"--split {args.split} needs builtin:mnist (a folder has no held-out split)")
-    split = args.split or ("heldout" if builtin else "all")
-    data = load_dataset(args.data, resolution=r, split=split, channels=c)
-    if n > len(data):
-        raise ValueError(f"--n {n}: {args.data} ({split}) has only {len(data)} images")
-    return data.images[:n], f"{args.data} ({split}, first {n})"
-
-
-def image_for_model(path, resolution: int, channels: int) -> np.ndarray:
-    """Deprecated alias kept until the window moves off core.cli: see core.images.photo_to_model_input."""
-    from core.images import load_image
-    return array_for_model(load_image(path), resolution, channels)
-
-
-def array_for_model(img: np.ndarray, resolution: int, channels: int) -> np.ndarray:
-    from core.images import photo_to_model_input
-    return photo_to_model_input(img, resolution, channels, on_uint8_grid=True)[None]
-
-
 def pick_schedule(args, denoiser):
     """--schedule (a preset, at --T or else the model's own T, or a file); else the model's own; else (the oracle)
     linear, T = 1000. A trained model is refused a schedule of another T, as ``ddpm sample`` refuses it."""
@@ -106,7 +71,7 @@ def run(args) -> int:
     from core.models.load import load_model
     denoiser = load_model(args.model, device=args.device)
     schedule = pick_schedule(args, denoiser)  # before the images: a refusal costs no loading
-    x0, source = load_images(args, denoiser)
+    x0, source = load_images(denoiser, image=args.image, data=args.data, n=args.n, split=args.split)
     start = time.perf_counter()
     events = compute_bound(denoiser, x0, schedule, args.variance, batch_size=args.batch_size, seed=args.seed,
                            clip_denoised=args.clip)
