@@ -69,6 +69,7 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, Slot
 
+from core.jobs.threads import background_priority  # noqa: F401 - part of this module's API
 from core.messages import one_line, warning_line
 
 log = logging.getLogger(__name__)
@@ -108,18 +109,6 @@ def copy_payload(value: Any) -> Any:
 _live: set["GeneratorWorker"] = set()
 _abandoned: set["GeneratorWorker"] = set()   # left running at close, inside one long call
 _live_lock = threading.Lock()
-
-
-def background_priority(nice: int = 10) -> None:
-    """Lower the calling worker thread's CPU priority (Linux: each thread has its own nice value), so that on a
-    busy machine the UI thread gets a core first and a long background job (decoding a large photo) never makes
-    the window stutter. Elsewhere it does nothing: there the call would change the whole process."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is threading.main_thread():
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (OSError, AttributeError):
-        pass
 
 
 def live_workers() -> list["GeneratorWorker"]:
