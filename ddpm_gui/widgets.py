@@ -280,6 +280,7 @@ class JobPanel(QWidget):
 
     runFailed = Signal(str)   # the one-line reason
     TITLE = "DDPM Studio"
+    STATUS_COLOR: str | None = None   # a QLabel status line's colour when it is not an error (None: the palette's)
 
     def __init__(self, window, parent=None):
         super().__init__(parent)
@@ -293,7 +294,8 @@ class JobPanel(QWidget):
             label.setText(text, error=error)
         elif label is not None:
             label.setText(text)
-            label.setStyleSheet(f"color: {ERROR_COLOR};" if error else "")
+            label.setStyleSheet(f"color: {ERROR_COLOR};" if error else
+                                f"color: {self.STATUS_COLOR};" if self.STATUS_COLOR else "")
 
     def _fail(self, message: str, title: str | None = None) -> None:
         self._set_status(message, error=True)
