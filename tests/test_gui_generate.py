@@ -19,8 +19,7 @@ from PIL import Image  # noqa: E402
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import QWidget  # noqa: E402
 
-from core.cli.cmd_sample import _grid, start_image  # noqa: E402
-from core.images import load_image, save_image  # noqa: E402
+from core.images import batch_grid, load_image, photo_to_model_input, save_image  # noqa: E402
 from core.models.checkpoint import save_checkpoint  # noqa: E402
 from core.models.denoiser import Denoiser  # noqa: E402
 from core.models.load import load_model  # noqa: E402
@@ -28,6 +27,7 @@ from core.models.unet import UNet, UNetConfig  # noqa: E402
 from core.samplers import sample  # noqa: E402
 from core.schedule import NoiseSchedule  # noqa: E402
 from ddpm_gui import generate_panel as gp  # noqa: E402
+from ddpm_gui import widgets  # noqa: E402
 from ddpm_gui.main_window import MainWindow  # noqa: E402
 from ddpm_gui.worker import live_workers  # noqa: E402
 
@@ -140,8 +140,8 @@ def test_tiny_model_run_equals_the_headless_sampler_frame_by_frame(window, qtbot
     rec = panel.recording
     assert [f.index for f in rec.frames] == list(range(1, 13)) and [f.t for f in rec.frames] == [s.t for s in steps]
     for f, s in zip(rec.frames, steps):
-        assert np.array_equal(f.xt, _grid(s.x_t, 1)) and np.array_equal(f.x0, _grid(s.x0_pred, 1))
-    assert np.array_equal(panel.xtPane.image, _grid(steps[-1].x_t, 1))   # the last frame is on screen
+        assert np.array_equal(f.xt, batch_grid(s.x_t)) and np.array_equal(f.x0, batch_grid(s.x0_pred))
+    assert np.array_equal(panel.xtPane.image, batch_grid(steps[-1].x_t))   # the last frame is on screen
     assert panel.status_text.startswith("Done: 12 steps") and panel.progressBar.value() == 12
 
     # the same run with `ddpm sample`: the exported final PNG has its pixels
@@ -196,7 +196,8 @@ def test_oracle_over_the_photo_and_denoise_from_here_equal_the_headless_sampler(
     panel.set_start("here")
     final = run(qtbot, panel)
     _, expected = headless(oracle, window.schedule, sampler="ddim", steps=8, eta=0.5, seed=11,
-                           x_start=start_image(str(small_photo), oracle), t_start=250)
+                           x_start=photo_to_model_input(load_image(small_photo), oracle.resolution, oracle.channels),
+                           t_start=250)
     assert np.array_equal(final, expected)
     assert panel.recording.frames[0].t == 250
 
@@ -289,23 +290,23 @@ def test_exports_write_one_frame_per_recorded_step_atomically(window, qtbot, tin
 
 def test_builtin_entry_explains_until_installed_and_model_folders_are_remembered(qtbot, monkeypatch, tmp_path,
                                                                                    tiny_model):
-    monkeypatch.setattr(gp, "builtin_models", lambda: [])
+    monkeypatch.setattr(widgets, "builtin_models", lambda: [])
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     w = MainWindow(settings=settings)
     qtbot.addWidget(w)
     panel = w.generate_panel
-    i = panel._find_model(gp.BUILTIN, "builtin:mnist")
-    assert "not installed" in panel.modelCombo.itemText(i) and not panel._enabled(i)
+    i = panel.modelCombo.findData("builtin:mnist")
+    assert "not installed" in panel.modelCombo.itemText(i) and not panel.modelCombo._enabled(i)
     assert "not installed" in panel.modelCombo.itemData(i, Qt.ItemDataRole.ToolTipRole)
     assert panel.current_model() == (gp.ORACLE, "oracle:builtin:mnist")        # a model that works
-    monkeypatch.setattr(gp, "builtin_models", lambda: ["builtin:mnist"])
-    panel._refresh_builtins()                                                  # what opening the list does
-    assert panel._enabled(i) and "not installed" not in panel.modelCombo.itemText(i)
+    monkeypatch.setattr(widgets, "builtin_models", lambda: ["builtin:mnist"])
+    panel.modelCombo._refresh_builtins()                                       # what opening the list does
+    assert panel.modelCombo._enabled(i) and "not installed" not in panel.modelCombo.itemText(i)
     panel.select_model(str(tiny_model))
     w.close()
     w2 = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(w2)
-    assert w2.generate_panel._find_model(gp.FOLDER, str(tiny_model)) >= 0
+    assert w2.generate_panel.modelCombo.findData(str(tiny_model)) >= 0
     w2.close()
 
 
@@ -356,7 +357,7 @@ def test_closing_the_window_mid_run_exits_cleanly():
 
 
 def test_a_long_run_keeps_every_kth_step_within_its_memory_budget_first_and_last_included():
-    from ddpm_gui.run_recording import Recording, RunFrame
+    from core.jobs.generate import Recording, RunFrame
     frame_bytes = 2 * 1 * 10 * 10
     rec = Recording(budget=20 * frame_bytes)
     for i in range(1, 101):
