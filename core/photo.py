@@ -15,6 +15,11 @@ An 8000 × 8000 photo costs about 0.25 GB at its peak instead of about 3 GB (a f
 :func:`load_steps` is the same as :func:`load_photo` as a generator that yields the name of each stage before it
 starts (for a worker thread: progress and cancel points between stages). Every failure is an
 :class:`~core.images.ImageLoadError` with one line naming the file, whatever the decoder raised.
+
+What the view keeps of a photo and its seed — ε, the slider's :class:`~core.forward.ForwardPreview`, the
+histogram's sample, the PSNR's moments, the display images — is a :class:`PreparedPhoto`
+(:func:`prepare_photo`); :func:`photo_job` and :func:`noise_job` make one on a worker thread, for a large photo.
+:func:`photo_from_array` makes a :class:`Photo` of a pasted or dropped image.
 """
 from __future__ import annotations
 
@@ -26,8 +31,11 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.images import MAX_PIXELS, ImageLoadError, _to_rgb_float, load_image
+from core.forward import ForwardPreview, draw_noise
+from core.images import MAX_PIXELS, ImageLoadError, _to_rgb_float, from_uint8, load_image, to_uint8
+from core.jobs.threads import background_priority, one_torch_thread
 from core.messages import one_line
+from core.readout import histogram_index, moments
 
 WORK_MAX_PIXELS = 2048 * 2048
 RESAMPLE = Image.Resampling.LANCZOS
@@ -177,3 +185,74 @@ def _resizable(img: Image.Image) -> Image.Image:
     if mode == "1":
         return img.convert("L")
     return img.convert("RGB")
+
+
+def photo_from_array(x0, label: str = "image", max_pixels: int = WORK_MAX_PIXELS) -> Photo:
+    """An H×W×3 float array in [−1, 1] (a pasted or dropped image) as a :class:`Photo` named ``label``: downscaled
+    to the working size (Lanczos on its display pixels) when it is over ``max_pixels``; ``ValueError`` for any
+    other shape."""
+    x0 = np.asarray(x0, dtype=np.float32)
+    if x0.ndim != 3 or x0.shape[2] != 3 or min(x0.shape[:2]) < 1:
+        raise ValueError(f"expected an H×W×3 image, got shape {x0.shape}")
+    h, w = x0.shape[:2]
+    if h * w > max_pixels:
+        nw, nh = work_size(w, h, max_pixels)
+        small = from_uint8(np.asarray(Image.fromarray(to_uint8(x0)).resize((nw, nh), RESAMPLE)))
+    else:
+        small = x0
+    return Photo(np.ascontiguousarray(small, dtype=np.float32), (w, h), Path(label))
+
+
+# ----- a photo with its noise, as the interactive view uses it --------------------------------------------------
+class PreparedPhoto:
+    """A photo's x_0 with its fixed noise and what the view caches from the pair (made by :func:`prepare_photo`,
+    on a worker for large photos). A plain class, not a dataclass, so a worker hands it over without a copy: every
+    array in it is new and no thread writes it again."""
+
+    __slots__ = ("x0", "seed", "noise", "preview", "hist_index", "moments", "hist_x0", "hist_eps", "x0_u8",
+                 "noise_u8")
+
+
+def prepare_photo(x0: np.ndarray, seed: int) -> PreparedPhoto:
+    """ε = draw_noise(x0.shape, seed), the slider's ForwardPreview, the histogram's samples, the moments the PSNR
+    readout uses and the display images of x_0 and ε (runs on any thread)."""
+    p = PreparedPhoto()
+    p.x0 = x0 = np.ascontiguousarray(x0, dtype=np.float32)
+    p.seed = int(seed)
+    p.noise = noise = draw_noise(x0.shape, seed).numpy()
+    p.preview = ForwardPreview(x0, noise)
+    p.hist_index = histogram_index(x0.size)
+    p.moments = moments(x0, noise)
+    p.hist_x0 = x0.reshape(-1)[p.hist_index].astype(np.float64)
+    p.hist_eps = noise.reshape(-1)[p.hist_index].astype(np.float64)
+    p.x0_u8 = to_uint8(x0)
+    p.noise_u8 = to_uint8(noise)
+    return p
+
+
+class LoadedPhoto:
+    """What :func:`photo_job` hands back: the photo and its prepared noise (a plain object: not copied)."""
+
+    __slots__ = ("photo", "prepared")
+
+    def __init__(self, photo: Photo, prepared: PreparedPhoto):
+        self.photo, self.prepared = photo, prepared
+
+
+def photo_job(path, seed: int, max_pixels: int = WORK_MAX_PIXELS):
+    """The photo worker: decode ``path`` at its working size (:func:`load_steps`, yielding each stage's name), then
+    prepare its noise; returns a :class:`LoadedPhoto`. It runs at a lower CPU priority than the UI."""
+    background_priority()
+    photo = yield from load_steps(path, max_pixels)
+    yield "preparing the noise"
+    with one_torch_thread():
+        prepared = prepare_photo(photo.x0, seed)
+    return LoadedPhoto(photo, prepared)
+
+
+def noise_job(x0: np.ndarray, seed: int):
+    """The noise worker (a new seed for a large photo): returns the :class:`PreparedPhoto`."""
+    background_priority()
+    yield None
+    with one_torch_thread():
+        return prepare_photo(x0, seed)

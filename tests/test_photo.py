@@ -112,3 +112,64 @@ def test_any_decoder_failure_is_one_line_naming_the_file(tmp_path, max_pixels):
         load_photo(truncated, max_pixels=max_pixels)
     with pytest.raises(ImageLoadError, match="no such file"):
         peek_size(tmp_path / "missing.png")
+
+
+def drive(job):
+    """Run a worker job (a generator) to its end here, headless: (what it yielded, what it returned)."""
+    stages = []
+    while True:
+        try:
+            stages.append(next(job))
+        except StopIteration as stop:
+            return stages, stop.value
+
+
+def test_a_prepared_photo_holds_its_noise_preview_histogram_sample_and_moments():
+    import torch
+    from core.forward import ForwardPreview, draw_noise
+    from core.images import to_uint8
+    from core.photo import prepare_photo
+    from core.readout import histogram_index, moments
+    from core.schedule import NoiseSchedule
+    x0 = np.random.default_rng(2).uniform(-1, 1, (30, 40, 3)).astype(np.float64)   # any float dtype
+    p = prepare_photo(x0, 77)
+    assert p.x0.dtype == np.float32 and p.x0.flags.c_contiguous and p.seed == 77
+    eps = draw_noise(x0.shape, 77).numpy()
+    assert torch.equal(torch.from_numpy(p.noise), torch.from_numpy(eps))
+    s = NoiseSchedule.preset("linear")
+    assert np.array_equal(p.preview.render(400, s), ForwardPreview(p.x0, eps).render(400, s))
+    assert np.array_equal(p.hist_index, histogram_index(x0.size))
+    assert np.array_equal(p.hist_x0, p.x0.ravel()[p.hist_index].astype(np.float64))
+    assert np.array_equal(p.hist_eps, eps.ravel()[p.hist_index].astype(np.float64))
+    assert p.moments == moments(p.x0, eps)
+    assert np.array_equal(p.x0_u8, to_uint8(p.x0)) and np.array_equal(p.noise_u8, to_uint8(eps))
+
+
+def test_the_photo_and_noise_jobs_run_headless_with_their_stages(tmp_path):
+    from core.photo import LoadedPhoto, noise_job, photo_job
+    path = tmp_path / "big.png"
+    Image.fromarray(gradient(300, 400)).save(path)
+    stages, loaded = drive(photo_job(path, 5, max_pixels=200 * 150))
+    assert stages == ["reading the header", "decoding", "downscaling", "converting", "preparing the noise"]
+    assert isinstance(loaded, LoadedPhoto)
+    assert loaded.photo.x0.shape == (150, 200, 3) and loaded.photo.file_size == (400, 300)
+    assert loaded.prepared.seed == 5 and np.array_equal(loaded.prepared.x0, loaded.photo.x0)
+    stages, prepared = drive(noise_job(loaded.photo.x0, 6))
+    assert stages == [None] and prepared.seed == 6
+    assert not np.array_equal(prepared.noise, loaded.prepared.noise)
+
+
+def test_an_array_becomes_a_photo_downscaled_to_the_pixel_budget():
+    from core.images import from_uint8, to_uint8
+    from core.photo import photo_from_array
+    small = np.random.default_rng(3).uniform(-1, 1, (20, 30, 3)).astype(np.float32)
+    p = photo_from_array(small, "pasted image")
+    assert np.array_equal(p.x0, small) and p.file_size == (30, 20) and str(p.path) == "pasted image"
+    big = np.random.default_rng(4).uniform(-1, 1, (300, 400, 3)).astype(np.float32)
+    p = photo_from_array(big, "big", max_pixels=100 * 75)
+    assert p.x0.shape == (75, 100, 3) and p.file_size == (400, 300) and p.note == "photo 400×300 shown at 100×75"
+    expected = from_uint8(np.asarray(Image.fromarray(to_uint8(big)).resize((100, 75), Image.Resampling.LANCZOS)))
+    assert np.array_equal(p.x0, expected)
+    for bad in (np.zeros((4, 4)), np.zeros((4, 4, 4)), np.zeros((0, 4, 3))):
+        with pytest.raises(ValueError, match="H×W×3"):
+            photo_from_array(bad)
