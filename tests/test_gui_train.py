@@ -276,11 +276,61 @@ def test_bad_input_is_one_line_and_the_dataset_is_remembered(qtbot, images, tmp_
 
 def test_every_control_has_a_name_and_a_tooltip(window):
     panel = window.train_panel
-    for name in ("trainDatasetCombo", "trainResolutionSpin", "trainModelSizeCombo", "trainStepsSpin",
-                 "trainBatchSpin", "trainSampleEverySpin", "trainDeviceCombo", "trainOutEdit", "trainOutBrowseButton",
-                 "trainStartButton", "trainStopButton", "trainResumeButton", "trainUseModelButton", "trainProgress",
-                 "trainLossPlot"):
+    says = {  # each control's tooltip says what it does
+        "trainDatasetCombo": "built-in MNIST digits or a folder of images",
+        "trainResolutionSpin": "Image size the model trains at",
+        "trainModelSizeCombo": "UNet size: tiny and small train in minutes on a CPU",
+        "trainStepsSpin": "Total optimizer steps of the run",
+        "trainBatchSpin": "Images per optimizer step",
+        "trainSampleEverySpin": "deterministic DDIM, 25 steps, the same seed each time",
+        "trainDeviceCombo": "Where training runs: auto = CUDA (bf16/fp16 autocast), then MPS, then CPU (fp32)",
+        "trainOutEdit": "checkpoint/ (resumable), samples/step_N.png and, at the end, model/",
+        "trainOutBrowseButton": "Choose the output folder",
+        "trainStartButton": "Train a new model in the output folder",
+        "trainStopButton": "Stop after the step in flight and save a resumable checkpoint",
+        "trainResumeButton": "Continue the run in the output folder exactly where its checkpoint left off",
+        "trainUseModelButton": "in the Generate panel",
+        "trainProgress": "Optimizer steps done / total",
+        "trainLossPlot": "its mean over the 51 steps around each step",
+        "trainStatus": "The loss as `ddpm train` prints it",
+    }
+    for name, text in says.items():
         w = panel.findChild(QWidget, name)
-        assert w is not None and w.toolTip(), name
-    assert panel.sampleView.objectName() == "trainSampleView" and panel.sampleView.view.toolTip()
+        assert w is not None and text in w.toolTip(), name
+    assert panel.sampleView.objectName() == "trainSampleView"
+    assert "A grid of samples from the EMA weights" in panel.sampleView.view.toolTip()
+    tips = [panel.sizeCombo.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(panel.sizeCombo.count())]
+    assert tips[0] == "tiny: base 16 channels, multipliers (1, 2, 2), no attention in the res-blocks"
     assert not panel.stopButton.isEnabled() and not panel.resumeButton.isEnabled()  # a fresh output folder
+
+
+@pytest.mark.skipif(not hasattr(WorkerRunner, "warned"), reason="needs the worker's warning relay (runner.warned)")
+def test_skipped_files_are_said_once_when_the_loaders_warning_arrives_too(window, qtbot, images, tmp_path):
+    # this time the data loader's warning is relayed too (the module's mark ignores it; pytest restores the filters)
+    warnings.filterwarnings("always", message=".*could not be read as images", category=UserWarning)
+    panel = window.train_panel
+    _setup(panel, images, tmp_path / "run", steps=2)
+    with qtbot.waitSignal(panel.runEnded, timeout=TIMEOUT):
+        panel.start()
+    text = panel.status_text
+    assert text.startswith("Done: 2 steps") and "\n" not in text
+    assert text.count("skipped 1 file") == 1 and f"{images}: skipped 1 file" in text and "(notes.png)" in text
+
+
+def test_a_hand_edited_list_of_folders_never_breaks_the_dataset_menu(qtbot, images, tmp_path):
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+
+    def folders():
+        w = MainWindow(settings=settings)
+        qtbot.addWidget(w)
+        combo = w.train_panel.dataCombo
+        out = [combo.itemData(i)[1] for i in range(combo.count()) if (combo.itemData(i) or (None,))[0] == "folder"]
+        w.close()
+        return out
+    for broken in ("[[[", '{"a": 1}', "[" * 5000 + "]" * 5000):
+        settings.setValue("train/recentFolders", broken)
+        assert folders() == []
+    settings.setValue("train/recentFolders", json.dumps([str(images), 7, "", str(images), str(tmp_path)]))
+    assert folders() == [str(images), str(tmp_path)]  # text entries only, each once
+    settings.setValue("train/recentFolders", json.dumps([f"/data/{i}" for i in range(12)]))
+    assert folders() == [f"/data/{i}" for i in range(8)]  # at most eight
