@@ -29,7 +29,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +40,10 @@ from core.data import Dataset, load_dataset
 from core.device import DeviceError, autocast, pick_device
 from core.images import make_grid, save_image, to_uint8
 from core.models.checkpoint import read_json, read_safetensors, write_model_files
-from core.models.unet import UNet, UNetConfig
+from core.models.unet import UNet, UNetConfig, UNetDenoiser
 from core.outputs import check_output_folder
+from core.samplers import run_to_end, sample
+from core.samplers.guidance import labels_each_class
 from core.schedule import NoiseSchedule
 
 STATE_JSON, STATE_TENSORS = "train_state.json", "train_state.safetensors"
@@ -379,13 +381,17 @@ class Trainer:
 
     # ----- samples ------------------------------------------------------------------------------------------
     def sample_grid(self, n: int | None = None, seed: int = 0) -> np.ndarray:
-        """EMA samples (DDIM, ``sample_steps`` steps, η = 0) as one H×W×3 uint8 grid. Labelled data: classes
-        0…K−1 in order (guidance 1, i.e. plain conditional), two rows; otherwise 16 samples."""
+        """EMA samples as one H×W×3 uint8 grid, drawn exactly as Generate draws "DDIM, ``sample_steps`` steps"
+        from the saved model: :func:`core.samplers.sample` (η = 0, the model's default spacing and clipping, noise
+        from a CPU generator seeded with ``seed``). Labelled data: each class in turn (guidance 1, i.e. plain
+        conditional), two rows of classes 0…K−1; otherwise 16 samples."""
         k = self.dataset.num_classes
         if n is None:
             n = 2 * k if 0 < k <= 10 else 16
-        labels = torch.arange(n) % k if k else None
-        x = sample_ema(self.ema, self.schedule, n, self.cfg.sample_steps, seed, labels, self.device)
+        denoiser = UNetDenoiser(self.ema, self.schedule, clip_sample=self.cfg.clip_sample,
+                                name=Path(self.cfg.out).name)
+        x = run_to_end(sample(denoiser, sampler="ddim", steps=self.cfg.sample_steps, seed=seed, n=n,
+                              class_labels=labels_each_class(n, k) if k else None)).x_t
         return make_grid(to_uint8(x.permute(0, 2, 3, 1).cpu().numpy()), ncols=k if 0 < k <= 10 else None, pad=2)
 
     def sample_event(self) -> TrainEvent:
@@ -481,29 +487,3 @@ def train(config: TrainConfig | None = None, resume: bool = False, dataset: Data
     value in ``config`` replaces the resumed run's."""
     cfg = config if config is not None else TrainConfig(**options)
     return Trainer(cfg, resume=resume, dataset=dataset, change=tuple(change))
-
-
-@torch.no_grad()
-def sample_ema(net: UNet, schedule: NoiseSchedule, n: int, steps: int, seed: int = 0,
-               class_labels: torch.Tensor | None = None, device=None) -> torch.Tensor:
-    """Deterministic DDIM (Song et al. 2021, eq. 12 with η = 0) for the training preview: n×C×H×W in [−1, 1].
-    Noise from a seeded CPU generator; x̂_0 clipped to [−1, 1]."""
-    from core.models.prediction import to_eps, to_x0
-    device = device or next(net.parameters()).device
-    cfg = net.config
-    was_training = net.training
-    net.eval()
-    x = torch.randn((n, cfg.in_channels, cfg.resolution, cfg.resolution),
-                    generator=torch.Generator().manual_seed(int(seed))).to(device)
-    labels = class_labels.to(device) if class_labels is not None else None
-    ab = schedule.alphas_cumprod
-    ts = np.unique(np.linspace(0, schedule.T - 1, min(steps, schedule.T)).round().astype(int))[::-1]
-    for i, t in enumerate(ts):
-        a_t, s_t = math.sqrt(ab[t]), math.sqrt(1 - ab[t])
-        out = net(x, torch.full((n,), int(t), device=device), labels).float()
-        x0 = to_x0(out, x, a_t, s_t, cfg.prediction_type).clamp(-1, 1)
-        eps = (x - a_t * x0) / s_t if cfg.prediction_type != "epsilon" else to_eps(out, x, a_t, s_t, "epsilon")
-        ab_prev = ab[ts[i + 1]] if i + 1 < len(ts) else 1.0
-        x = math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * eps
-    net.train(was_training)
-    return x

@@ -59,6 +59,28 @@ def test_events_checkpoints_and_final_model(tmp_path):
     assert not _same_weights(tr.ema, tr.model)  # EMA lags the raw weights
 
 
+@pytest.mark.parametrize("labels, clip", [(True, True), (False, True), (True, False)])
+def test_the_preview_is_generates_ddim_on_the_saved_model(tmp_path, labels, clip):
+    """The EMA grid is core.samplers.sample run directly on the saved model, as Generate runs "DDIM, N steps":
+    the model's default (leading) spacing and clipping, η = 0, seed 0, each class in turn."""
+    from core.images import make_grid, to_uint8
+    from core.samplers import run_to_end, sample
+    from core.samplers.timesteps import spaced_timesteps
+
+    tr = train(_cfg(tmp_path, steps=2, sample_steps=5, T=100, clip_sample=clip), dataset=_data(labels=labels))
+    grid = [e for e in tr if e.kind == "sample"][-1].grid
+    den = load_checkpoint(tmp_path / "run" / "model")
+    n, k = (4, 2) if labels else (16, None)
+    last = run_to_end(sample(den, sampler="ddim", steps=5, seed=0, n=n,
+                             class_labels=[i % 2 for i in range(n)] if labels else None))
+    want = make_grid(to_uint8(last.x_t.permute(0, 2, 3, 1).numpy()), ncols=k, pad=2)
+    np.testing.assert_array_equal(grid, want)
+    assert den.clip_sample is clip
+    # "DDIM, 5 steps" visits the same timesteps in both tabs: leading spacing, not linspace
+    steps = [s.t for s in sample(den, sampler="ddim", steps=5, n=1, class_labels=0 if labels else None)]
+    assert steps == spaced_timesteps(100, 5, "leading").tolist() == [80, 60, 40, 20, 0]
+
+
 def test_close_stops_at_once_and_save_still_works(tmp_path):
     tr = train(_cfg(tmp_path, steps=100), dataset=_data())
     next(tr)
