@@ -3,6 +3,7 @@ write, found before the first step), relays warnings as one line, and saves an e
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -48,9 +49,16 @@ def test_train_then_resume_further(folder, tmp_path, capsys):
     assert main(_args(folder, out, "--steps", "2")) == 0
     captured = capsys.readouterr()
     assert "skipped 1 file" in captured.err  # the text file is counted, not fatal
+    start = [ln for ln in captured.err.splitlines() if ln.startswith("training ")]
+    assert len(start) == 1 and start[0].startswith("training tiny UNet (")
+    assert start[0].endswith(f" on {folder}: 4 images 3×8×8; cpu, fp32; step 0 → 2")  # core.jobs.training.describe_run
+    assert captured.out.startswith("done: step 2, ")
     den = load_checkpoint(out / "model")
     assert den.resolution == 8 and den.channels == 3 and den.meta["trained_steps"] == 2 and den.clip_sample
     assert main(_args(folder, out, "--steps", "3", "--resume", "--no-clip")) == 0
+    captured = capsys.readouterr()
+    assert any(ln.startswith("resuming tiny UNet (") and ln.endswith("; step 2 → 3") for ln in captured.err.splitlines())
+    assert captured.out.startswith("done: step 3, ")
     den = load_checkpoint(out / "model")
     assert den.meta["trained_steps"] == 3 and not den.clip_sample  # an inference default a resume may change
     state = json.loads((out / "checkpoint" / "train_state.json").read_text())
@@ -150,11 +158,16 @@ def test_sigterm_at_a_random_moment_saves_a_checkpoint_that_resumes_exactly(fold
             proc.kill()
             proc.wait()
     assert proc.returncode == 130 and "continue with --resume" in err and "Traceback" not in err
+    said = re.search(r"interrupted at step (\d+); checkpoint in (.+) \(continue with --resume\)", err)
+    assert said and said.group(2) == str(out / "checkpoint")
     state = json.loads((out / "checkpoint" / "train_state.json").read_text())
     k = state["step"]
-    assert 0 < k < 1000000
-    load_checkpoint(out / "checkpoint")
+    assert k == int(said.group(1)) and k >= 1  # the step it said it stopped at, saved after that whole step
+    assert load_checkpoint(out / "checkpoint").meta["trained_steps"] == k
+    assert not (out / "model").exists()  # the run did not end
     assert main(_args(folder, out, "--steps", str(k + 2), "--resume")) == 0
+    assert json.loads((out / "checkpoint" / "train_state.json").read_text())["step"] == k + 2
+    assert load_checkpoint(out / "model").meta["trained_steps"] == k + 2
     assert main(_args(folder, tmp_path / "straight", "--steps", str(k + 2))) == 0
     _same_tensors(out, tmp_path / "straight")
 

@@ -16,6 +16,7 @@ import torch
 
 from core.cli.options import BATCH, SEED, TIMESTEPS_T, float_in, int_in
 from core.cli.progress import Progress
+from core.jobs.training import describe_run
 from core.messages import relay_warnings
 from core.train import MODEL_SIZES, PRECISIONS, TrainConfig, train
 
@@ -102,13 +103,8 @@ def run(args) -> int:
                   if args.resume and flag is not None]
         trainer = train(cfg, resume=args.resume, change=tuple(change))
         with _StopAtStepBoundary() as stop:  # installed before the line below, which says the loop starts
-            n_params = sum(p.numel() for p in trainer.model.parameters())
-            data = trainer.dataset
-            print(f"{'resuming' if args.resume else 'training'} {trainer.cfg.model_size} UNet "
-                  f"({n_params / 1e6:.2f} M parameters) on {trainer.cfg.data}: {len(data)} images "
-                  f"{data.channels}×{data.resolution}×{data.resolution}"
-                  f"{f', {data.num_classes} classes' if data.num_classes else ''}; {trainer.device}, "
-                  f"{trainer.precision}; step {trainer.step} → {trainer.cfg.steps}", file=sys.stderr, flush=True)
+            print(f"{'resuming' if args.resume else 'training'} {describe_run(trainer)}; step {trainer.step} → "
+                  f"{trainer.cfg.steps}", file=sys.stderr, flush=True)
             for c in trainer.recipe_changes:
                 what = ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in c.items() if k != "step")
                 print(f"recipe changed at step {c['step']}: {what}", file=sys.stderr)
