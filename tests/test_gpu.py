@@ -48,7 +48,8 @@ def test_channels_last_gives_the_same_samples(no_tf32):
 def test_a_cancelled_run_gives_its_gpu_memory_back():
     """Generate's worker generator, closed after a few steps (Cancel): the allocator holds no more memory than
     before the run, and the cache it reserved is released."""
-    from ddpm_gui.run_recording import GenerateJob, ModelCache, Recording, generate_frames
+    from core.jobs.generate import GenerateJob, Recording, generate_frames
+    from core.model_spec import ModelCache
     from core.models.load import load_model
     cache = ModelCache()
     job = GenerateJob(model_key=("builtin:mnist", "cuda"), loader=lambda: load_model("builtin:mnist", "cuda"),
