@@ -107,7 +107,7 @@ def bench_chain(strides: dict[int, int]) -> dict:
     level of detail, see MainWindow.chain_stride), walking eq. 2 from x_0 to t = 999 (T = 1000), then re-walking
     to a t between two checkpoints."""
     from core.schedule import NoiseSchedule
-    from ddpm_gui.chain import ChainCache, chain_frames
+    from core.jobs.chain import ChainCache, chain_frames
     out = {}
     for size, stride in strides.items():
         x0 = np.ascontiguousarray(photo(size)[::stride, ::stride])

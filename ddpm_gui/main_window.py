@@ -1,16 +1,18 @@
 """DDPM Studio's main window: a photo, a timestep slider with live noising, and the schedule panel.
 
-The window is a thin view over ``core`` objects: the photo x_0 (:func:`core.images.load_image`), its fixed noise
-ε = :func:`core.forward.draw_noise` (shape, seed), the schedule (:class:`core.schedule.NoiseSchedule`, owned by the
-:class:`~ddpm_gui.schedule_panel.SchedulePanel`) and :class:`core.forward.ForwardPreview`, which turns
-(x_0, ε, t) into display pixels.
+The window is a thin view over ``core`` objects: the photo x_0 (:mod:`core.photo`), its fixed noise
+ε = :func:`core.forward.draw_noise` (shape, seed) and what the view caches from the pair
+(:class:`core.photo.PreparedPhoto`), the schedule (:class:`core.schedule.NoiseSchedule`, owned by the
+:class:`~ddpm_gui.schedule_panel.SchedulePanel`), :class:`core.forward.ForwardPreview`, which turns (x_0, ε, t)
+into display pixels, and the readout's numbers (:mod:`core.readout`).
 
 The slider path: a slider change only records the newest t and arms a zero-timeout timer; when the event loop
 gets to it, x_t for that newest t is rendered from the cached x_0 and ε and handed to pyqtgraph. Faster drags
-skip the intermediate t instead of queueing them. The Markov-chain mode (eq. 2 step by step) is too slow for
-that path, so it runs on a worker thread with cached checkpoints (:mod:`ddpm_gui.chain`).
+skip the intermediate t instead of queueing them. The histogram and the schedule's t marker follow, throttled;
+the strip follows a schedule or noise change, debounced. The Markov-chain mode (eq. 2 step by step) is too slow
+for that path, so it runs on a worker thread with cached checkpoints (:mod:`core.jobs.chain`).
 
-For the panels that later issues add (Generate, Train, ELBO):
+For the panels (Generate, Train, ELBO):
 
 - ``add_panel(title, widget)`` puts a widget in a tab beside the schedule panel; ``show_panel(widget)`` raises it.
 - ``create_runner(name)`` gives a :class:`~ddpm_gui.worker.WorkerRunner` whose errors appear in a message box and
@@ -21,149 +23,52 @@ For the panels that later issues add (Generate, Train, ELBO):
 - ``input_paths()`` / ``check_output_target(path)``: the files the window has read (photo, schedule file) and the
   check every export makes before writing (never one of the inputs, through symlinks and hard links too).
 
-Opening a photo (:meth:`MainWindow.open_image`): a small file (≤ 512×512 pixels) is read at once; a larger one is
-decoded at the working size (:mod:`core.photo`: at most 2048×2048 pixels, downscaled while decoding) and its noise
-prepared on a worker, with a busy indicator in the status bar, while the window stays responsive; ``photoLoaded``
-says when it is shown, ``photoFailed(message)`` when it cannot be used (the photo shown before stays).
+Opening a photo (:meth:`MainWindow.open_image`, :mod:`ddpm_gui.photo_intake`): a small file (≤ 512×512 pixels) is
+read at once; a larger one is decoded at the working size and its noise prepared on a worker, with a busy
+indicator in the status bar, while the window stays responsive; ``photoLoaded`` says when it is shown,
+``photoFailed(message)`` when it cannot be used (the photo shown before stays). The widgets and menus are built by
+:mod:`ddpm_gui.window_ui`, the strip drawn by :mod:`ddpm_gui.strip_view`, the settings kept by
+:mod:`ddpm_gui.settings`.
 """
 from __future__ import annotations
 
 import html
 import math
-import os
 import secrets
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from PySide6.QtCore import QByteArray, QSettings, QSignalBlocker, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QColor, QGuiApplication, QImage, QKeySequence, QPainter
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
-                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QSizePolicy, QSlider, QSpinBox,
-                               QSplitter, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtCore import QSettings, QSignalBlocker, Qt, QTimer, Signal
+from PySide6.QtWidgets import QMainWindow, QMessageBox, QWidget
+from superqt.utils import qdebounced, qthrottled
 
-from core.forward import ForwardPreview, draw_noise, noise_strip, notes_timesteps
-from core.images import SAMPLES, from_uint8, load_image, make_grid, sample_path, save_image, to_uint8
+from core.forward import ForwardPreview, noise_strip, notes_timesteps, parse_timesteps
+from core.images import load_image, make_grid, save_image, to_uint8
+from core.jobs.chain import ChainCache, ChainFrame, chain_frames
+from core.jobs.chain import chain_stride as chain_pixel_stride
+from core.jobs.threads import one_torch_thread
 from core.messages import one_line
 from core.outputs import check_output_file, refuse_overwriting_inputs
-from core.photo import WORK_MAX_PIXELS, Photo, load_photo, load_steps, peek_size
-from core.schedule import NoiseSchedule, ScheduleError
+from core.photo import Photo, PreparedPhoto, noise_job, prepare_photo
+from core.readout import (closed_form_psnr, display_stride, histogram_index, histogram_values, psnr_db,
+                          readout_cells, readout_values)
+from core.schedule import NoiseSchedule
 from ddpm_gui import settings as settings_mod
-from ddpm_gui.chain import ChainCache, ChainFrame, chain_frames
-from ddpm_gui.image_views import ImagePane, PixelHistogram, qpixmap_from_u8, u8_from_qimage
+from ddpm_gui.image_views import ImagePane
+from ddpm_gui.photo_intake import SYNC_MAX_PIXELS, PhotoIntake
 from ddpm_gui.schedule_panel import SchedulePanel
-from ddpm_gui.torch_threads import one_torch_thread
-from ddpm_gui.worker import (CLOSE_WAIT_S, WorkerRunner, background_priority, collect_garbage_on_ui_thread,
-                             shutdown_all)
+from ddpm_gui.window_ui import CHAIN, CHAIN_NOTE, CLOSED, build_menus, build_view, xt_title
+from ddpm_gui.worker import CLOSE_WAIT_S, WorkerRunner, collect_garbage_on_ui_thread, shutdown_all
 
-IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff *.ppm *.pgm);;All files (*)"
-MAX_WORK_PIXELS = WORK_MAX_PIXELS  # larger photos are downscaled for the interactive view (export uses the file)
-SYNC_MAX_PIXELS = 512 * 512        # a photo file up to this size opens at once (≈ 50 ms); larger ones on a worker
-HIST_SAMPLES = 65_536
-CHAIN_MAX_PIXELS = 1024 * 1024     # the Markov chain walks at most this many pixels per step
-STRIP_THUMB_HEIGHT = 120
 PLAY_FPS = 30
 PLAY_SECONDS = 5.0                 # one pass 0 → T−1 while playing
-SAMPLE_LABELS = {"chelsea": "Chelsea the cat", "coffee": "Coffee", "astronaut": "Astronaut (Eileen Collins)"}
-CLOSED, CHAIN = "closed", "chain"
+AUX_MS = 33                        # the histogram and the t marker follow x_t at most this often
+STRIP_MS = 150                     # the strip is redrawn this long after the last schedule or noise change
+MAX_STRIP = 16                     # timesteps in the strip
 
 
-class PreparedPhoto:
-    """A photo's x_0 with its fixed noise and what the view caches from the pair (made by :func:`prepare_photo`,
-    on a worker for large photos). A plain class, not a dataclass, so a worker hands it over without a copy: every
-    array in it is new and no thread writes it again."""
-
-    __slots__ = ("x0", "seed", "noise", "preview", "hist_index", "moments", "hist_x0", "hist_eps", "x0_u8",
-                 "noise_u8")
-
-
-def prepare_photo(x0: np.ndarray, seed: int) -> PreparedPhoto:
-    """ε = draw_noise(x0.shape, seed), the slider's ForwardPreview, the histogram's samples, the moments the PSNR
-    readout uses and the display images of x_0 and ε (no Qt: runs on any thread)."""
-    p = PreparedPhoto()
-    p.x0 = x0 = np.ascontiguousarray(x0, dtype=np.float32)
-    p.seed = int(seed)
-    p.noise = noise = draw_noise(x0.shape, seed).numpy()
-    p.preview = ForwardPreview(x0, noise)
-    rng = np.random.default_rng(12345)
-    p.hist_index = rng.integers(0, x0.size, size=min(HIST_SAMPLES, x0.size))
-    p.moments = _moments(x0, noise)
-    p.hist_x0 = x0.reshape(-1)[p.hist_index].astype(np.float64)
-    p.hist_eps = noise.reshape(-1)[p.hist_index].astype(np.float64)
-    p.x0_u8 = to_uint8(x0)
-    p.noise_u8 = to_uint8(noise)
-    return p
-
-
-def _moments(x0: np.ndarray, noise: np.ndarray, chunk: int = 1 << 20) -> tuple[float, float, float]:
-    """(E[x_0²], E[x_0 ε], E[ε²]) in float64, a million values at a time (no full-size float64 copies)."""
-    x, e = x0.reshape(-1), noise.reshape(-1)
-    xx = xe = ee = 0.0
-    for i in range(0, x.size, chunk):
-        xs, es = x[i:i + chunk].astype(np.float64), e[i:i + chunk].astype(np.float64)
-        xx += float(np.dot(xs, xs))
-        xe += float(np.dot(xs, es))
-        ee += float(np.dot(es, es))
-    n = max(1, x.size)
-    return xx / n, xe / n, ee / n
-
-
-class _Loaded:
-    """What the photo worker hands back: the photo and its prepared noise (a plain object: not copied)."""
-
-    __slots__ = ("photo", "prepared")
-
-    def __init__(self, photo: Photo, prepared: PreparedPhoto):
-        self.photo, self.prepared = photo, prepared
-
-
-def photo_job(path, seed: int, max_pixels: int = WORK_MAX_PIXELS):
-    """The photo worker: decode ``path`` at its working size (:func:`core.photo.load_steps`, yielding each stage's
-    name), then prepare its noise; returns a :class:`_Loaded`. It runs at a lower CPU priority than the UI."""
-    background_priority()
-    photo = yield from load_steps(path, max_pixels)
-    yield "preparing the noise"
-    with one_torch_thread():
-        prepared = prepare_photo(photo.x0, seed)
-    return _Loaded(photo, prepared)
-
-
-def noise_job(x0: np.ndarray, seed: int):
-    """The noise worker (a new seed for a large photo): returns the :class:`PreparedPhoto`."""
-    background_priority()
-    yield None
-    with one_torch_thread():
-        return prepare_photo(x0, seed)
-
-
-def spec_input_files(spec, limit: int = 20_000) -> list[Path]:
-    """The files a model spec reads (a model folder and its files, a built-in model's folder, an oracle's photo or
-    folder of images, recursively), so an export can refuse to replace one of them. Non-path specs give none."""
-    if not isinstance(spec, str) or not spec or spec == "oracle:builtin:mnist":
-        return []
-    target = spec[len("oracle:"):] if spec.startswith("oracle:") else spec
-    if target.startswith("builtin:"):
-        from core.models.load import builtin_root
-        path = builtin_root() / target.split(":", 1)[1]
-    else:
-        path = Path(target)
-    try:
-        if not path.exists():
-            return []
-        if not path.is_dir():
-            return [path]
-        found = [path]
-        for root, _dirs, files in os.walk(path):
-            found.extend(Path(root, f) for f in files)
-            if len(found) > limit:
-                break
-        return found
-    except OSError:
-        return [path]
-
-
-class MainWindow(QMainWindow):
+class MainWindow(PhotoIntake, QMainWindow):
     """DDPM Studio's main window. ``MainWindow()`` opens the built-in cat with Ho et al.'s linear schedule;
     ``MainWindow(path)`` opens a photo; ``settings=QSettings(...)`` restores and later saves geometry, photo,
     schedule, t and seed (``ddpm-gui`` passes the user's settings; tests and scripts get a fresh window)."""
@@ -198,31 +103,24 @@ class MainWindow(QMainWindow):
         self._chain_cache: ChainCache | None = None
         self._chain_px_stride = 1
         self._chain_hist_index: np.ndarray | None = None
-        self._chain_status = ""
+        self._chain_target = 0
         self._strip_default = True
         self._closing = False
         self._photo_gen = 0                 # counts shown photos: a noise result for an older one is dropped
-        self._pending_photo: tuple[Path, bool] | None = None   # (path, quiet) of the photo loading on a worker
-        self._pending_name = ""
         self.last_error: str | None = None
         self.last_warning: str | None = None
         self.last_frame_time = 0.0
         self.readout_values: dict = {}
         self.frames_rendered = 0
+        self.histogram_t: int | None = None   # the t whose x_t the histogram shows
 
-        self._render_timer = QTimer(self)
+        self._render_timer = QTimer(self)     # the slider's mailbox: renders the newest t once the loop is idle
         self._render_timer.setSingleShot(True)
         self._render_timer.setInterval(0)
         self._render_timer.timeout.connect(self._render_pending)
-        self._aux_timer = QTimer(self)
-        self._aux_timer.setSingleShot(True)
-        self._aux_timer.setInterval(33)
-        self._aux_timer.timeout.connect(self._update_aux)
-        self.histogram_t: int | None = None   # the t whose x_t the histogram shows
-        self._strip_timer = QTimer(self)
-        self._strip_timer.setSingleShot(True)
-        self._strip_timer.setInterval(150)
-        self._strip_timer.timeout.connect(self._update_strip)
+        # the histogram and the t marker a moment after the photo, so their repaints are not in x_t's way
+        self._request_aux = qthrottled(self._update_aux, timeout=AUX_MS, leading=False, parent=self)
+        self._request_strip = qdebounced(self._update_strip, timeout=STRIP_MS, parent=self)
         self._play_timer = QTimer(self)
         self._play_timer.setInterval(int(1000 / PLAY_FPS))
         self._play_timer.timeout.connect(self._play_tick)
@@ -232,8 +130,8 @@ class MainWindow(QMainWindow):
         self._chain_runner = self.create_runner("markov-chain")
         self._photo_runner = self.create_runner("photo")
         self._noise_runner = self.create_runner("noise")
-        self._build_ui()
-        self._build_menus()
+        build_view(self)
+        build_menus(self)
         self.schedule_panel.scheduleChanged.connect(self._on_schedule_changed)
         self.schedule_panel.timestepDragged.connect(self.set_timestep)
         self.schedule_panel.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
@@ -246,7 +144,7 @@ class MainWindow(QMainWindow):
         from ddpm_gui.elbo_panel import ElboPanel  # the ELBO tab (issue 7)
         self.elbo_panel = ElboPanel.install(self)
 
-        restored = self._restore_settings() if settings is not None else {}
+        restored = settings_mod.restore_window(self, settings) if settings is not None else {}
         opened = False
         if image is not None:
             opened = self.open_image(image)
@@ -288,11 +186,6 @@ class MainWindow(QMainWindow):
         return self._photo_path
 
     @property
-    def photo_loading(self) -> bool:
-        """True while a photo file is being opened on a worker (``photoLoaded`` or ``photoFailed`` follows)."""
-        return self._pending_photo is not None
-
-    @property
     def mode(self) -> str:
         return self._mode
 
@@ -322,110 +215,14 @@ class MainWindow(QMainWindow):
             raise ValueError(f"unknown mode {mode!r}")
         self.modeCombo.setCurrentIndex(i)
 
-    def open_image(self, path, quiet: bool = False) -> bool:
-        """Open a photo file; the photo shown before stays until the new one is ready, and stays on any failure.
-
-        A small file (≤ 512×512 pixels, :data:`SYNC_MAX_PIXELS`) is read at once: True when it is shown, False
-        (with its one-line reason, unless ``quiet``) when it cannot be used. A larger one is decoded at the working
-        size (:mod:`core.photo`: at most 2048×2048 pixels, downscaled while decoding) and prepared on a worker,
-        the window staying responsive: True means it is loading (:attr:`photo_loading`); ``photoLoaded`` follows
-        when it is shown, or ``photoFailed(message)`` with the one-line reason. A file that is not an image at all
-        fails at once (False). Whatever the decoder raises becomes one line."""
-        self._photo_runner.discard()
-        self._pending_photo = None
-        try:
-            path = Path(path)
-            w, h = peek_size(path)
-            if w * h <= SYNC_MAX_PIXELS:
-                photo = load_photo(path)
-                prepared = prepare_photo(photo.x0, self.seed)
-        except Exception as e:  # noqa: BLE001 - a crafted file can make a decoder raise anything
-            self._set_busy(None)
-            self._photo_failed(one_line(e), quiet)
-            return False
-        if w * h <= SYNC_MAX_PIXELS:
-            self._set_busy(None)
-            self._show_photo(photo, prepared, path.name, None)
-            return True
-        self._pending_photo = (path, quiet)
-        self._pending_name = f"{path.name} ({w}×{h})"
-        try:
-            self._photo_runner.start(photo_job, path, self.seed, on_yield=self._on_photo_stage,
-                                     on_finished=self._on_photo_loaded, on_error=self._on_photo_error)
-        except RuntimeError:  # the window is closing
-            self._pending_photo = None
-            return False
-        self._set_busy(f"Opening {self._pending_name}…")
-        return True
-
-    def open_sample(self, name: str) -> bool:
-        """Open a built-in sample photo (they are small: read at once)."""
-        self._photo_runner.discard()
-        self._pending_photo = None
-        self._set_busy(None)
-        try:
-            path = sample_path(name)
-            photo = load_photo(path)
-            prepared = prepare_photo(photo.x0, self.seed)
-        except Exception as e:  # noqa: BLE001
-            self._photo_failed(one_line(e), False, title="Cannot open sample", fallback=False)
-            return False
-        self._show_photo(photo, prepared, SAMPLE_LABELS.get(name, name), name)
-        return True
-
-    def set_image_array(self, x0: np.ndarray, label: str = "image") -> None:
-        """Use an H×W×3 float array in [−1, 1] as the photo (e.g. pasted); shown at once (downscaled to the
-        working size, 2048×2048 pixels at most, when it is larger)."""
-        x0 = np.asarray(x0, dtype=np.float32)
-        if x0.ndim != 3 or x0.shape[2] != 3 or min(x0.shape[:2]) < 1:
-            raise ValueError(f"expected an H×W×3 image, got shape {x0.shape}")
-        self._photo_runner.discard()
-        self._pending_photo = None
-        self._set_busy(None)
-        h, w = x0.shape[:2]
-        if h * w > MAX_WORK_PIXELS:
-            from core.photo import work_size
-            nw, nh = work_size(w, h, MAX_WORK_PIXELS)
-            img = Image.fromarray(to_uint8(x0)).resize((nw, nh), Image.Resampling.LANCZOS)
-            small = from_uint8(np.asarray(img))
-        else:
-            small = x0
-        photo = Photo(np.ascontiguousarray(small, dtype=np.float32), (w, h), Path(label))
-        self._show_photo(photo, prepare_photo(photo.x0, self.seed), label, None, path=None)
-
-    def paste_image(self) -> bool:
-        """Paste an image (or an image file) from the clipboard."""
-        mime = QGuiApplication.clipboard().mimeData()
-        if mime is not None and mime.hasUrls():
-            for url in mime.urls():
-                if url.isLocalFile():
-                    return self.open_image(url.toLocalFile())
-        if mime is not None and mime.hasImage():
-            qimg = QImage(mime.imageData())
-            if not qimg.isNull():
-                self.set_image_array(from_uint8(_flatten_alpha(qimg)), "pasted image")
-                return True
-        self.show_error("The clipboard holds no image", title="Paste")
-        return False
-
     def strip_timesteps(self) -> list[int]:
         """The strip's timesteps from its text field (raises ValueError with one line if it's not valid)."""
         text = self.stripEdit.text().strip()
         if not text:
             return notes_timesteps(self.schedule.T)
-        try:
-            ts = [int(v) for v in text.replace(";", ",").split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"strip timesteps must be comma-separated integers, got {text!r}") from None
-        if not ts:
-            raise ValueError("the strip lists no timesteps")
-        for t in ts:
-            try:
-                self.schedule.check_t(t)
-            except ScheduleError as e:
-                raise ValueError(str(e)) from None
-        if len(ts) > 16:
-            raise ValueError("the strip shows at most 16 timesteps")
+        ts = parse_timesteps(text.replace(";", ","), self.schedule)
+        if len(ts) > MAX_STRIP:
+            raise ValueError(f"the strip shows at most {MAX_STRIP} timesteps")
         return ts
 
     def strip_image(self, full_resolution: bool = True) -> np.ndarray:
@@ -519,6 +316,10 @@ class MainWindow(QMainWindow):
             if not pixmap.save(str(tmp), "PNG"):
                 raise OSError(f"{path}: could not write the screenshot")
 
+    def save_settings(self) -> None:
+        if self._settings is not None:
+            settings_mod.save_window(self, self._settings)
+
     # ----- photo, noise, schedule --------------------------------------------------------------------------
     def _show_photo(self, photo: Photo, prepared: PreparedPhoto | None, label: str, sample: str | None,
                     path: Path | None | bool = True) -> None:
@@ -554,7 +355,7 @@ class MainWindow(QMainWindow):
         self.noisePane.set_image(p.noise_u8)
         self._chain_cache = None
         self._request_frame()
-        self._strip_timer.start()
+        self._request_strip()
         self.imageChanged.emit()
 
     def _make_noise(self) -> None:
@@ -580,50 +381,11 @@ class MainWindow(QMainWindow):
             return  # a newer photo or seed is on its way
         self._use_noise(prepared)
 
-    # ----- opening a photo on a worker ---------------------------------------------------------------------
-    def _on_photo_stage(self, stage) -> None:
-        if self._pending_photo is not None and isinstance(stage, str):
-            self._set_busy(f"Opening {self._pending_name}: {stage}…")
-
-    def _on_photo_loaded(self, loaded: _Loaded) -> None:
-        pending, self._pending_photo = self._pending_photo, None
-        self._set_busy(None)
-        if pending is None:
-            return
-        self._show_photo(loaded.photo, loaded.prepared, pending[0].name, None)
-
-    def _on_photo_error(self, exc) -> None:
-        pending, self._pending_photo = self._pending_photo, None
-        self._set_busy(None)
-        self._photo_failed(one_line(exc), bool(pending and pending[1]))
-
-    def _photo_failed(self, message: str, quiet: bool, title: str = "Cannot open image",
-                      fallback: bool = True) -> None:
-        message = (message.strip().splitlines() or [""])[0]
-        if quiet:
-            self.statusBar().showMessage(message, 10000)
-        else:
-            self.show_error(message, title=title)
-        self.photoFailed.emit(message)
-        if fallback and self._x0 is None and not self._closing:  # nothing shown yet (from the command line, settings)
-            self.open_sample("chelsea")
-
-    def _set_busy(self, text: str | None) -> None:
-        """The status bar's busy indicator: shown with ``text`` while a photo loads, hidden with None."""
-        bar = self.photoBusy
-        if text is None:
-            if not bar.isHidden():
-                bar.hide()
-                self.statusBar().clearMessage()
-            return
-        bar.show()
-        self.statusBar().showMessage(text)
-
     def _on_schedule_changed(self, schedule: NoiseSchedule) -> None:
         self._apply_schedule_range()
         self._chain_cache = None
         self._request_frame()
-        self._strip_timer.start()
+        self._request_strip()
         self.scheduleChanged.emit(schedule)
 
     def _apply_schedule_range(self) -> None:
@@ -669,19 +431,12 @@ class MainWindow(QMainWindow):
         self._request_aux()
         self.frameShown.emit(t)
 
-    def _request_aux(self) -> None:
-        """The histogram and the schedule plot's t marker follow a moment after the photo (≤ 30 times a second),
-        so their repaints are not in the way of x_t's pixels."""
-        if not self._aux_timer.isActive():
-            self._aux_timer.start()
-
     def _update_aux(self) -> None:
+        """The histogram and the schedule plot's t marker (≤ 30 times a second, through ``_request_aux``)."""
         t = self.timestep
         self.schedule_panel.set_timestep(t)
         if self._mode == CLOSED and self._x0 is not None:
-            a = self.schedule.sqrt_alphas_cumprod[t]
-            b = self.schedule.sqrt_one_minus_alphas_cumprod[t]
-            self.histogram.set_values(a * self._hist_x0 + b * self._hist_eps)
+            self.histogram.set_values(histogram_values(self.schedule, t, self._hist_x0, self._hist_eps))
             self.histogram_t = t
 
     @property
@@ -691,7 +446,7 @@ class MainWindow(QMainWindow):
         times less work with no visible loss. Zooming in re-renders at full resolution."""
         if self._x0 is None or not self.xtPane.isVisible():
             return 1
-        return max(1, int(math.floor(self.xtPane.pixels_per_screen_pixel() + 1e-6)))
+        return display_stride(self.xtPane.pixels_per_screen_pixel())
 
     def _preview_at(self, stride: int) -> ForwardPreview:
         fp = self._previews.get(stride)
@@ -712,26 +467,12 @@ class MainWindow(QMainWindow):
     def psnr(self, t: int) -> float:
         """PSNR of x_t against x_0 in dB, on the [−1, 1] scale (peak-to-peak 2) before display clipping:
         10·log10(4 / MSE) with MSE = (a−1)²·E[x_0²] + 2(a−1)b·E[x_0 ε] + b²·E[ε²], a = √ᾱ_t, b = √(1−ᾱ_t)."""
-        a = float(self.schedule.sqrt_alphas_cumprod[t])
-        b = float(self.schedule.sqrt_one_minus_alphas_cumprod[t])
-        xx, xe, ee = self._moments
-        mse = (a - 1) ** 2 * xx + 2 * (a - 1) * b * xe + b * b * ee
-        return _psnr(mse)
+        return closed_form_psnr(self.schedule, t, self._moments)
 
     def _update_readout(self, t: int, mse: float | None = None) -> None:
-        s = self.schedule
-        ab = float(s.alphas_cumprod[t])
-        snr = float(s.snr[t])
-        snr_db = "−∞" if snr <= 0 else f"{10 * math.log10(snr):+.2f}"
-        psnr = self.psnr(t) if mse is None else _psnr(mse)
-        psnr_txt = "∞" if math.isinf(psnr) else ("…" if math.isnan(psnr) else f"{psnr:.2f}")
-        cells = [("t", f"{t}"), ("β<sub>t</sub>", f"{s.betas[t]:.5g}"), ("ᾱ<sub>t</sub>", f"{ab:.5g}"),
-                 ("√ᾱ<sub>t</sub>", f"{math.sqrt(ab):.4f}"), ("√(1−ᾱ<sub>t</sub>)", f"{math.sqrt(1 - ab):.4f}"),
-                 ("SNR", f"{snr_db} dB"), ("PSNR(x<sub>t</sub>, x<sub>0</sub>)", f"{psnr_txt} dB")]
-        self.readout.setText("&nbsp;&nbsp;·&nbsp;&nbsp;".join(f"{k} = <b>{v}</b>" for k, v in cells))
-        self.readout_values = dict(t=t, beta=float(s.betas[t]), alpha_bar=ab, sqrt_alpha_bar=math.sqrt(ab),
-                                   sqrt_one_minus_alpha_bar=math.sqrt(1 - ab),
-                                   snr_db=(-math.inf if snr <= 0 else 10 * math.log10(snr)), psnr_db=psnr)
+        self.readout_values = readout_values(self.schedule, t, self.psnr(t) if mse is None else psnr_db(mse))
+        self.readout.setText("&nbsp;&nbsp;·&nbsp;&nbsp;".join(f"{k} = <b>{v}</b>"
+                                                              for k, v in readout_cells(self.readout_values)))
 
     # ----- Markov-chain mode -------------------------------------------------------------------------------
     def _on_mode(self, _index: int) -> None:
@@ -740,22 +481,14 @@ class MainWindow(QMainWindow):
         self.modeNote.setVisible(chain)
         if not chain:
             self._chain_runner.cancel()
-            self._chain_status = ""
-        self.xtPane.title.setText(self._xt_title())
+        self.xtPane.title.setText(xt_title(self._mode))
         self._request_frame()
-
-    def _xt_title(self) -> str:
-        if self._mode == CHAIN:
-            return "<b>x<sub>t</sub></b> — Markov chain, eq. 2: x<sub>t</sub> = √(1−β<sub>t</sub>)·x<sub>t−1</sub> + √β<sub>t</sub>·ε<sub>t</sub>"
-        return "<b>x<sub>t</sub></b> = √ᾱ<sub>t</sub>·x<sub>0</sub> + √(1−ᾱ<sub>t</sub>)·ε &nbsp;(eq. 5)"
 
     @property
     def chain_stride(self) -> int:
         """The Markov chain runs on every s-th pixel of the photo: the view's level of detail, and never on more
-        than ~1 megapixel (each step draws fresh noise for every pixel it walks). s = 1 for ordinary photos."""
-        h, w = self._x0.shape[:2]
-        cap = max(1, math.ceil(math.sqrt(h * w / CHAIN_MAX_PIXELS)))
-        return max(self.display_stride, cap)
+        than ~1 megapixel (:func:`core.jobs.chain.chain_stride`). s = 1 for ordinary photos."""
+        return chain_pixel_stride(self._x0.shape, self.display_stride)
 
     def _start_chain(self, t: int) -> None:
         s = self.chain_stride
@@ -763,8 +496,7 @@ class MainWindow(QMainWindow):
             x0 = np.ascontiguousarray(self._x0[::s, ::s])
             self._chain_cache = ChainCache(x0, self.schedule, self.seed)
             self._chain_px_stride = s
-            self._chain_hist_index = (self._hist_index if s == 1 else np.random.default_rng(12345).integers(
-                0, x0.size, size=min(HIST_SAMPLES, x0.size)))
+            self._chain_hist_index = self._hist_index if s == 1 else histogram_index(x0.size)
         self._chain_target = t
         h, w = self._chain_cache.x0.shape[:2]
         res = "" if s == 1 else f" (on every {s}-th pixel: {w}×{h})"
@@ -787,15 +519,16 @@ class MainWindow(QMainWindow):
         self.frameShown.emit(frame.t)
 
     def _on_chain_done(self) -> None:
-        t = getattr(self, "_chain_target", 0)
         stride = self._chain_cache.stride if self._chain_cache else 1
         s = self._chain_px_stride
         res = "" if s == 1 else f", every {s}-th pixel"
-        self.modeNote.setText(f"{CHAIN_NOTE}  Showing step {t} (checkpoints every {stride} steps{res}).")
+        self.modeNote.setText(f"{CHAIN_NOTE}  Showing step {self._chain_target} (checkpoints every {stride} "
+                              f"steps{res}).")
 
     # ----- strip -------------------------------------------------------------------------------------------
     def _on_strip_edited(self) -> None:
-        self._strip_default = self.stripEdit.text().strip() in ("", ", ".join(map(str, notes_timesteps(self.schedule.T))))
+        default = ", ".join(map(str, notes_timesteps(self.schedule.T)))
+        self._strip_default = self.stripEdit.text().strip() in ("", default)
         self._update_strip()
 
     def _update_strip(self) -> None:
@@ -804,49 +537,8 @@ class MainWindow(QMainWindow):
         except ValueError as e:
             self.statusBar().showMessage(f"Strip: {e}", 8000)
             return
-        if self._x0 is None or self._noise is None:
-            return
-        h = self._x0.shape[0]
-        step = max(1, h // STRIP_THUMB_HEIGHT)
-        x0 = self._x0[::step, ::step]
-        eps = self._noise[::step, ::step]
-        s = self.schedule
-        frames = [x0] + [s.sqrt_alphas_cumprod[t] * x0 + s.sqrt_one_minus_alphas_cumprod[t] * eps for t in ts]
-        grid = make_grid(frames, ncols=len(frames), pad=3)
-        self._strip_pixmap = qpixmap_from_u8(grid)
-        tile_w = frames[0].shape[1] + 3
-        self._strip_captions = [(i * tile_w / grid.shape[1], text)
-                                for i, text in enumerate(["x₀"] + [f"t = {t}" for t in ts])]
-        self._fit_strip()
-
-    def _fit_strip(self) -> None:
-        pm = getattr(self, "_strip_pixmap", None)
-        if pm is None:
-            return
-        w = max(50, self.stripView.width())
-        h = max(30, self.stripView.height())
-        scaled = pm.scaled(w, h, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
-        p = QPainter(scaled)
-        font = p.font()
-        font.setPointSizeF(8.5)
-        p.setFont(font)
-        fm = p.fontMetrics()
-        for frac, text in getattr(self, "_strip_captions", []):
-            x = int(frac * scaled.width()) + 2
-            box_w, box_h = fm.horizontalAdvance(text) + 8, fm.height() + 2
-            p.fillRect(x, scaled.height() - box_h - 2, box_w, box_h, QColor(0, 0, 0, 150))
-            p.setPen(QColor("white"))
-            p.drawText(x + 4, scaled.height() - 4 - fm.descent(), text)
-        p.end()
-        self.stripView.setPixmap(scaled)
-
-    def _export_strip_dialog(self) -> None:
-        name = (Path(self._photo_label).stem or "image") + f"_strip_seed{self.seed}.png"
-        path, _ = QFileDialog.getSaveFileName(self, "Export strip", name, "PNG (*.png)")
-        if path:
-            if not path.lower().endswith(".png"):
-                path += ".png"
-            self.export_strip(path)
+        if self._x0 is not None and self._noise is not None:
+            self.stripView.show_strip(self._x0, self._noise, self.schedule, ts)
 
     # ----- play --------------------------------------------------------------------------------------------
     def _on_play(self, on: bool) -> None:
@@ -860,346 +552,14 @@ class MainWindow(QMainWindow):
 
     def _play_tick(self) -> None:
         T = self.schedule.T
-        step = max(1, round(T / (PLAY_SECONDS * PLAY_FPS)))
-        t = self.timestep + step
+        t = self.timestep + max(1, round(T / (PLAY_SECONDS * PLAY_FPS)))
         if t >= T - 1:
             self.set_timestep(T - 1)
             self.playButton.setChecked(False)
         else:
             self.set_timestep(t)
 
-    # ----- UI ----------------------------------------------------------------------------------------------
-    def _build_ui(self) -> None:
-        self.xtPane = ImagePane(self._xt_title(), "xtPane",
-                                "x_t at the slider's t. Wheel: zoom, drag: pan, Ctrl+0: fit.")
-        self.x0Pane = ImagePane("<b>x<sub>0</sub></b> — the photo", "x0Pane", "The clean photo x_0")
-        self.noisePane = ImagePane("<b>ε</b> ~ N(0, I) — fixed for this photo and seed", "noisePane",
-                                   "The noise ε = draw_noise(shape, seed), shown with x_t's mapping "
-                                   "u8 = clip(127.5·x + 128): x_T ≈ ε")
-        self.xtPane.viewbox.sigRangeChanged.connect(self._on_view_range)
-        self.x0Pane.link_to(self.xtPane)
-        self.noisePane.link_to(self.xtPane)
-        self.x0Pane.hide()
-        self.noisePane.hide()
-        panes = QHBoxLayout()
-        panes.setSpacing(6)
-        for p in (self.xtPane, self.x0Pane, self.noisePane):
-            panes.addWidget(p, 1)
-
-        self.showX0Check = QCheckBox("show x₀")
-        self.showX0Check.setObjectName("showX0Check")
-        self.showX0Check.setToolTip("Show the clean photo x_0 beside x_t")
-        self.showX0Check.toggled.connect(self.x0Pane.setVisible)
-        self.showX0Check.toggled.connect(lambda _v: QTimer.singleShot(0, self.fit_view))
-        self.showNoiseCheck = QCheckBox("show ε")
-        self.showNoiseCheck.setObjectName("showNoiseCheck")
-        self.showNoiseCheck.setToolTip("Show the noise ε beside x_t (x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε)")
-        self.showNoiseCheck.toggled.connect(self.noisePane.setVisible)
-        self.showNoiseCheck.toggled.connect(lambda _v: QTimer.singleShot(0, self.fit_view))
-        self.fitButton = QPushButton("Fit")
-        self.fitButton.setObjectName("fitViewButton")
-        self.fitButton.setToolTip("Fit the photo to the view (Ctrl+0)")
-        self.fitButton.clicked.connect(self.fit_view)
-
-        self.modeCombo = QComboBox()
-        self.modeCombo.setObjectName("modeCombo")
-        self.modeCombo.addItem("Closed form q(x_t | x_0), eq. 5 — one ε for all t", CLOSED)
-        self.modeCombo.addItem("Markov chain, eq. 2 — a new ε every step", CHAIN)
-        self.modeCombo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.modeCombo.setMinimumContentsLength(16)
-        self.modeCombo.setToolTip("Closed form: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε with one ε for all t (eq. 5). "
-                                  "Markov chain: x_t = √(1−β_t)·x_{t−1} + √β_t·ε_t, a new ε_t every step "
-                                  "(eq. 2). They agree in distribution, not pixel for pixel.")
-        self.modeCombo.currentIndexChanged.connect(self._on_mode)
-
-        self.seedSpin = QSpinBox()
-        self.seedSpin.setObjectName("noiseSeedSpin")  # "seedSpin" is the Generate panel's
-        self.seedSpin.setRange(0, 2**31 - 1)
-        self.seedSpin.setKeyboardTracking(False)
-        self.seedSpin.setToolTip("Seed of ε (a seeded CPU torch.Generator: the same seed gives the same ε as "
-                                 "`ddpm noise --seed` on every machine)")
-        self.seedSpin.valueChanged.connect(lambda _v: self._x0 is not None and self._make_noise())
-        self.newNoiseButton = QPushButton("New noise")
-        self.newNoiseButton.setObjectName("newNoiseButton")
-        self.newNoiseButton.setToolTip("Draw a new ε ~ N(0, I) (a random seed)")
-        self.newNoiseButton.clicked.connect(self.new_noise)
-
-        controls = QHBoxLayout()
-        controls.addWidget(self.showX0Check)
-        controls.addWidget(self.showNoiseCheck)
-        controls.addWidget(self.fitButton)
-        self.photoLabel = _ElidedLabel()
-        self.photoLabel.setObjectName("photoLabel")
-        self.photoLabel.setStyleSheet("color: #555;")
-        self.photoLabel.setMinimumWidth(40)
-        self.photoLabel.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        controls.addWidget(self.photoLabel, 1)
-        controls.addStretch(1)
-        controls.addWidget(QLabel("Seed"))
-        controls.addWidget(self.seedSpin)
-        controls.addWidget(self.newNoiseButton)
-        mode_row = QHBoxLayout()
-        mode_row.addWidget(QLabel("Mode"))
-        mode_row.addWidget(self.modeCombo, 1)
-
-        self.modeNote = QLabel(CHAIN_NOTE)
-        self.modeNote.setObjectName("modeNote")
-        self.modeNote.setWordWrap(True)
-        self.modeNote.setStyleSheet("color: #8a4b00;")
-        self.modeNote.hide()
-
-        self.histogram = PixelHistogram()
-        self.histogram.setFixedHeight(150)
-
-        self.playButton = QPushButton("▶ Play")
-        self.playButton.setObjectName("playButton")
-        self.playButton.setCheckable(True)
-        self.playButton.setToolTip("Animate t from here to T−1 (about 5 s per pass); click again to pause")
-        self.playButton.toggled.connect(self._on_play)
-        self.timestepSlider = QSlider(Qt.Orientation.Horizontal)
-        self.timestepSlider.setObjectName("timestepSlider")
-        self.timestepSlider.setToolTip("Timestep t (0…T−1): x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε. "
-                                       "Arrows step by 1, Page Up/Down by T/20, Home/End jump to the ends.")
-        self.timestepSlider.setRange(0, 999)
-        self.timestepSlider.valueChanged.connect(self._on_slider)
-        self.timestepSpin = QSpinBox()
-        self.timestepSpin.setObjectName("timestepSpin")
-        self.timestepSpin.setRange(0, 999)
-        self.timestepSpin.setToolTip("Timestep t (0…T−1)")
-        self.timestepSpin.valueChanged.connect(self.timestepSlider.setValue)
-        self.tMaxLabel = QLabel("/ 999")
-        slider_row = QHBoxLayout()
-        slider_row.addWidget(self.playButton)
-        slider_row.addWidget(QLabel("t"))
-        slider_row.addWidget(self.timestepSlider, 1)
-        slider_row.addWidget(self.timestepSpin)
-        slider_row.addWidget(self.tMaxLabel)
-
-        self.readout = QLabel()
-        self.readout.setObjectName("timestepReadout")
-        self.readout.setTextFormat(Qt.TextFormat.RichText)
-        self.readout.setWordWrap(True)
-        self.readout.setToolTip("β_t; ᾱ_t = Π(1−β_s); √ᾱ_t and √(1−ᾱ_t), the scales of x_0 and ε in x_t; "
-                                "SNR = 10·log10(ᾱ_t/(1−ᾱ_t)) dB; PSNR(x_t, x_0) = 10·log10(2²/MSE) dB on the "
-                                "[−1, 1] scale, before display clipping")
-        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-
-        self.stripEdit = QLineEdit()
-        self.stripEdit.setObjectName("stripTimesteps")
-        self.stripEdit.setToolTip("Timesteps of the strip, comma-separated (default: the notes' 19, 39, 59, 79, 99 "
-                                  "scaled to T). The strip uses the closed form with this photo's ε, like "
-                                  "`ddpm noise`.")
-        self.stripEdit.editingFinished.connect(self._on_strip_edited)
-        self.exportStripButton = QPushButton("Export strip…")
-        self.exportStripButton.setObjectName("exportStripButton")
-        self.exportStripButton.setToolTip("Save x_0 and x_t at the strip's timesteps as one PNG, at full resolution "
-                                          "(the same pixels as `ddpm noise IMAGE --seed S`)")
-        self.exportStripButton.clicked.connect(self._export_strip_dialog)
-        strip_row = QHBoxLayout()
-        strip_row.addWidget(QLabel("Strip at t ="))
-        strip_row.addWidget(self.stripEdit, 1)
-        strip_row.addWidget(self.exportStripButton)
-        self.stripView = _ResizeLabel(self._fit_strip)
-        self.stripView.setObjectName("stripView")
-        self.stripView.setToolTip("x_0, then x_t at each strip timestep (one shared ε)")
-        self.stripView.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        self.stripView.setMinimumHeight(90)
-        self.stripView.setMaximumHeight(130)
-        self.stripView.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-
-        left = QWidget()
-        left.setObjectName("imageArea")
-        lv = QVBoxLayout(left)
-        lv.setContentsMargins(6, 6, 6, 6)
-        lv.addLayout(panes, 1)
-        lv.addLayout(controls)
-        lv.addLayout(mode_row)
-        lv.addWidget(self.modeNote)
-        lv.addLayout(slider_row)
-        lv.addWidget(self.readout)
-        lv.addWidget(self.histogram)
-        lv.addLayout(strip_row)
-        lv.addWidget(self.stripView)
-
-        self.panelTabs = QTabWidget()
-        self.panelTabs.setObjectName("panelTabs")
-        self.panelTabs.setToolTip("")
-        self.panelTabs.addTab(self.schedule_panel, "Schedule")
-
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.setObjectName("mainSplitter")
-        self.splitter.addWidget(left)
-        self.splitter.addWidget(self.panelTabs)
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 2)
-        self.splitter.setSizes([840, 600])
-        self.setCentralWidget(self.splitter)
-        self.statusBar().setObjectName("statusBar")
-        self.photoBusy = QProgressBar()
-        self.photoBusy.setObjectName("photoBusy")
-        self.photoBusy.setRange(0, 0)   # busy: no percentage (a decoder says nothing about its progress)
-        self.photoBusy.setMaximumWidth(120)
-        self.photoBusy.setMaximumHeight(14)
-        self.photoBusy.setTextVisible(False)
-        self.photoBusy.setToolTip("Opening a photo (decoded and downscaled on a worker; the window stays usable)")
-        self.statusBar().addPermanentWidget(self.photoBusy)
-        self.photoBusy.hide()
-
-    def _build_menus(self) -> None:
-        mb = self.menuBar()
-        file_menu = mb.addMenu("&File")
-        self._action(file_menu, "&Open image…", self._open_dialog, "Ctrl+O", "openImageAction")
-        samples = file_menu.addMenu("Built-in &samples")
-        for name in SAMPLES:
-            self._action(samples, SAMPLE_LABELS.get(name, name), lambda _c=False, n=name: self.open_sample(n),
-                         None, f"sample{name.capitalize()}Action")
-        self._action(file_menu, "&Paste image", self.paste_image, "Ctrl+V", "pasteImageAction")
-        file_menu.addSeparator()
-        self._action(file_menu, "&Export strip…", self._export_strip_dialog, "Ctrl+E", "exportStripAction")
-        self._action(file_menu, "Save &screenshot…", self._screenshot_dialog, None, "screenshotAction")
-        file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, "Ctrl+Q", "quitAction")
-
-        sched = mb.addMenu("&Schedule")
-        undo, redo = self.schedule_panel.make_undo_actions(self)
-        sched.addAction(undo)
-        sched.addAction(redo)
-        self.addAction(undo)
-        self.addAction(redo)
-        sched.addSeparator()
-        self._action(sched, "The notes' example (linear, T = 100)", self.schedule_panel.apply_notes_example, None,
-                     "notesExampleAction")
-        self._action(sched, "Ho et al. (linear, T = 1000)",
-                     lambda: self.schedule_panel.apply_preset("linear", T=1000, beta_start=1e-4, beta_end=0.02,
-                                                              zero_snr=False), None, "hoPresetAction")
-        self._action(sched, "&Load schedule…", self.schedule_panel._load_dialog, None, "loadScheduleAction")
-        self._action(sched, "&Save schedule…", self.schedule_panel._save_dialog, None, "saveScheduleAction")
-        pin = self._action(sched, "&Pin as reference", self.schedule_panel.set_pinned, None, "pinScheduleAction")
-        pin.setCheckable(True)
-        self.schedule_panel.pinButton.toggled.connect(pin.setChecked)
-
-        view = mb.addMenu("&View")
-        for check in (self.showX0Check, self.showNoiseCheck):
-            a = QAction(check.text(), self, checkable=True)
-            a.setObjectName(check.objectName().replace("Check", "Action"))
-            a.toggled.connect(check.setChecked)
-            check.toggled.connect(a.setChecked)
-            view.addAction(a)
-        self._action(view, "&Fit image", self.fit_view, "Ctrl+0", "fitViewAction")
-        play = self._action(view, "&Play / pause", self.playButton.toggle, "Ctrl+Space", "playAction")
-        del play
-
-        help_menu = mb.addMenu("&Help")
-        self._action(help_menu, "&About DDPM Studio", self._about, None, "aboutAction")
-
-    def _action(self, menu, text, slot, shortcut, name) -> QAction:
-        a = QAction(text, self)
-        a.setObjectName(name)
-        if shortcut:
-            a.setShortcut(QKeySequence(shortcut))
-        a.triggered.connect(slot)
-        menu.addAction(a)
-        self.addAction(a)
-        return a
-
-    def _open_dialog(self) -> None:
-        start = str(self._photo_path.parent) if self._photo_path else ""
-        path, _ = QFileDialog.getOpenFileName(self, "Open image", start, IMAGE_FILTER)
-        if path:
-            self.open_image(path)
-
-    def _screenshot_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "ddpm-studio.png", "PNG (*.png)")
-        if path:
-            try:
-                self.save_screenshot(path)
-            except Exception as e:  # noqa: BLE001 - always one line
-                self.show_error(one_line(e), title="Save screenshot")
-
-    def _about(self) -> None:
-        box = QMessageBox(QMessageBox.Icon.Information, "About DDPM Studio",
-                          "DDPM Studio: see denoising diffusion happen. Drag t to noise the photo; drag the "
-                          "schedule's points to reshape β_t.", QMessageBox.StandardButton.Ok, self)
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        box.open()
-
-    # ----- drag and drop -----------------------------------------------------------------------------------
-    def dragEnterEvent(self, ev):  # noqa: N802 - Qt override
-        mime = ev.mimeData()
-        if (mime.hasUrls() and any(u.isLocalFile() for u in mime.urls())) or mime.hasImage():
-            ev.acceptProposedAction()
-        else:
-            ev.ignore()
-
-    def dragMoveEvent(self, ev):  # noqa: N802 - Qt override
-        self.dragEnterEvent(ev)
-
-    def dropEvent(self, ev):  # noqa: N802 - Qt override
-        mime = ev.mimeData()
-        files = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()] if mime.hasUrls() else []
-        if files:
-            ev.acceptProposedAction()
-            self.open_image(files[0])
-        elif mime.hasImage():
-            ev.acceptProposedAction()
-            self.set_image_array(from_uint8(_flatten_alpha(QImage(mime.imageData()))), "dropped image")
-        else:
-            ev.ignore()
-
-    # ----- settings and closing ----------------------------------------------------------------------------
-    def _restore_settings(self) -> dict:
-        s = self._settings
-        out: dict = {}
-        geometry = s.value("window/geometry")
-        if isinstance(geometry, (QByteArray, bytes)) and self.restoreGeometry(QByteArray(geometry)):
-            out["geometry"] = True
-        text = s.value("schedule/json")
-        if isinstance(text, str) and text:
-            try:
-                self.schedule_panel.set_schedule(NoiseSchedule.from_json(text), "Restore schedule")
-                self.schedule_panel.undo_stack.clear()
-            except Exception:  # noqa: BLE001 - a hand-edited settings file never breaks the window
-                pass
-        seed = settings_mod.int_value(s, "noise/seed")
-        if seed is not None and 0 <= seed <= self.seedSpin.maximum():
-            with QSignalBlocker(self.seedSpin):
-                self.seedSpin.setValue(seed)
-        t = settings_mod.int_value(s, "view/t")
-        if t is not None:
-            out["t"] = t
-        sample = s.value("photo/sample")
-        path = s.value("photo/path")
-        if isinstance(sample, str) and sample in SAMPLES:
-            out["photo"] = ("sample", sample)
-        elif isinstance(path, str) and path and Path(path).is_file():
-            out["photo"] = ("path", path)
-        for key, check in (("view/showX0", self.showX0Check), ("view/showNoise", self.showNoiseCheck)):
-            v = settings_mod.bool_value(s, key)
-            if v is not None:
-                check.setChecked(v)
-        curve = s.value("schedule/curve")
-        if isinstance(curve, str):
-            try:
-                self.schedule_panel.set_curve(curve)
-            except KeyError:
-                pass
-        return out
-
-    def save_settings(self) -> None:
-        s = self._settings
-        if s is None:
-            return
-        s.setValue("window/geometry", self.saveGeometry())
-        s.setValue("schedule/json", self.schedule.to_json())
-        s.setValue("schedule/curve", self.schedule_panel.curve)
-        s.setValue("noise/seed", self.seed)
-        s.setValue("view/t", self.timestep)
-        s.setValue("view/showX0", self.showX0Check.isChecked())
-        s.setValue("view/showNoise", self.showNoiseCheck.isChecked())
-        s.setValue("photo/sample", self._sample_name or "")
-        s.setValue("photo/path", str(self._photo_path) if self._photo_path and not self._sample_name else "")
-        s.sync()
-
+    # ----- closing -----------------------------------------------------------------------------------------
     def closeEvent(self, ev):  # noqa: N802 - Qt override
         """Closing never waits more than about a second (:data:`~ddpm_gui.worker.CLOSE_WAIT_S`): every run is
         detached and asked to stop; one that yields stops at its next yield, one inside a call that cannot be
@@ -1207,8 +567,8 @@ class MainWindow(QMainWindow):
         self._closing = True
         self._play_timer.stop()
         self._render_timer.stop()
-        self._aux_timer.stop()
-        self._strip_timer.stop()
+        self._request_aux.cancel()
+        self._request_strip.cancel()
         self._pending_photo = None
         for runner in self._runners:
             runner.shutdown(timeout_s=0)     # detach and ask to stop; the wait is shared below
@@ -1222,47 +582,3 @@ class MainWindow(QMainWindow):
     def resizeEvent(self, ev):  # noqa: N802 - Qt override
         super().resizeEvent(ev)
         self.histogram.setFixedHeight(int(min(150, max(90, 0.17 * self.height()))))  # small screens: room for x_t
-        self._fit_strip()
-
-
-CHAIN_NOTE = ("Markov chain: a fresh ε_t at every step. It agrees with the closed form in distribution, "
-              "not pixel for pixel.")
-
-
-class _ElidedLabel(QLabel):
-    """A one-line label that ends in … when it is too narrow (the full text is in its tooltip)."""
-
-    def paintEvent(self, ev):  # noqa: N802 - Qt override
-        p = QPainter(self)
-        p.setPen(self.palette().color(self.foregroundRole()))
-        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, self.width())
-        p.drawText(self.rect(), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), text)
-        p.end()
-
-
-class _ResizeLabel(QLabel):
-    def __init__(self, on_resize):
-        super().__init__()
-        self._on_resize = on_resize
-
-    def resizeEvent(self, ev):  # noqa: N802 - Qt override
-        super().resizeEvent(ev)
-        self._on_resize()
-
-
-def _psnr(mse: float) -> float:
-    if math.isnan(mse):
-        return math.nan
-    return math.inf if mse <= 0 else 10.0 * math.log10(4.0 / mse)
-
-
-def _flatten_alpha(qimg: QImage) -> np.ndarray:
-    """A QImage → H×W×3 uint8, transparency composited over white (as core.images does for files)."""
-    if qimg.hasAlphaChannel():
-        bg = QImage(qimg.size(), QImage.Format.Format_RGB888)
-        bg.fill(Qt.GlobalColor.white)
-        p = QPainter(bg)
-        p.drawImage(0, 0, qimg)
-        p.end()
-        qimg = bg
-    return u8_from_qimage(qimg)

@@ -162,8 +162,8 @@ def test_markov_chain_mode_walks_eq_2_on_a_worker_from_the_same_seed(window, qtb
     assert window.readout_values["psnr_db"] == pytest.approx(10 * math.log10(4 / np.mean((chain - x0) ** 2)),
                                                               abs=1e-4)
     # a large photo walks the chain on every s-th pixel (the cap, made small here), still eq. 2 exactly
-    import ddpm_gui.main_window as mw
-    monkeypatch.setattr(mw, "CHAIN_MAX_PIXELS", 60_000)
+    import core.jobs.chain
+    monkeypatch.setattr(core.jobs.chain, "CHAIN_MAX_PIXELS", 60_000)
     rng = np.random.default_rng(6)
     big = (rng.random((400, 600, 3), dtype=np.float32) * 2 - 1)
     with qtbot.waitSignal(window.frameShown, timeout=20000, check_params_cb=lambda shown: shown == t):
