@@ -8,7 +8,7 @@ import json
 import pyqtgraph as pg
 from PySide6.QtCore import QSettings, QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QStandardItemModel
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QWidget
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSizePolicy, QSpinBox, QWidget
 
 from core.device import DEVICES, available_devices
 from core.model_spec import PHOTO, parse_spec
@@ -23,6 +23,30 @@ def named(widget, name: str, tip: str | None = None):
     if tip:
         widget.setToolTip(tip)
     return widget
+
+
+def spin_box(name: str, tip: str | None, low, high, value=None, step=None, decimals: int | None = None):
+    """A named :class:`QSpinBox` (integer bounds) or :class:`QDoubleSpinBox` (a float bound) with its range and,
+    when given, its decimals, single step and start value."""
+    box = named(QDoubleSpinBox() if isinstance(low, float) or isinstance(high, float) else QSpinBox(), name, tip)
+    if decimals is not None:
+        box.setDecimals(decimals)
+    box.setRange(low, high)
+    if step is not None:
+        box.setSingleStep(step)
+    if value is not None:
+        box.setValue(value)
+    return box
+
+
+def combo_box(name: str, tip: str | None, items) -> QComboBox:
+    """A named :class:`QComboBox` of ``(text, data)`` or ``(text, data, tooltip)`` entries."""
+    combo = named(QComboBox(), name, tip)
+    for text, data, *item_tip in items:
+        combo.addItem(text, data)
+        if item_tip:
+            combo.setItemData(combo.count() - 1, item_tip[0], Qt.ItemDataRole.ToolTipRole)
+    return combo
 
 
 def row(*items, spacing: int = 6) -> QWidget:
