@@ -16,22 +16,21 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
-                               QMenu, QProgressBar, QPushButton, QSizePolicy, QSlider, QSpinBox, QToolButton,
-                               QVBoxLayout)
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QMenu, QProgressBar,
+                               QPushButton, QSizePolicy, QSlider, QToolButton, QVBoxLayout)
 
 from core.device import pick_device
-from core.jobs.generate import (EACH_CLASS, EXPORTS, PAINT_BUDGET, PAINT_DUTY, GenerateJob, LivePacer, Recording,
-                                RunFrame, class_labels, export_name, export_writer, generate_frames, model_note,
-                                preload_model)
+from core.jobs.generate import (EACH_CLASS, EXPORTS, PAINT_BUDGET, PAINT_DUTY, GenerateJob, LivePacer, ModelRequests,
+                                Recording, RunFrame, class_labels, export_name, export_writer, generate_frames,
+                                model_note, preload_model)
 from core.messages import one_line
-from core.model_spec import BUILTIN, FOLDER, ORACLE, PHOTO, ModelCache, cache_key, parse_spec  # noqa: F401 - kinds
-from core.models.load import load_model, oracle_for_array
+from core.model_spec import BUILTIN, FOLDER, ORACLE, PHOTO, ModelCache, parse_spec  # noqa: F401 - kinds
+from core.models.load import load_model   # read from this module at each request: tests and scripts swap it
 from core.outputs import check_output_file, refuse_overwriting_inputs, spec_paths
 from core.samplers import SAMPLER_NAMES, SAMPLERS, default_steps
 from core.samplers.timesteps import max_steps
 from ddpm_gui.image_views import ImagePane
-from ddpm_gui.widgets import JobPanel, ModelMenu, TextLine, device_combo, named
+from ddpm_gui.widgets import JobPanel, ModelMenu, TextLine, combo_box, device_combo, named, spin_box
 from ddpm_gui.worker import WorkerRunner
 
 ORACLE_FOLDER = "oracle-folder"   # current_model()'s kind for an oracle over a photo file or a folder of images
@@ -86,7 +85,7 @@ class GeneratePanel(JobPanel):
         self._click_time = 0.0
         self.first_frame_latency: float | None = None
         self.frames_painted = 0
-        self._photo_key = (None, None, None)   # (pasted photo, device, its cache key): hashed once per photo
+        self._requests = ModelRequests()
         self.paint_budget, self.paint_duty = PAINT_BUDGET, PAINT_DUTY
         self._pacer = LivePacer()
         self._shown: RunFrame | None = None
@@ -226,24 +225,9 @@ class GeneratePanel(JobPanel):
         return str(pick_device(self.deviceCombo.currentData() or "auto"))
 
     def _model_request(self, device: str) -> tuple[tuple, object, str | None]:
-        """(cache key, loader, the SPEC whose files it reads) for the chosen model on ``device``. ``photo`` is the
-        oracle over the photo's file, or over its pixels when it has none (pasted or dropped)."""
-        spec = self.modelCombo.spec()
-        if spec == PHOTO:
-            if self.window_.photo_path is None:
-                return self._pixels_request(device)
-            spec = f"oracle:{self.window_.photo_path}"
-        return cache_key(spec, device), (lambda: load_model(spec, device=device)), spec
-
-    def _pixels_request(self, device: str) -> tuple[tuple, object, None]:
-        x0 = self.window_.x0
-        if x0 is None:
-            raise ValueError("open a photo first (File ▸ Open image)")
-        photo, on, key = self._photo_key
-        if photo is not x0 or on != device:   # the pixels' hash, once per photo
-            key = cache_key(PHOTO, device, pixels=x0)
-            self._photo_key = (x0, device, key)
-        return key, (lambda a=x0.copy(): oracle_for_array(a, device)), None
+        """(cache key, loader, the SPEC whose files it reads) for the chosen model on ``device``."""
+        w = self.window_
+        return self._requests(self.modelCombo.spec(), device, load_model, w.photo_path, w.x0)
 
     def _preload(self) -> None:
         """Load the selected model in the background (so the first Generate starts at once and the class widgets
@@ -507,51 +491,37 @@ class GeneratePanel(JobPanel):
         self.modelNote.setWordWrap(True)
         self.modelNote.setStyleSheet("color: #555;")
 
-        self.samplerCombo = named(QComboBox(), "samplerCombo")
-        for s in SAMPLERS:
-            self.samplerCombo.addItem(SAMPLER_NAMES[s], s)
-            self.samplerCombo.setItemData(self.samplerCombo.count() - 1, SAMPLER_TIPS[s], Qt.ItemDataRole.ToolTipRole)
+        self.samplerCombo = combo_box("samplerCombo", None, [(SAMPLER_NAMES[s], s, SAMPLER_TIPS[s]) for s in SAMPLERS])
         self.samplerCombo.setCurrentIndex(SAMPLERS.index("ddim"))
         self.samplerCombo.currentIndexChanged.connect(self._on_sampler_changed)
-        self.stepsSpin = named(QSpinBox(), "stepsSpin", "Model calls N: the sampler visits N of the T timesteps "
-                               "(changing the sampler resets it to that sampler's default: DDPM T, DDIM 50, "
-                               "DPM-Solver++ 20)")
-        self.stepsSpin.setRange(1, 1000)
-        self.etaSpin = named(QDoubleSpinBox(), "etaSpin", "DDIM's η: σ_t = η·√((1−ᾱ_{t−1})/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_{t−1}); "
-                             "0 = deterministic DDIM, 1 = DDPM-like noise")
-        self.etaSpin.setRange(0.0, 1.0)
-        self.etaSpin.setSingleStep(0.1)
-        self.etaSpin.setDecimals(2)
-        self.seedSpin = named(QSpinBox(), "seedSpin", "Sampling seed: all noise comes from a CPU torch.Generator "
-                              "seeded with it, so a seed gives the same images on every device and as "
-                              "`ddpm sample --seed`")
-        self.seedSpin.setRange(0, 2**31 - 1)
+        self.stepsSpin = spin_box("stepsSpin", "Model calls N: the sampler visits N of the T timesteps (changing the "
+                                  "sampler resets it to that sampler's default: DDPM T, DDIM 50, DPM-Solver++ 20)",
+                                  1, 1000)
+        self.etaSpin = spin_box("etaSpin", "DDIM's η: σ_t = η·√((1−ᾱ_{t−1})/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_{t−1}); 0 = "
+                                "deterministic DDIM, 1 = DDPM-like noise", 0.0, 1.0, step=0.1, decimals=2)
+        self.seedSpin = spin_box("seedSpin", "Sampling seed: all noise comes from a CPU torch.Generator seeded with "
+                                 "it, so a seed gives the same images on every device and as `ddpm sample --seed`",
+                                 0, 2**31 - 1)
         self.diceButton = named(QToolButton(), "diceButton", "A random seed")
         self.diceButton.setText("⚄")
         self.diceButton.clicked.connect(self._roll_seed)
-        self.batchSpin = named(QSpinBox(), "batchSpin", "Batch size: how many images to generate at once, shown as a "
-                               "grid (one batch, one model call per step)")
-        self.batchSpin.setRange(1, MAX_BATCH)
-        self.batchSpin.setValue(1)
+        self.batchSpin = spin_box("batchSpin", "Batch size: how many images to generate at once, shown as a grid "
+                                  "(one batch, one model call per step)", 1, MAX_BATCH, value=1)
         self.deviceCombo = device_combo()
         self.deviceCombo.currentIndexChanged.connect(lambda _i: self._preload())
         self.classLabel = QLabel("Class")
-        self.classCombo = named(QComboBox(), "classCombo", "The class to generate (class-conditional models): any = "
-                                "unconditional, each class in turn = image i gets class i mod K")
+        self.classCombo = combo_box("classCombo", "The class to generate (class-conditional models): any = "
+                                    "unconditional, each class in turn = image i gets class i mod K", [])
         self.classCombo.currentIndexChanged.connect(self._on_class_changed)
         self.guidanceLabel = QLabel("Guidance w")
-        self.guidanceSpin = named(QDoubleSpinBox(), "guidanceSpin", "Classifier-free guidance (Ho & Salimans 2022): "
-                                  "ε̃ = ε(x_t, ∅) + w·(ε(x_t, c) − ε(x_t, ∅)); w = 1 is plain conditional sampling, "
-                                  "w > 1 sharper classes")
-        self.guidanceSpin.setRange(0.0, 20.0)
-        self.guidanceSpin.setSingleStep(0.5)
-        self.guidanceSpin.setValue(1.0)
-        self.startCombo = named(QComboBox(), "startCombo", "Pure noise: x_T ~ N(0, I). Denoise from here (SDEdit): "
-                                "the photo, resized to the model's resolution, noised to the slider's t with x_t = "
-                                "√ᾱ_t·x_0 + √(1−ᾱ_t)·ε, then denoised — reconstruction at small t, hallucination at "
-                                "large t")
-        self.startCombo.addItem("Pure noise", PURE_NOISE)
-        self.startCombo.addItem("Denoise from here (the photo at the slider's t)", FROM_HERE)
+        self.guidanceSpin = spin_box("guidanceSpin", "Classifier-free guidance (Ho & Salimans 2022): ε̃ = ε(x_t, ∅) + "
+                                     "w·(ε(x_t, c) − ε(x_t, ∅)); w = 1 is plain conditional sampling, w > 1 sharper "
+                                     "classes", 0.0, 20.0, value=1.0, step=0.5)
+        self.startCombo = combo_box("startCombo", "Pure noise: x_T ~ N(0, I). Denoise from here (SDEdit): the photo, "
+                                    "resized to the model's resolution, noised to the slider's t with x_t = √ᾱ_t·x_0 "
+                                    "+ √(1−ᾱ_t)·ε, then denoised — reconstruction at small t, hallucination at large t",
+                                    [("Pure noise", PURE_NOISE),
+                                     ("Denoise from here (the photo at the slider's t)", FROM_HERE)])
         self.startCombo.currentIndexChanged.connect(self._on_start_changed)
         self.startNote = named(TextLine(color="#555"), "startNote")
         self.startNote.setText("x_T ~ N(0, I)")
@@ -606,21 +576,19 @@ class GeneratePanel(JobPanel):
 
         form = QGridLayout()
         form.setHorizontalSpacing(8)
-        seed_row = QHBoxLayout()
-        seed_row.setSpacing(2)
-        seed_row.addWidget(self.seedSpin, 1)
-        seed_row.addWidget(self.diceButton)
-        for r, c, item, span in ((0, 0, "Model", 1), (0, 1, self.modelCombo, 5), (1, 1, self.modelNote, 5),
-                                 (2, 0, "Sampler", 1), (2, 1, self.samplerCombo, 1), (2, 2, "Steps", 1),
-                                 (2, 3, self.stepsSpin, 1), (2, 4, "η", 1), (2, 5, self.etaSpin, 1),
-                                 (3, 0, "Seed", 1), (3, 1, seed_row, 1), (3, 2, "Batch", 1), (3, 3, self.batchSpin, 1),
-                                 (3, 4, "Device", 1), (3, 5, self.deviceCombo, 1), (4, 0, self.classLabel, 1),
-                                 (4, 1, self.classCombo, 1), (4, 2, self.guidanceLabel, 1), (4, 3, self.guidanceSpin, 1),
-                                 (5, 0, "Start", 1), (5, 1, self.startCombo, 5), (6, 1, self.startNote, 5)):
-            if isinstance(item, QHBoxLayout):
-                form.addLayout(item, r, c)
-            else:
-                form.addWidget(QLabel(item) if isinstance(item, str) else item, r, c, 1, span)
+        seed_row = _hbox((self.seedSpin, 1), (self.diceButton, 0), spacing=2)
+        wide = 5   # columns a wide cell spans
+        for r, cells in enumerate((("Model", (self.modelCombo, wide)), (None, (self.modelNote, wide)),
+                                   ("Sampler", self.samplerCombo, "Steps", self.stepsSpin, "η", self.etaSpin),
+                                   ("Seed", seed_row, "Batch", self.batchSpin, "Device", self.deviceCombo),
+                                   (self.classLabel, self.classCombo, self.guidanceLabel, self.guidanceSpin),
+                                   ("Start", (self.startCombo, wide)), (None, (self.startNote, wide)))):
+            for c, cell in enumerate(cells):
+                item, span = cell if isinstance(cell, tuple) else (cell, 1)
+                if isinstance(item, QHBoxLayout):
+                    form.addLayout(item, r, c)
+                elif item is not None:
+                    form.addWidget(QLabel(item) if isinstance(item, str) else item, r, c, 1, span)
         for col, stretch in ((1, 2), (3, 1), (5, 1)):
             form.setColumnStretch(col, stretch)
 

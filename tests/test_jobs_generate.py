@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 
 from core.images import batch_grid, load_image, photo_to_model_input, save_image
-from core.jobs.generate import (EACH_CLASS, EXPORTS, GenerateJob, LivePacer, Recording, RunFrame, class_labels,
+from core.jobs.generate import (EACH_CLASS, EXPORTS, GenerateJob, LivePacer, ModelRequests, Recording, RunFrame, class_labels,
                                 export_animation, export_final, export_frame_folder, export_grid, export_name,
                                 export_scale, export_writer, generate_frames, model_note, preload_model,
                                 start_input)
-from core.model_spec import ModelCache
+from core.model_spec import ModelCache, cache_key
 from core.models.denoiser import Denoiser
 from core.samplers import sample
 from core.samplers.guidance import labels_each_class
@@ -133,6 +133,31 @@ def test_the_cache_loads_a_model_once_and_preload_returns_only_its_name():
     run_job(job, cache)
     run_job(job, cache)
     assert len(loads) == 1 and cache.peek(("k",)) is den
+
+
+def test_model_requests_resolve_the_photo_and_key_pasted_pixels_by_their_hash(tmp_path, monkeypatch):
+    import core.model_spec as ms
+    requests, loads = ModelRequests(), []
+    load = lambda spec, device="cpu": loads.append((spec, device)) or spec   # noqa: E731
+    key, loader, spec = requests("builtin:mnist", "cpu", load)
+    assert key == cache_key("builtin:mnist", "cpu") and spec == "builtin:mnist"
+    assert loader() == "builtin:mnist" and loads == [("builtin:mnist", "cpu")]
+    path = tmp_path / "cat.png"
+    save_image(path, np.zeros((4, 4, 3), np.uint8))
+    key, loader, spec = requests("photo", "cpu", load, photo_path=path, photo=np.zeros((4, 4, 3), np.float32))
+    assert spec == f"oracle:{path}" and key == cache_key(spec, "cpu") and loader() == spec
+    with pytest.raises(ValueError, match="open a photo"):
+        requests("photo", "cpu", load)
+    hashed = []
+    real = ms.pixels_token
+    monkeypatch.setattr(ms, "pixels_token", lambda x: hashed.append(1) or real(x))
+    a = np.random.default_rng(0).random((5, 5, 3), dtype=np.float32)
+    k1, loader, spec = requests("photo", "cpu", load, photo=a)
+    k2, _, _ = requests("photo", "cpu", load, photo=a)
+    assert k1 == k2 == cache_key("photo", "cpu", pixels=a) and spec is None and len(hashed) == 2   # once, + ours
+    assert requests("photo", "cpu", load, photo=a.copy())[0] == k1                 # equal pixels, equal key
+    assert requests("photo", "cpu", load, photo=a + 0.5)[0] != k1
+    assert loader().name == "oracle:pasted photo" and loader().resolution == 5    # the oracle over those pixels
 
 
 # ----- the recording -----------------------------------------------------------------------------------------------

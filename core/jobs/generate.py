@@ -20,7 +20,7 @@ import torch
 from core.atomic import atomic_dir
 from core.images import batch_grid, load_image, make_grid, photo_to_model_input, save_animation, save_image, to_uint8
 from core.messages import format_eta
-from core.model_spec import ModelCache
+from core.model_spec import PHOTO, ModelCache, cache_key
 from core.samplers import SAMPLER_NAMES, sample
 from core.samplers.guidance import labels_each_class
 from core.schedule import NoiseSchedule, model_schedule
@@ -61,6 +61,34 @@ class GenerateJob:
     start_array: np.ndarray | None = None
     t_start: int | None = None
     spec: str | None = None
+
+
+class ModelRequests:
+    """What a run needs to get the chosen model: ``requests(spec, device, load, photo_path, photo)`` gives (cache
+    key, loader, the SPEC whose files it reads). ``load(spec, device=…)`` loads a SPEC (normally
+    :func:`core.models.load.load_model`). ``photo`` is the oracle over the window's photo: over its file when it has
+    one, else over its pixels (a pasted or dropped photo: no files; keyed by a hash of the pixels, computed once
+    per photo array, not on every look at the cache)."""
+
+    def __init__(self):
+        self._pixels = (None, None, None)   # (photo array, device, its cache key)
+
+    def __call__(self, spec: str, device: str, load: Callable, photo_path=None, photo: np.ndarray | None = None):
+        if spec == PHOTO:
+            if photo_path is None:
+                return self._pixels_request(device, photo)
+            spec = f"oracle:{photo_path}"
+        return cache_key(spec, device), (lambda: load(spec, device=device)), spec
+
+    def _pixels_request(self, device: str, photo):
+        from core.models.load import oracle_for_array
+        if photo is None:
+            raise ValueError("open a photo first (File ▸ Open image)")
+        array, on, key = self._pixels
+        if array is not photo or on != device:
+            key = cache_key(PHOTO, device, pixels=photo)
+            self._pixels = (photo, device, key)
+        return key, (lambda a=photo.copy(): oracle_for_array(a, device)), None
 
 
 def class_labels(choice, num_classes: int, n: int):
