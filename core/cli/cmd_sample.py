@@ -70,17 +70,6 @@ def parse_classes(text: str | None):
     return labels[0] if len(labels) == 1 else labels
 
 
-def start_image(path: str, denoiser) -> np.ndarray:
-    """Deprecated alias kept until the window moves off core.cli: see core.images.photo_to_model_input."""
-    from core.images import load_image, photo_to_model_input
-    return photo_to_model_input(load_image(path), denoiser.resolution, denoiser.channels)
-
-
-def _grid(batch, scale: int) -> np.ndarray:
-    from core.images import batch_grid
-    return batch_grid(batch, scale)
-
-
 def _frame(x_t, x0, scale: int) -> np.ndarray:
     """x_t (left) beside x̂_0 (right)."""
     from core.images import batch_grid
