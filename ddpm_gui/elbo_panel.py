@@ -27,24 +27,21 @@ from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QSignalBlocker, Qt, QTimer, Signal
-from PySide6.QtGui import QStandardItemModel
+from PySide6.QtCore import QEvent, QPointF, QSignalBlocker, Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
-                               QProgressBar, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout)
+from superqt.utils import qdebounced
 
 from core.device import pick_device
-from core.jobs.bound import ElboJob, ElboProgress, ElboRun, elbo_events, model_request
-from core.messages import format_eta
-from core.model_spec import ModelCache
-from core.models.load import builtin_models
+from core.jobs.bound import (DATASET, ElboJob, ElboProgress, ElboRun, accepts_any_schedule, elbo_events,
+                             model_request)
+from core.messages import format_eta, one_line
+from core.model_spec import ORACLE, PHOTO, ModelCache, parse_spec
 from core.schedule import NoiseSchedule
-from ddpm_gui.model_combo import ModelCombo
-from ddpm_gui.worker import WorkerRunner, one_line
+from ddpm_gui.widgets import JobPanel, ModelMenu, finite_or_nan, named
+from ddpm_gui.worker import WorkerRunner
 
-# model entries
-BUILTIN, PHOTO_ORACLE, ORACLE, FOLDER, ADD_MODEL = "builtin", "photo-oracle", "oracle", "folder", "add-model"
-# image sources
-PHOTO, DATASET, ADD_FOLDER = "photo", "dataset", "add-folder"
+OPEN_FOLDER = "open:folder"   # the image menu's action entry
 MAX_IMAGES = 256
 AUTO_DELAY_MS = 400     # a schedule drag emits many changes: recompute once it rests
 
@@ -60,6 +57,8 @@ TERMS_TIP = ("L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (notes eq. 9–14), eac
              "  L_0 = −log p_θ(x_0 | x_1), a discretized Gaussian over the 256 pixel bins (drawn at t = 1)\n"
              "  L_T = KL(q(x_T | x_0) ‖ N(0, I)), closed form, no network (drawn at t = T + 1)\n"
              "Log y axis. Hover a point for its value and share of the total; click it to show that x_t.")
+PHOTO_ORACLE_TIP = ("The exact denoiser of the photo: x̂_0 = x_0, so μ_θ is the true posterior mean and with "
+                    "σ_t² = β̃_t every KL term L_{t−1} is 0; any schedule")
 
 
 def term_name(k: int, T: int) -> str:
@@ -96,19 +95,19 @@ def _kl_curve(terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(t, L_{t−1}) for t = 2…T, NaN where a log axis cannot draw the term (0, or not computed yet): the line
     breaks there instead of bridging the gap."""
     T = len(terms) - 1
-    y = np.array(terms[1:T], dtype=float)
-    y[~(np.isfinite(y) & (y > 0))] = np.nan
-    return np.arange(2, T + 1, dtype=float), y
+    return np.arange(2, T + 1, dtype=float), finite_or_nan(terms[1:T], log_y=True)
 
 
-class ElboPanel(QWidget):
+class ElboPanel(JobPanel):
     """The ELBO tab. Build it with the main window it belongs to (photo, schedule, runners, error box)."""
+
+    TITLE, STATUS_COLOR = "ELBO", "#333"
 
     runStarted = Signal()
     progressed = Signal(int, int)     # terms done, total (image × timestep evaluations)
     resultReady = Signal(object)      # the ElboRun now shown
     runCancelled = Signal(int)        # evaluations done before the stop
-    runFailed = Signal(str)           # the one-line reason
+    # runFailed(str), the one-line reason: JobPanel's
     hovered = Signal(int)             # the term k under the mouse (−1: none)
 
     @classmethod
@@ -118,9 +117,8 @@ class ElboPanel(QWidget):
         return panel
 
     def __init__(self, window, parent=None):
-        super().__init__(parent)
+        super().__init__(window, parent)
         self.setObjectName("elboPanel")
-        self.window_ = window
         self.cache = ModelCache()
         self.runner: WorkerRunner = window.create_runner("elbo")
         self.result: ElboRun | None = None       # the curve drawn in full colour
@@ -128,19 +126,13 @@ class ElboPanel(QWidget):
         self.partial: ElboProgress | None = None  # the run in flight, as far as it got
         self._running = False
         self._job: ElboJob | None = None
-        self._prev_model_index = 0
         self._prev_source_index = 0
         self.hover_k: int | None = None
-        self._key_memo: tuple | None = None      # (what the key was made from, the key): see _loaded_model
-        self.status_text = ""
-        self._auto_timer = QTimer(self)
-        self._auto_timer.setSingleShot(True)
-        self._auto_timer.setInterval(AUTO_DELAY_MS)
-        self._auto_timer.timeout.connect(self._auto_compute)
+        self._key_memo: tuple | None = None      # (what the key was made from, the photo, the key): _loaded_model
+        self._auto_later = qdebounced(self._auto_compute, timeout=AUTO_DELAY_MS, parent=self)
         self._build_ui()
-        self._fill_models()
         self._fill_sources()
-        self._on_model_changed(self.modelCombo.currentIndex())
+        self._update_model_note()
         self._set_running(False)
         self._set_status("Choose a model and images, then Compute.")
         window.scheduleChanged.connect(self._on_schedule_changed)
@@ -152,35 +144,30 @@ class ElboPanel(QWidget):
         return self._running
 
     def current_model(self) -> tuple[str, str | None]:
-        data = self.modelCombo.currentData()
-        return (data[0], data[1]) if data else (PHOTO_ORACLE, None)
+        """(kind, SPEC) of the chosen model: ``("photo-oracle", None)``, ``("builtin", "builtin:NAME")``,
+        ``("oracle", "oracle:builtin:mnist")`` or ``("folder", SPEC)`` for a folder or an oracle over a path."""
+        spec = self.modelCombo.spec()
+        if spec == PHOTO:
+            return "photo-oracle", None
+        kind = parse_spec(spec).kind
+        return ("folder" if kind == ORACLE and spec != "oracle:builtin:mnist" else kind), spec
 
     def select_model(self, spec: str) -> None:
         """``builtin:NAME``, ``photo`` (the oracle over the loaded photo), ``oracle:builtin:mnist``, or any other
         model spec (a model folder, ``oracle:PATH``), which is added to the list."""
-        if spec == "photo":
-            kind, value = PHOTO_ORACLE, None
-        elif spec.startswith("builtin:"):
-            kind, value = BUILTIN, spec
-        elif spec == "oracle:builtin:mnist":
-            kind, value = ORACLE, spec
-        else:
-            kind, value = FOLDER, spec
-        i = self._find(self.modelCombo, kind, value)
-        if i < 0:
-            i = self._insert_before_actions(self.modelCombo, kind, value,
-                                            f"Model — {Path(value).name or value}" if not value.startswith("oracle:")
-                                            else f"Oracle — {value[len('oracle:'):]}")
-        self.modelCombo.setCurrentIndex(i)
+        self.modelCombo.select(spec)
 
     def select_source(self, spec: str, n: int | None = None) -> None:
         """``photo`` (the loaded photo), ``builtin:mnist`` (its held-out digits) or a folder of images; ``n`` the
         number of dataset images (the first n)."""
-        kind, value = (PHOTO, None) if spec == "photo" else (DATASET, spec)
-        i = self._find(self.sourceCombo, kind, value)
+        combo = self.sourceCombo
+        i = combo.findData(spec)
         if i < 0:
-            i = self._insert_before_actions(self.sourceCombo, kind, value, f"Folder — {Path(value).name or value}")
-        self.sourceCombo.setCurrentIndex(i)
+            i = combo.count() - 2  # before the separator and the "…" entry
+            with QSignalBlocker(combo):
+                combo.insertItem(i, f"Folder — {Path(spec).name or spec}", spec)
+                combo.setItemData(i, spec, Qt.ItemDataRole.ToolTipRole)
+        combo.setCurrentIndex(i)
         if n is not None:
             self.countSpin.setValue(int(n))
 
@@ -191,7 +178,7 @@ class ElboPanel(QWidget):
     def compute(self) -> bool:
         """Start computing the bound with the current settings (replacing a run in flight); False, with a one-line
         message and nothing lost, when the input is not usable."""
-        self._auto_timer.stop()
+        self._auto_later.cancel()
         try:
             job = self._make_job()
         except ValueError as e:
@@ -294,121 +281,43 @@ class ElboPanel(QWidget):
         """Where term k's point is drawn, in scene coordinates (for tests and scripts)."""
         r = self.result
         t, v = k + 1, float(r.terms[k])
-        from PySide6.QtCore import QPointF
         xv = math.log10(t) if self.logXCheck.isChecked() else t
         return self.plot.getViewBox().mapViewToScene(QPointF(xv, math.log10(v)))
 
     # ----- model and image lists -------------------------------------------------------------------------------
-    def _fill_models(self) -> None:
-        combo = self.modelCombo
-        with QSignalBlocker(combo):
-            combo.clear()
-            installed = builtin_models()
-            for spec in sorted(set(installed) | {"builtin:mnist"}):
-                name = spec.split(":", 1)[1]
-                label = f"Built-in {name.upper() if name == 'mnist' else name} model"
-                ok = spec in installed
-                combo.addItem(label if ok else f"{label} — not installed yet", (BUILTIN, spec))
-                i = combo.count() - 1
-                combo.setItemData(i, f"{spec}: trained on its own schedule, so its bound uses that schedule"
-                                  if ok else f"{spec} is not installed yet (resources/models/{name}/ appears once "
-                                  "it is trained); until then try an oracle or a model folder",
-                                  Qt.ItemDataRole.ToolTipRole)
-                if not ok:
-                    combo.model().item(i).setEnabled(False)
-            combo.addItem("Oracle — the loaded photo", (PHOTO_ORACLE, None))
-            combo.setItemData(combo.count() - 1, "The exact denoiser of the photo: x̂_0 = x_0, so μ_θ is the true "
-                              "posterior mean and with σ_t² = β̃_t every KL term L_{t−1} is 0; any schedule",
-                              Qt.ItemDataRole.ToolTipRole)
-            combo.addItem("Oracle — built-in MNIST digits", (ORACLE, "oracle:builtin:mnist"))
-            combo.setItemData(combo.count() - 1, "The exact denoiser of the 4,500 training digits (any schedule): "
-                              "it memorises them, so on held-out digits its small-t terms are huge",
-                              Qt.ItemDataRole.ToolTipRole)
-            combo.insertSeparator(combo.count())
-            combo.addItem("Open a model folder…", (ADD_MODEL, None))
-            combo.setItemData(combo.count() - 1, "A folder with config.json + model.safetensors (ours) or a "
-                              "diffusers UNet2DModel / pipeline folder", Qt.ItemDataRole.ToolTipRole)
-            start = self._find(combo, BUILTIN, "builtin:mnist")
-            if start < 0 or not self._enabled(combo, start):
-                start = self._find(combo, PHOTO_ORACLE, None)
-            combo.setCurrentIndex(start)
-            self._prev_model_index = start
-
     def _fill_sources(self) -> None:
         combo = self.sourceCombo
         with QSignalBlocker(combo):
-            combo.clear()
-            combo.addItem("The loaded photo (resized to the model's resolution)", (PHOTO, None))
+            combo.addItem("The loaded photo (resized to the model's resolution)", PHOTO)
             combo.setItemData(0, "The window's photo, centre-cropped and resized to the model's H×W (Lanczos), "
                               "grey for a one-channel model — as `ddpm elbo --image FILE`", Qt.ItemDataRole.ToolTipRole)
-            combo.addItem("Built-in MNIST held-out digits", (DATASET, "builtin:mnist"))
+            combo.addItem("Built-in MNIST held-out digits", "builtin:mnist")
             combo.setItemData(1, "The first N of the 500 digits no model here was trained on — as "
                               "`ddpm elbo --data builtin:mnist --n N`", Qt.ItemDataRole.ToolTipRole)
             combo.insertSeparator(combo.count())
-            combo.addItem("A folder of images…", (ADD_FOLDER, None))
+            combo.addItem("A folder of images…", OPEN_FOLDER)
             combo.setItemData(combo.count() - 1, "The first N images of a folder (sorted), resized to the model's "
                               "resolution — as `ddpm elbo --data DIR --n N`", Qt.ItemDataRole.ToolTipRole)
-            start = 1 if self.current_model()[0] == BUILTIN else 0
+            start = 1 if parse_spec(self.modelCombo.spec()).kind == "builtin" else 0
             combo.setCurrentIndex(start)
             self._prev_source_index = start
         self._on_source_changed(start)
 
-    @staticmethod
-    def _find(combo: QComboBox, kind: str, value) -> int:
-        for i in range(combo.count()):
-            data = combo.itemData(i)
-            if data and data[0] == kind and data[1] == value:
-                return i
-        return -1
-
-    @staticmethod
-    def _enabled(combo: QComboBox, i: int) -> bool:
-        model = combo.model()
-        return not isinstance(model, QStandardItemModel) or model.item(i).isEnabled()
-
-    @staticmethod
-    def _insert_before_actions(combo: QComboBox, kind: str, value: str, label: str) -> int:
-        at = combo.count() - 2  # before the separator and the "…" entry
-        with QSignalBlocker(combo):
-            combo.insertItem(at, label, (kind, value))
-            combo.setItemData(at, value, Qt.ItemDataRole.ToolTipRole)
-        return at
-
-    def _refresh_builtins(self) -> None:
-        installed = set(builtin_models())
-        combo = self.modelCombo
-        for i in range(combo.count()):
-            data = combo.itemData(i)
-            if data and data[0] == BUILTIN and data[1] in installed and not self._enabled(combo, i):
-                name = data[1].split(":", 1)[1]
-                combo.setItemText(i, f"Built-in {name.upper() if name == 'mnist' else name} model")
-                combo.setItemData(i, f"{data[1]}: trained on its own schedule, so its bound uses that schedule",
-                                  Qt.ItemDataRole.ToolTipRole)
-                combo.model().item(i).setEnabled(True)
-
     def _model_accepts_any_schedule(self) -> bool:
         """The oracle works with any schedule; a trained model is tied to its own (known once it is loaded)."""
         model = self._loaded_model()
-        if model is not None:
-            return model.schedule is None
-        kind, value = self.current_model()
-        return kind in (PHOTO_ORACLE, ORACLE) or (kind == FOLDER and str(value).startswith("oracle:"))
+        return model.schedule is None if model is not None else accepts_any_schedule(self.modelCombo.spec())
 
-    def _on_model_changed(self, i: int) -> None:
-        kind, _ = self.current_model()
-        if kind == ADD_MODEL:
-            folder = QFileDialog.getExistingDirectory(self, "Open a model folder", "")
-            with QSignalBlocker(self.modelCombo):
-                self.modelCombo.setCurrentIndex(self._prev_model_index)
-            if folder:
-                self.select_model(folder)
-            return
-        self._prev_model_index = i
-        self._update_model_note()
+    def _on_open_requested(self, what: str) -> None:
+        """The menu's "Open a model folder…" / "Oracle over a folder of images…"."""
+        folder = QFileDialog.getExistingDirectory(
+            self, "Open a model folder" if what == "folder" else "Oracle over a folder of images", "")
+        if folder:
+            self.select_model(folder if what == "folder" else f"oracle:{folder}")
 
     def _on_source_changed(self, i: int) -> None:
-        kind, _ = (self.sourceCombo.currentData() or (PHOTO, None))
-        if kind == ADD_FOLDER:
+        spec = self.sourceCombo.currentData() or PHOTO
+        if spec == OPEN_FOLDER:
             folder = QFileDialog.getExistingDirectory(self, "A folder of images", "")
             with QSignalBlocker(self.sourceCombo):
                 self.sourceCombo.setCurrentIndex(self._prev_source_index)
@@ -416,7 +325,7 @@ class ElboPanel(QWidget):
                 self.select_source(folder)
             return
         self._prev_source_index = i
-        self.countSpin.setEnabled(kind == DATASET)
+        self.countSpin.setEnabled(spec != PHOTO)
 
     def _update_model_note(self) -> None:
         model = self._loaded_model()
@@ -439,20 +348,14 @@ class ElboPanel(QWidget):
         return str(pick_device("auto"))
 
     def _model_request(self, device: str) -> tuple[tuple, Callable]:
-        kind, value = self.current_model()
-        if kind == PHOTO_ORACLE:
-            spec = "photo"
-        elif kind in (BUILTIN, ORACLE, FOLDER) and value:
-            spec = value
-        else:
-            raise ValueError("choose a model")
-        return model_request(spec, device, photo_path=self.window_.photo_path, photo=self.window_.x0)
+        w = self.window_
+        return model_request(self.modelCombo.spec(), device, photo_path=w.photo_path, photo=w.x0)
 
     def _loaded_model(self):
         """The chosen model if it is loaded. Its key is remembered per photo (a pasted photo's pixels are hashed
         once, not on every schedule edit); Compute always makes a fresh one."""
         w, device = self.window_, self._device()
-        made_of = (self.current_model(), device, w.photo_path)
+        made_of = (self.modelCombo.spec(), device, w.photo_path)
         memo = self._key_memo     # holds the photo array itself, so `is` cannot be fooled by a reused id()
         if memo is None or memo[0] != made_of or memo[1] is not w.x0:
             try:
@@ -464,7 +367,8 @@ class ElboPanel(QWidget):
     # ----- the run ---------------------------------------------------------------------------------------------
     def _make_job(self) -> ElboJob:
         key, loader = self._model_request(self._device())
-        kind, value = self.sourceCombo.currentData() or (PHOTO, None)
+        spec = self.sourceCombo.currentData() or PHOTO
+        kind, value = (PHOTO, None) if spec == PHOTO else (DATASET, spec)
         w = self.window_
         path = array = None
         if kind == PHOTO:
@@ -524,11 +428,6 @@ class ElboPanel(QWidget):
         if self._running:  # ended without finished/errored (cannot happen, but never leave Compute disabled)
             self._set_running(False)
 
-    def _fail(self, message: str) -> None:
-        self._set_status(message, error=True)
-        self.window_.show_error(message, title="ELBO")
-        self.runFailed.emit(message)
-
     def _set_running(self, on: bool) -> None:
         self._running = on
         self.computeButton.setEnabled(not on)
@@ -545,18 +444,13 @@ class ElboPanel(QWidget):
         self.progressBar.setValue(total)
         self.progressBar.setFormat("%v / %m terms" if total else "")
 
-    def _set_status(self, text: str, error: bool = False) -> None:
-        self.status_text = text
-        self.statusLabel.setText(text)
-        self.statusLabel.setStyleSheet("color: #b00020;" if error else "color: #333;")
-
     # ----- reactions -------------------------------------------------------------------------------------------
     def _on_schedule_changed(self, schedule: NoiseSchedule) -> None:
         self._update_model_note()
         if not self._model_accepts_any_schedule():
             return
         if self.autoCheck.isChecked():
-            self._auto_timer.start()
+            self._auto_later()
         elif self.result is not None and not self._running:
             self._set_status(f"The schedule changed ({schedule.name}, T = {schedule.T}): Recompute to see how the "
                              "bound moves; this curve will stay, faint.")
@@ -567,7 +461,7 @@ class ElboPanel(QWidget):
 
     def _on_photo_changed(self) -> None:
         self._key_memo = None
-        if self.current_model()[0] == PHOTO_ORACLE:
+        if self.modelCombo.spec() == PHOTO:
             self._update_model_note()
 
     def _on_log_x(self, on: bool) -> None:
@@ -699,94 +593,76 @@ class ElboPanel(QWidget):
 
     # ----- UI --------------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        self.modelCombo = ModelCombo()
-        self.modelCombo.setObjectName("elboModelCombo")
-        self.modelCombo.setToolTip("The model p_θ whose bound is computed: μ_θ(x_t, t) = μ̃_t(x_t, x̂_0) (eq. 14) "
-                                   "from its prediction; the built-in model, a model folder, or an exact oracle")
-        self.modelCombo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        rich = Qt.TextFormat.RichText
+        selectable = Qt.TextInteractionFlag.TextSelectableByMouse
+        self.modelCombo = ModelMenu("elboModelCombo", "The model p_θ whose bound is computed: μ_θ(x_t, t) = "
+                                    "μ̃_t(x_t, x̂_0) (eq. 14) from its prediction; the built-in model, a model "
+                                    "folder, or an exact oracle", oracle_photo_tip=PHOTO_ORACLE_TIP)
         self.modelCombo.setMinimumContentsLength(18)
-        self.modelCombo.aboutToShowPopup.connect(self._refresh_builtins)
-        self.modelCombo.currentIndexChanged.connect(self._on_model_changed)
-        self.modelNote = QLabel("")
-        self.modelNote.setObjectName("elboModelNote")
+        if not self.modelCombo.spec().startswith("builtin:"):   # the built-in model is not installed yet
+            self.modelCombo.select(PHOTO)
+        self.modelCombo.specChanged.connect(self._update_model_note)
+        self.modelCombo.openRequested.connect(self._on_open_requested)
+        self.modelNote = named(QLabel(""), "elboModelNote")
         self.modelNote.setWordWrap(True)
         self.modelNote.setStyleSheet("color: #555;")
 
-        self.sourceCombo = QComboBox()
-        self.sourceCombo.setObjectName("elboSourceCombo")
-        self.sourceCombo.setToolTip("The images x_0 whose bound is computed (on the uint8 grid x = u/127.5 − 1); "
-                                    "the terms are averaged over the images")
+        self.sourceCombo = named(QComboBox(), "elboSourceCombo", "The images x_0 whose bound is computed (on the "
+                                 "uint8 grid x = u/127.5 − 1); the terms are averaged over the images")
         self.sourceCombo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.sourceCombo.setMinimumContentsLength(18)
         self.sourceCombo.currentIndexChanged.connect(self._on_source_changed)
-        self.countSpin = QSpinBox()
-        self.countSpin.setObjectName("elboCountSpin")
+        self.countSpin = named(QSpinBox(), "elboCountSpin", "N: how many dataset images (the first N); every term "
+                               "is the mean over them. The work is N·T model evaluations")
         self.countSpin.setRange(1, MAX_IMAGES)
         self.countSpin.setValue(1)
-        self.countSpin.setToolTip("N: how many dataset images (the first N); every term is the mean over them. "
-                                  "The work is N·T model evaluations")
-        self.varianceCombo = QComboBox()
-        self.varianceCombo.setObjectName("elboVarianceCombo")
-        self.varianceCombo.addItem("the model's own", None)
-        self.varianceCombo.addItem("small: σ_t² = β̃_t", "small")
-        self.varianceCombo.addItem("large: σ_t² = β_t", "large")
-        self.varianceCombo.setToolTip("The variance of p_θ(x_{t−1} | x_t) = N(μ_θ, σ_t² I): small σ_t² = β̃_t = "
-                                      "(1−ᾱ_{t−1})/(1−ᾱ_t)·β_t (then L_{t−1} = ‖μ̃_t − μ_θ‖² / 2β̃_t), or large "
-                                      "σ_t² = β_t. The decoder L_0 uses β̃ of the second step either way")
-        self.seedSpin = QSpinBox()
-        self.seedSpin.setObjectName("elboSeedSpin")
+        self.varianceCombo = named(QComboBox(), "elboVarianceCombo", "The variance of p_θ(x_{t−1} | x_t) = "
+                                   "N(μ_θ, σ_t² I): small σ_t² = β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t)·β_t (then L_{t−1} = "
+                                   "‖μ̃_t − μ_θ‖² / 2β̃_t), or large σ_t² = β_t. The decoder L_0 uses β̃ of the "
+                                   "second step either way")
+        for label, value in (("the model's own", None), ("small: σ_t² = β̃_t", "small"),
+                             ("large: σ_t² = β_t", "large")):
+            self.varianceCombo.addItem(label, value)
+        self.seedSpin = named(QSpinBox(), "elboSeedSpin", "Seed of the noise ε that draws each x_t = √ᾱ_t·x_0 + "
+                              "√(1−ᾱ_t)·ε (one x_t per image and t): the same seed gives the numbers of "
+                              "`ddpm elbo --seed S`")
         self.seedSpin.setRange(0, 2**31 - 1)
-        self.seedSpin.setToolTip("Seed of the noise ε that draws each x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (one x_t per "
-                                 "image and t): the same seed gives the numbers of `ddpm elbo --seed S`")
 
-        self.computeButton = QPushButton("Compute")
-        self.computeButton.setObjectName("elboComputeButton")
-        self.computeButton.setToolTip("Compute every term L_0…L_T of L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 on a "
-                                      "worker thread (N·T model evaluations, batched)")
+        self.computeButton = named(QPushButton("Compute"), "elboComputeButton", "Compute every term L_0…L_T of "
+                                   "L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 on a worker thread (N·T model "
+                                   "evaluations, batched)")
         self.computeButton.clicked.connect(self.compute)
-        self.cancelButton = QPushButton("Cancel")
-        self.cancelButton.setObjectName("elboCancelButton")
-        self.cancelButton.setToolTip("Stop computing the bound; the curve from before stays")
+        self.cancelButton = named(QPushButton("Cancel"), "elboCancelButton",
+                                  "Stop computing the bound; the curve from before stays")
         self.cancelButton.clicked.connect(self.cancel)
-        self.autoCheck = QCheckBox("on schedule edits")
-        self.autoCheck.setObjectName("elboAutoCheck")
-        self.autoCheck.setToolTip("Recompute the bound whenever the window's schedule β_t changes (for models that "
-                                  "accept any schedule, like the oracle); the previous curve stays faint")
-        self.keepCheck = QCheckBox("keep previous faint")
-        self.keepCheck.setObjectName("elboKeepPreviousCheck")
+        self.autoCheck = named(QCheckBox("on schedule edits"), "elboAutoCheck", "Recompute the bound whenever the "
+                               "window's schedule β_t changes (for models that accept any schedule, like the "
+                               "oracle); the previous curve stays faint")
+        self.keepCheck = named(QCheckBox("keep previous faint"), "elboKeepPreviousCheck", "After a recompute, draw "
+                               "the previous curve faint, to compare the bound L_VLB = Σ_k L_k before and after")
         self.keepCheck.setChecked(True)
-        self.keepCheck.setToolTip("After a recompute, draw the previous curve faint, to compare the bound "
-                                  "L_VLB = Σ_k L_k before and after")
         self.keepCheck.toggled.connect(lambda on: on or self.clear_previous())
-        self.logXCheck = QCheckBox("log t")
-        self.logXCheck.setObjectName("elboLogXCheck")
-        self.logXCheck.setToolTip("A log axis for t, to spread out small t, where most of the KL terms' bits are")
+        self.logXCheck = named(QCheckBox("log t"), "elboLogXCheck",
+                               "A log axis for t, to spread out small t, where most of the KL terms' bits are")
         self.logXCheck.setChecked(True)
         self.logXCheck.toggled.connect(self._on_log_x)
-        self.progressBar = QProgressBar()
-        self.progressBar.setObjectName("elboProgress")
-        self.progressBar.setToolTip("(image, timestep) evaluations done / N·T")
+        self.progressBar = named(QProgressBar(), "elboProgress", "(image, timestep) evaluations done / N·T")
         self.progressBar.setFormat("%v / %m terms")
 
-        self.totalLabel = QLabel()
-        self.totalLabel.setObjectName("elboTotalLabel")
-        self.totalLabel.setTextFormat(Qt.TextFormat.RichText)
+        self.totalLabel = named(QLabel(), "elboTotalLabel", "L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 in bits/dim: "
+                                "an upper bound on −log₂ p_θ(x_0) / (C·H·W), averaged over the images")
+        self.totalLabel.setTextFormat(rich)
         self.totalLabel.setStyleSheet("font-size: 15px;")
-        self.totalLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.totalLabel.setToolTip("L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 in bits/dim: an upper bound on "
-                                   "−log₂ p_θ(x_0) / (C·H·W), averaged over the images")
-        self.breakdownLabel = QLabel()
-        self.breakdownLabel.setObjectName("elboBreakdownLabel")
-        self.breakdownLabel.setTextFormat(Qt.TextFormat.RichText)
+        self.totalLabel.setTextInteractionFlags(selectable)
+        self.breakdownLabel = named(QLabel(), "elboBreakdownLabel", "The three parts: L_0 = −log p_θ(x_0 | x_1), "
+                                    "Σ_{t=2}^{T} L_{t−1} (the KL terms), L_T = KL(q(x_T | x_0) ‖ N(0, I)); bits per "
+                                    "image = bits/dim · C·H·W")
+        self.breakdownLabel.setTextFormat(rich)
         self.breakdownLabel.setWordWrap(True)
         self.breakdownLabel.setStyleSheet("color: #444;")
-        self.breakdownLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.breakdownLabel.setToolTip("The three parts: L_0 = −log p_θ(x_0 | x_1), Σ_{t=2}^{T} L_{t−1} (the KL "
-                                       "terms), L_T = KL(q(x_T | x_0) ‖ N(0, I)); bits per image = bits/dim · C·H·W")
+        self.breakdownLabel.setTextInteractionFlags(selectable)
 
-        self.plot = pg.PlotWidget()
-        self.plot.setObjectName("elboPlot")
-        self.plot.setToolTip(TERMS_TIP)
+        self.plot = named(pg.PlotWidget(), "elboPlot", TERMS_TIP)
         self.plot.setBackground("w")
         self.plot.setMinimumHeight(220)
         pi = self.plot.getPlotItem()
@@ -826,16 +702,14 @@ class ElboPanel(QWidget):
         self._scene.installEventFilter(self)
         self.plot.scene().sigMouseClicked.connect(self._on_mouse_clicked)
 
-        self.hoverLabel = QLabel("Hover a point for its value and share of the total.")
-        self.hoverLabel.setObjectName("elboHoverLabel")
-        self.hoverLabel.setTextFormat(Qt.TextFormat.RichText)
+        self.hoverLabel = named(QLabel("Hover a point for its value and share of the total."), "elboHoverLabel",
+                                "The term under the mouse: its formula, its value in bits/dim and its share "
+                                "L_k / L_VLB of the total")
+        self.hoverLabel.setTextFormat(rich)
         self.hoverLabel.setWordWrap(True)
-        self.hoverLabel.setToolTip("The term under the mouse: its formula, its value in bits/dim and its share "
-                                   "L_k / L_VLB of the total")
-        self.statusLabel = QLabel()
-        self.statusLabel.setObjectName("elboStatus")
+        self.statusLabel = named(QLabel(), "elboStatus")
         self.statusLabel.setWordWrap(True)
-        self.statusLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.statusLabel.setTextInteractionFlags(selectable)
 
         form = QGridLayout()
         form.setHorizontalSpacing(8)
