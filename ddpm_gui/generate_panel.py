@@ -81,7 +81,6 @@ class GeneratePanel(JobPanel):
         self._live: Recording | None = None
         self._running = False
         self._cancel_requested = False
-        self._loaded_key: tuple | None = None
         self._click_time = 0.0
         self.first_frame_latency: float | None = None
         self.frames_painted = 0
@@ -238,7 +237,6 @@ class GeneratePanel(JobPanel):
             self.modelNote.setText(one_line(e))
             return
         if self.cache.peek(key) is not None:
-            self._loaded_key = key
             self._update_class_widgets()
             return
         try:
@@ -250,7 +248,6 @@ class GeneratePanel(JobPanel):
         self.modelNote.setText("Loading…")
 
     def _on_preloaded(self, key: tuple) -> None:
-        self._loaded_key = key
         self._update_class_widgets()
         self._on_model_T()
         model = self.cache.peek(key)
