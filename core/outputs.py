@@ -78,12 +78,21 @@ def _probe(folder: Path, named: Path) -> None:
 
 
 def spec_paths(spec: str | None, limit: int = 10_000) -> list[Path]:
-    """The files a model SPEC reads from disk (a model folder's files, an oracle's photo or folder of photos), so
-    an output can be checked against them; ``builtin:`` specs and names that are not paths give none."""
+    """The files a model SPEC reads from disk (a model folder's files, a built-in model's, an oracle's photo or
+    folder of photos), so an output can be checked against them; names that are not paths give none."""
     if not spec:
         return []
-    path = Path(spec.split(":", 1)[1] if spec.startswith("oracle:") else spec)
-    if str(path).startswith("builtin:") or not path.exists():
+    target = spec.split(":", 1)[1] if spec.startswith("oracle:") else spec
+    if target.startswith("builtin:"):
+        from core.models.load import builtin_root
+        name = target.split(":", 1)[1]
+        if spec.startswith("oracle:"):  # the oracle over the built-in digits reads the dataset file
+            from importlib import resources
+            return [Path(str(p)) for p in resources.files("resources").iterdir() if str(p).endswith(".npz")]
+        path = builtin_root() / name
+    else:
+        path = Path(target)
+    if not path.exists():
         return []
     if not path.is_dir():
         return [path]

@@ -208,3 +208,16 @@ def test_messages_name_the_users_path_not_our_temp_file(tmp_path, monkeypatch):
 def test_one_line_hides_python_internals(exc, bad):
     from core.messages import one_line
     assert bad not in one_line(exc).lower()
+
+
+def test_the_builtin_models_files_are_inputs_too(tmp_path):
+    from core.outputs import spec_paths
+    weights = [p for p in spec_paths("builtin:mnist") if p.name == "model.safetensors"]
+    assert weights, "the built-in model's weights are among its inputs"
+    before = digest(weights[0])
+    link = tmp_path / "w.npz"
+    link.symlink_to(weights[0])
+    assert_one_line_refusal(run_cli("sample", "--n", "1", "--steps", "2", "--sampler", "ddim", "-o", link),
+                            "overwritten")
+    assert digest(weights[0]) == before
+    assert any(p.suffix == ".npz" for p in spec_paths("oracle:builtin:mnist"))
