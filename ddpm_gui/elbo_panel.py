@@ -33,9 +33,10 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, Q
 from superqt.utils import qdebounced
 
 from core.device import pick_device
-from core.jobs.bound import (DATASET, ElboJob, ElboProgress, ElboRun, accepts_any_schedule, elbo_events,
-                             model_request)
-from core.messages import format_eta, one_line
+from core.jobs.bound import (DATASET, ElboJob, ElboProgress, ElboRun, accepts_any_schedule, done_line,
+                             elbo_events, format_bits, hover_text, model_note, model_request, nearest_term,
+                             progress_line, totals_text, view_range)
+from core.messages import one_line
 from core.model_spec import ORACLE, PHOTO, ModelCache, parse_spec
 from core.schedule import NoiseSchedule
 from ddpm_gui.widgets import JobPanel, ModelMenu, finite_or_nan, named
@@ -57,32 +58,16 @@ TERMS_TIP = ("L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (notes eq. 9–14), eac
              "  L_0 = −log p_θ(x_0 | x_1), a discretized Gaussian over the 256 pixel bins (drawn at t = 1)\n"
              "  L_T = KL(q(x_T | x_0) ‖ N(0, I)), closed form, no network (drawn at t = T + 1)\n"
              "Log y axis. Hover a point for its value and share of the total; click it to show that x_t.")
+SOURCES = (  # the image menu: label, spec, tooltip
+    ("The loaded photo (resized to the model's resolution)", PHOTO, "The window's photo, centre-cropped and resized "
+     "to the model's H×W (Lanczos), grey for a one-channel model — as `ddpm elbo --image FILE`"),
+    ("Built-in MNIST held-out digits", "builtin:mnist", "The first N of the 500 digits no model here was trained "
+     "on — as `ddpm elbo --data builtin:mnist --n N`"),
+    ("A folder of images…", OPEN_FOLDER, "The first N images of a folder (sorted), resized to the model's "
+     "resolution — as `ddpm elbo --data DIR --n N`"),
+)
 PHOTO_ORACLE_TIP = ("The exact denoiser of the photo: x̂_0 = x_0, so μ_θ is the true posterior mean and with "
                     "σ_t² = β̃_t every KL term L_{t−1} is 0; any schedule")
-
-
-def term_name(k: int, T: int) -> str:
-    """The notes' name of term k (0…T) as rich text."""
-    return f"L<sub>{'T' if k == T else k}</sub>"
-
-
-def term_formula(k: int, T: int) -> str:
-    if k == 0:
-        return "−log p<sub>θ</sub>(x<sub>0</sub> | x<sub>1</sub>)"
-    if k == T:
-        return "KL(q(x<sub>T</sub> | x<sub>0</sub>) ‖ N(0, I))"
-    a, b = f"x<sub>{k}</sub>", f"x<sub>{k + 1}</sub>"
-    return f"KL(q({a} | {b}, x<sub>0</sub>) ‖ p<sub>θ</sub>({a} | {b}))"
-
-
-def _fmt(v: float) -> str:
-    """A bits/dim value readable from 1e-14 to 1e4."""
-    if not math.isfinite(v):
-        return "–"
-    if v == 0:
-        return "0"
-    a = abs(v)
-    return f"{v:.4g}" if 1e-3 <= a < 1e5 else f"{v:.3e}"
 
 
 def _positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -229,21 +214,12 @@ class ElboPanel(JobPanel):
             self.hovered.emit(-1)
             return
         self.hover_k = int(k)
-        v, total = float(r.terms[k]), r.bits_per_dim
-        share = 100.0 * v / total if total else float("nan")
-        t = k + 1
-        kind = " (the decoder)" if k == 0 else " (the prior)" if k == r.T else ""
-        line = (f"t = {t}: {term_name(k, r.T)} = {term_formula(k, r.T)} = <b>{_fmt(v)}</b> bits/dim{kind}, "
-                f"<b>{share:.3g} %</b> of the total")
-        prev = self.previous
-        pk = None if prev is None else (prev.T if k == r.T else k if k < prev.T else None)
-        if pk is not None:
-            line += f" (previous: {_fmt(float(prev.terms[pk]))})"
+        v, t = float(r.terms[k]), k + 1
+        line, box = hover_text(r, k, self.previous)
         self.hoverLabel.setText(line)
         if v > 0 and math.isfinite(v):
             self.hoverMarker.setData([t], [v])
-            self.hoverText.setHtml(f"<div style='background:rgba(255,255,255,220); color:#111; padding:2px'>"
-                                   f"{term_name(k, r.T)} = {_fmt(v)}<br>{share:.3g} % of total</div>")
+            self.hoverText.setHtml(box)
             xv = math.log10(t) if self.logXCheck.isChecked() else t
             self.hoverText.setPos(xv, math.log10(v))
             # keep the box inside the plot: left of points in the right half, below points in the top half
@@ -264,18 +240,7 @@ class ElboPanel(JobPanel):
         if r is None or not self.plot.sceneBoundingRect().contains(scene_pos):
             return None
         p = vb.mapSceneToView(scene_pos)
-        sx, sy = vb.viewPixelSize()
-        k = np.arange(r.T + 1)
-        t, v = (k + 1).astype(float), r.terms
-        ok = np.isfinite(v) & (v > 0)
-        if not ok.any() or sx <= 0 or sy <= 0:
-            return None
-        xv = np.log10(t) if self.logXCheck.isChecked() else t
-        yv = np.log10(np.where(ok, v, 1.0))
-        d2 = ((xv - p.x()) / sx) ** 2 + ((yv - p.y()) / sy) ** 2
-        d2[~ok] = np.inf
-        i = int(np.argmin(d2))
-        return i if d2[i] <= radius_px ** 2 else None
+        return nearest_term(r.terms, p.x(), p.y(), vb.viewPixelSize(), self.logXCheck.isChecked(), radius_px)
 
     def point_scene_pos(self, k: int):
         """Where term k's point is drawn, in scene coordinates (for tests and scripts)."""
@@ -288,16 +253,11 @@ class ElboPanel(JobPanel):
     def _fill_sources(self) -> None:
         combo = self.sourceCombo
         with QSignalBlocker(combo):
-            combo.addItem("The loaded photo (resized to the model's resolution)", PHOTO)
-            combo.setItemData(0, "The window's photo, centre-cropped and resized to the model's H×W (Lanczos), "
-                              "grey for a one-channel model — as `ddpm elbo --image FILE`", Qt.ItemDataRole.ToolTipRole)
-            combo.addItem("Built-in MNIST held-out digits", "builtin:mnist")
-            combo.setItemData(1, "The first N of the 500 digits no model here was trained on — as "
-                              "`ddpm elbo --data builtin:mnist --n N`", Qt.ItemDataRole.ToolTipRole)
-            combo.insertSeparator(combo.count())
-            combo.addItem("A folder of images…", OPEN_FOLDER)
-            combo.setItemData(combo.count() - 1, "The first N images of a folder (sorted), resized to the model's "
-                              "resolution — as `ddpm elbo --data DIR --n N`", Qt.ItemDataRole.ToolTipRole)
+            for label, spec, tip in SOURCES:
+                if spec == OPEN_FOLDER:
+                    combo.insertSeparator(combo.count())
+                combo.addItem(label, spec)
+                combo.setItemData(combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
             start = 1 if parse_spec(self.modelCombo.spec()).kind == "builtin" else 0
             combo.setCurrentIndex(start)
             self._prev_source_index = start
@@ -328,21 +288,9 @@ class ElboPanel(JobPanel):
         self.countSpin.setEnabled(spec != PHOTO)
 
     def _update_model_note(self) -> None:
-        model = self._loaded_model()
-        s = self.window_.schedule
-        if self._model_accepts_any_schedule():
-            self.autoCheck.setEnabled(True)
-            note = (f"Accepts any schedule: the bound uses the window's ({s.name}, T = {s.T}). Edit it and "
-                    "Compute again to see the bound move.")
-        else:
-            self.autoCheck.setEnabled(False)
-            own = f" ({model.schedule.name}, T = {model.schedule.T})" if model is not None else ""
-            note = (f"Tied to its training schedule{own}: the network only knows the timesteps it was trained on, "
-                    "so its bound always uses that schedule and schedule edits do not change it.")
-        if model is not None:
-            note = f"{html.escape(model.name)}: {model.resolution}×{model.resolution}, {model.channels} " \
-                   f"channel{'s' * (model.channels > 1)}. " + note
-        self.modelNote.setText(note)
+        any_schedule = self._model_accepts_any_schedule()
+        self.autoCheck.setEnabled(any_schedule)
+        self.modelNote.setText(model_note(self._loaded_model(), self.window_.schedule, any_schedule))
 
     def _device(self) -> str:
         return str(pick_device("auto"))
@@ -391,10 +339,7 @@ class ElboPanel(JobPanel):
         self.partial = p
         self.progressBar.setValue(p.done)
         if p.done < p.total:
-            rate = p.done / p.elapsed if p.elapsed > 0 else 0.0
-            eta = (p.total - p.done) / rate if rate > 0 else float("inf")
-            self._set_status(f"{p.done}/{p.total} terms · {rate:.0f} terms/s · ETA {format_eta(eta)}" if p.done
-                             else f"Computing the bound: {p.total} terms…")
+            self._set_status(progress_line(p))
         self.progressed.emit(p.done, p.total)
         self._redraw()
 
@@ -404,12 +349,7 @@ class ElboPanel(JobPanel):
             self.previous = old
         self.result, self.partial = run, None
         self._set_running(False)
-        msg = (f"Done: {run.model_name} on {run.source}, {run.per_image.shape[0]} image"
-               f"{'s' * (run.per_image.shape[0] != 1)}, {run.T} timesteps, seed {run.seed} ({run.seconds:.1f} s)")
-        if not run.any_schedule and old is not None and self.previous is old and old.model_name == run.model_name \
-                and old.schedule_name == run.schedule_name and old.T == run.T:
-            msg += ". This model is tied to its training schedule, so a schedule edit does not move its bound."
-        self._set_status(msg)
+        self._set_status(done_line(run, old, old_kept=self.previous is old))
         self._update_model_note()
         self._redraw()
         self.resultReady.emit(run)
@@ -521,22 +461,8 @@ class ElboPanel(JobPanel):
         """Every term of both curves in view, t from 1 to T + 1 and at least two decades of y, from the first
         batch on (auto-range would zoom onto the lone L_T point at the start of a run)."""
         parts = [a for a in (shown, None if faint is None else faint.terms) if a is not None]
-        vals = np.concatenate(parts) if parts else np.empty(0)
-        vals = vals[np.isfinite(vals) & (vals > 0)]
-        T = max([len(a) - 1 for a in parts], default=1000)
-        lo, hi = (math.log10(vals.min()), math.log10(vals.max())) if vals.size else (-6.0, 2.0)
-        if hi - lo < 2:
-            mid = (hi + lo) / 2
-            lo, hi = mid - 1, mid + 1
-        log_x = self.logXCheck.isChecked()
-        x0, x1 = (0.0, math.log10(T + 1)) if log_x else (1.0, T + 1.0)
-        if log_x:  # decades labelled 1, 10, 100 …; pyqtgraph's own log ticks label 2·10¹ … 9·10² until they overlap
-            top = math.ceil(x1)
-            major = [(float(d), f"{10 ** d:d}") for d in range(top + 1)]
-            minor = [(math.log10(m * 10 ** d), "") for d in range(top) for m in range(2, 10)]
-            self.plot.getAxis("bottom").setTicks([major, minor])
-        else:
-            self.plot.getAxis("bottom").setTicks(None)
+        (x0, x1), (lo, hi), ticks = view_range(parts, self.logXCheck.isChecked())
+        self.plot.getAxis("bottom").setTicks(ticks)   # decades 1, 10, 100 … on a log t axis
         self.plot.getViewBox().setRange(xRange=(x0, x1), yRange=(lo, hi), padding=0.04)
         self.emptyText.setVisible(not parts)
         self.emptyText.setPos((x0 + x1) / 2, (lo + hi) / 2)
@@ -552,44 +478,13 @@ class ElboPanel(JobPanel):
             now = None if self._running else self.result
             legend.addItem(self.prevCurve, f"{'before' if self._running else 'previous'}: "
                            f"{html.escape(faint.label_against(now))}, "
-                           f"{_fmt(faint.bits_per_dim)} bits/dim")
+                           f"{format_bits(faint.bits_per_dim)} bits/dim")
 
     def _update_totals(self, live: ElboProgress | None) -> None:
-        r = self.result
-        if live is not None:
-            done = np.isfinite(live.terms)
-            self.totalLabel.setText(f"L<sub>VLB</sub> = … &nbsp;<span style='color:#555'>({int(done.sum())} of "
-                                    f"{len(done)} terms so far: {_fmt(float(np.nansum(live.terms)))} bits/dim)</span>")
-            return
-        if r is None:
-            self.totalLabel.setText("L<sub>VLB</sub> = – bits/dim")
-            self.breakdownLabel.setText("")
-            return
-        total, T = r.bits_per_dim, r.T
-        kl = float(r.terms[1:T].sum())
-        pct = (lambda v: f"{100 * v / total:.3g} %") if total else (lambda v: "–")
-        delta = ""
-        p = self.previous
-        if p is not None:
-            d = total - p.bits_per_dim
-            delta = (f" &nbsp;<span style='color:#555'>(previous {_fmt(p.bits_per_dim)}; "
-                     f"{'+' if d >= 0 else '−'}{_fmt(abs(d))})</span>")
-        self.totalLabel.setText(f"L<sub>VLB</sub> = <b>{_fmt(total)}</b> bits/dim{delta}")
-        small = min(10, T - 1)
-        kl_small = float(r.terms[1:small + 1].sum())
-        zero = int((r.terms[1:T] <= 0).sum())
-        lines = [f"L<sub>0</sub> {_fmt(float(r.terms[0]))} ({pct(float(r.terms[0]))}) · "
-                 f"Σ L<sub>1</sub>…L<sub>{T - 1}</sub> {_fmt(kl)} ({pct(kl)}) · "
-                 f"L<sub>T</sub> {_fmt(float(r.terms[T]))} ({pct(float(r.terms[T]))})"]
-        if kl > 0 and T > 11:
-            lines.append(f"the KL terms at t ≤ {small + 1} hold {100 * kl_small / kl:.3g} % of the KL sum")
-        lines.append(f"{r.model_name} · {html.escape(r.source)} · schedule {html.escape(r.schedule_name)}, "
-                     f"T = {T}{'' if r.any_schedule else ' (its own)'} · σ<sub>t</sub>² = "
-                     f"{'β̃<sub>t</sub>' if r.variance == 'small' else 'β<sub>t</sub>'} · "
-                     f"{total * r.dims:.5g} bits per image")
-        if zero:
-            lines.append(f"{zero} KL term{'s are' if zero > 1 else ' is'} exactly 0 (not drawn on the log axis)")
-        self.breakdownLabel.setText("<br>".join(lines))
+        total, breakdown = totals_text(self.result, self.previous, live)
+        self.totalLabel.setText(total)
+        if breakdown is not None:
+            self.breakdownLabel.setText(breakdown)
 
     # ----- UI --------------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:

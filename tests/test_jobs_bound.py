@@ -1,6 +1,7 @@
 """core.jobs.bound without Qt: the ELBO job's events end in the numbers core.vlb.compute_bound gives when called
 directly; the image loader (a photo file or pixels, or a dataset's first n of a split) and its one-line refusals;
-the model request names a pasted photo by its pixels."""
+the model request names a pasted photo by its pixels; what the tab says about a bound (totals, hover, status lines)
+and the plot's range and nearest point."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,9 @@ import torch
 
 from core.data import load_dataset
 from core.images import from_uint8, load_image, photo_to_model_input, save_image, to_uint8
-from core.jobs.bound import DATASET, ElboJob, ElboProgress, ElboRun, elbo_events, load_images, model_request
+from core.jobs.bound import (DATASET, ElboJob, ElboProgress, ElboRun, done_line, elbo_events, format_bits, hover_text,
+                             load_images, model_note, model_request, nearest_term, progress_line, totals_text,
+                             view_range)
 from core.model_spec import PHOTO, ModelCache
 from core.models.denoiser import Denoiser
 from core.models.load import load_model
@@ -156,3 +159,58 @@ def test_a_pasted_photo_is_named_by_its_pixels_and_a_photo_file_by_its_file(phot
     assert key_file == model_request(f"oracle:{photo}", "cpu")[0] != key_a
     with pytest.raises(ValueError, match="open a photo first"):
         model_request("photo", "cpu")
+
+
+def a_run(terms, **kw) -> ElboRun:
+    terms = np.asarray(terms, dtype=float)
+    fields = dict(terms=terms, per_image=terms[None], model_name="m", source="s <1>", schedule_name="linear",
+                  T=len(terms) - 1, variance="small", seed=0, clip_denoised=True, dims=4, any_schedule=True,
+                  seconds=1.25)
+    return ElboRun(**{**fields, **kw})
+
+
+def test_what_the_tab_says_about_a_bound_totals_hover_and_status_lines():
+    run = a_run([1.0, 0.5, 0.0, 2.5])                              # L_0, L_1, L_2 (0), L_T; T = 3
+    total, breakdown = totals_text(run, None, None)
+    assert total == "L<sub>VLB</sub> = <b>4</b> bits/dim"
+    assert "L<sub>0</sub> 1 (25 %)" in breakdown and "Σ L<sub>1</sub>…L<sub>2</sub> 0.5 (12.5 %)" in breakdown
+    assert "s &lt;1&gt;" in breakdown and "16 bits per image" in breakdown          # escaped; 4 bits/dim · 4
+    assert "1 KL term is exactly 0 (not drawn on the log axis)" in breakdown
+    total, _ = totals_text(run, a_run([1.0, 1.0, 1.0, 2.5]), None)
+    assert "(previous 5.5; −1.5)" in total
+    live = ElboProgress(2, 3, np.array([1.0, np.nan, 0.5, 2.5]), 1.0)
+    assert totals_text(run, None, live) == ("L<sub>VLB</sub> = … &nbsp;<span style='color:#555'>(3 of 4 terms so "
+                                            "far: 4 bits/dim)</span>", None)            # the breakdown stays
+    assert totals_text(None, None, None) == ("L<sub>VLB</sub> = – bits/dim", "")
+
+    line, box = hover_text(run, 3, a_run([1.0, 1.0, 2.0]))
+    assert line.startswith("t = 4: L<sub>T</sub> = KL(q(x<sub>T</sub> | x<sub>0</sub>) ‖ N(0, I)) = <b>2.5</b>")
+    assert "(the prior), <b>62.5 %</b> of the total (previous: 2)" in line and "62.5 % of total" in box
+    assert hover_text(run, 1, None)[0].startswith("t = 2: L<sub>1</sub> = KL(q(x<sub>1</sub> | x<sub>2</sub>, "
+                                                  "x<sub>0</sub>) ‖ p<sub>θ</sub>(x<sub>1</sub> | x<sub>2</sub>))")
+    assert [format_bits(v) for v in (0.0, 1e-14, 1234.5, float("nan"))] == ["0", "1.000e-14", "1234", "–"]
+
+    assert progress_line(ElboProgress(0, 30, np.full(4, np.nan), 0.0)) == "Computing the bound: 30 terms…"
+    assert progress_line(ElboProgress(10, 30, np.full(4, np.nan), 2.0)) == "10/30 terms · 5 terms/s · ETA 0:04"
+    tied = a_run([1.0, 0.5, 0.0, 2.5], any_schedule=False)
+    assert done_line(run, None, False) == "Done: m on s <1>, 1 image, 3 timesteps, seed 0 (1.2 s)"
+    assert done_line(tied, tied, True).endswith("so a schedule edit does not move its bound.")
+    assert not done_line(tied, tied, False).endswith("bound.")
+    assert model_note(None, NoiseSchedule.preset("cosine", T=40), True).startswith(
+        "Accepts any schedule: the bound uses the window's (cosine, T = 40).")
+    assert model_note(Zero(), None, False).startswith("zero: 6×6, 1 channel. Tied to its training schedule "
+                                                      "(linear, T = 12)")
+
+
+def test_the_plot_range_shows_every_term_and_the_nearest_point_is_found_in_screen_pixels():
+    terms = np.array([1e-2, 1e-6, 0.0, np.nan, 1.0])
+    (x0, x1), (lo, hi), ticks = view_range([terms], log_x=True)
+    assert (x0, x1, lo, hi) == (0.0, np.log10(5), -6.0, 0.0)
+    assert ticks[0] == [(0.0, "1"), (1.0, "10")] and len(ticks[1]) == 8
+    assert view_range([np.array([1.0, 1.0, 1.0])], log_x=False) == ((1.0, 3.0), (-1.0, 1.0), None)  # ≥ 2 decades
+    assert view_range([], log_x=False)[:2] == ((1.0, 1001.0), (-6.0, 2.0))
+    pixel = (0.01, 0.01)                                   # view units per screen pixel
+    assert nearest_term(terms, 1.0, -6.0, pixel, log_x=False) is None      # 100 px from L_1 at (2, −6)
+    assert nearest_term(terms, 2.05, -6.05, pixel, log_x=False) == 1       # 7 px
+    assert nearest_term(terms, 3.0, 0.0, pixel, log_x=False) is None       # L_2 = 0 and L_3 = NaN are not drawn
+    assert nearest_term(terms, np.log10(5), 0.0, pixel, log_x=True) == 4

@@ -8,6 +8,8 @@ x_0, yields an :class:`ElboProgress` per batch (copies) and returns an :class:`E
 """
 from __future__ import annotations
 
+import html
+import math
 import numbers
 import time
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from core.messages import format_eta
 from core.model_spec import ORACLE, PHOTO, ModelCache, cache_key, parse_spec
 from core.schedule import NoiseSchedule
 from core.vlb import BoundResult, compute_bound
@@ -173,3 +176,149 @@ def elbo_events(job: ElboJob, cache: ModelCache):
     finally:
         events.close()
     raise RuntimeError("the bound ended without a result")
+
+
+# ----- what the ELBO tab says about a bound: rich text for its labels and the plot's range, no Qt ---------------
+def term_name(k: int, T: int) -> str:
+    """The notes' name of term k (0…T) as rich text."""
+    return f"L<sub>{'T' if k == T else k}</sub>"
+
+
+def term_formula(k: int, T: int) -> str:
+    if k == 0:
+        return "−log p<sub>θ</sub>(x<sub>0</sub> | x<sub>1</sub>)"
+    if k == T:
+        return "KL(q(x<sub>T</sub> | x<sub>0</sub>) ‖ N(0, I))"
+    a, b = f"x<sub>{k}</sub>", f"x<sub>{k + 1}</sub>"
+    return f"KL(q({a} | {b}, x<sub>0</sub>) ‖ p<sub>θ</sub>({a} | {b}))"
+
+
+def format_bits(v: float) -> str:
+    """A bits/dim value readable from 1e-14 to 1e4."""
+    if not math.isfinite(v):
+        return "–"
+    if v == 0:
+        return "0"
+    a = abs(v)
+    return f"{v:.4g}" if 1e-3 <= a < 1e5 else f"{v:.3e}"
+
+
+def progress_line(p: ElboProgress) -> str:
+    """The status line of a run in flight."""
+    if not p.done:
+        return f"Computing the bound: {p.total} terms…"
+    rate = p.done / p.elapsed if p.elapsed > 0 else 0.0
+    eta = (p.total - p.done) / rate if rate > 0 else float("inf")
+    return f"{p.done}/{p.total} terms · {rate:.0f} terms/s · ETA {format_eta(eta)}"
+
+
+def done_line(run: ElboRun, old: ElboRun | None, old_kept: bool) -> str:
+    """The status line of a finished run; ``old`` the curve it replaces (kept faint when ``old_kept``)."""
+    n = run.per_image.shape[0]
+    msg = (f"Done: {run.model_name} on {run.source}, {n} image{'s' * (n != 1)}, {run.T} timesteps, "
+           f"seed {run.seed} ({run.seconds:.1f} s)")
+    if not run.any_schedule and old is not None and old_kept and old.model_name == run.model_name \
+            and old.schedule_name == run.schedule_name and old.T == run.T:
+        msg += ". This model is tied to its training schedule, so a schedule edit does not move its bound."
+    return msg
+
+
+def model_note(model, schedule: NoiseSchedule, any_schedule: bool) -> str:
+    """What the chosen model does with the window's ``schedule``; ``model`` the loaded Denoiser or None."""
+    if any_schedule:
+        note = (f"Accepts any schedule: the bound uses the window's ({schedule.name}, T = {schedule.T}). Edit it "
+                "and Compute again to see the bound move.")
+    else:
+        own = f" ({model.schedule.name}, T = {model.schedule.T})" if model is not None else ""
+        note = (f"Tied to its training schedule{own}: the network only knows the timesteps it was trained on, "
+                "so its bound always uses that schedule and schedule edits do not change it.")
+    if model is not None:
+        note = f"{html.escape(model.name)}: {model.resolution}×{model.resolution}, {model.channels} " \
+               f"channel{'s' * (model.channels > 1)}. " + note
+    return note
+
+
+def totals_text(run: ElboRun | None, previous: ElboRun | None, live: ElboProgress | None) -> tuple[str, str | None]:
+    """(the total's line, the breakdown's lines or None to leave them) for the run shown, the faint one and the
+    run in flight."""
+    if live is not None:
+        done = np.isfinite(live.terms)
+        return (f"L<sub>VLB</sub> = … &nbsp;<span style='color:#555'>({int(done.sum())} of {len(done)} terms so "
+                f"far: {format_bits(float(np.nansum(live.terms)))} bits/dim)</span>"), None
+    if run is None:
+        return "L<sub>VLB</sub> = – bits/dim", ""
+    r, f = run, format_bits
+    total, T = r.bits_per_dim, r.T
+    kl = float(r.terms[1:T].sum())
+    pct = (lambda v: f"{100 * v / total:.3g} %") if total else (lambda v: "–")
+    delta = ""
+    if previous is not None:
+        d = total - previous.bits_per_dim
+        delta = (f" &nbsp;<span style='color:#555'>(previous {f(previous.bits_per_dim)}; "
+                 f"{'+' if d >= 0 else '−'}{f(abs(d))})</span>")
+    small = min(10, T - 1)
+    kl_small = float(r.terms[1:small + 1].sum())
+    zero = int((r.terms[1:T] <= 0).sum())
+    lines = [f"L<sub>0</sub> {f(float(r.terms[0]))} ({pct(float(r.terms[0]))}) · "
+             f"Σ L<sub>1</sub>…L<sub>{T - 1}</sub> {f(kl)} ({pct(kl)}) · "
+             f"L<sub>T</sub> {f(float(r.terms[T]))} ({pct(float(r.terms[T]))})"]
+    if kl > 0 and T > 11:
+        lines.append(f"the KL terms at t ≤ {small + 1} hold {100 * kl_small / kl:.3g} % of the KL sum")
+    lines.append(f"{r.model_name} · {html.escape(r.source)} · schedule {html.escape(r.schedule_name)}, "
+                 f"T = {T}{'' if r.any_schedule else ' (its own)'} · σ<sub>t</sub>² = "
+                 f"{'β̃<sub>t</sub>' if r.variance == 'small' else 'β<sub>t</sub>'} · "
+                 f"{total * r.dims:.5g} bits per image")
+    if zero:
+        lines.append(f"{zero} KL term{'s are' if zero > 1 else ' is'} exactly 0 (not drawn on the log axis)")
+    return f"L<sub>VLB</sub> = <b>{f(total)}</b> bits/dim{delta}", "<br>".join(lines)
+
+
+def hover_text(run: ElboRun, k: int, previous: ElboRun | None) -> tuple[str, str]:
+    """(the hover line, the box beside the point) for term k of ``run``: its formula, value and share."""
+    v, total, T = float(run.terms[k]), run.bits_per_dim, run.T
+    share = 100.0 * v / total if total else float("nan")
+    kind = " (the decoder)" if k == 0 else " (the prior)" if k == T else ""
+    line = (f"t = {k + 1}: {term_name(k, T)} = {term_formula(k, T)} = <b>{format_bits(v)}</b> bits/dim{kind}, "
+            f"<b>{share:.3g} %</b> of the total")
+    pk = None if previous is None else (previous.T if k == T else k if k < previous.T else None)
+    if pk is not None:
+        line += f" (previous: {format_bits(float(previous.terms[pk]))})"
+    box = (f"<div style='background:rgba(255,255,255,220); color:#111; padding:2px'>"
+           f"{term_name(k, T)} = {format_bits(v)}<br>{share:.3g} % of total</div>")
+    return line, box
+
+
+def view_range(parts: list[np.ndarray], log_x: bool):
+    """((x0, x1), (lo, hi), bottom ticks or None) that show every term of ``parts`` (term arrays): t from 1 to
+    T + 1 (log10 t on a log axis) and at least two decades of log10 y. On a log t axis the decades are labelled
+    1, 10, 100 … (pyqtgraph's own log ticks label 2·10¹ … 9·10² until they overlap)."""
+    vals = np.concatenate(parts) if parts else np.empty(0)
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    T = max([len(a) - 1 for a in parts], default=1000)
+    lo, hi = (math.log10(vals.min()), math.log10(vals.max())) if vals.size else (-6.0, 2.0)
+    if hi - lo < 2:
+        mid = (hi + lo) / 2
+        lo, hi = mid - 1, mid + 1
+    x0, x1 = (0.0, math.log10(T + 1)) if log_x else (1.0, T + 1.0)
+    ticks = None
+    if log_x:
+        top = math.ceil(x1)
+        ticks = [[(float(d), f"{10 ** d:d}") for d in range(top + 1)],
+                 [(math.log10(m * 10 ** d), "") for d in range(top) for m in range(2, 10)]]
+    return (x0, x1), (lo, hi), ticks
+
+
+def nearest_term(terms: np.ndarray, x: float, y: float, pixel: tuple[float, float], log_x: bool,
+                 radius_px: float = 12.0) -> int | None:
+    """The term k whose drawn point (t = k + 1, log10 L_k) is nearest the view point (x, y), within ``radius_px``
+    screen pixels of ``pixel`` = (view units per pixel in x, in y); points a log axis cannot draw never match."""
+    sx, sy = pixel
+    t, v = np.arange(1, len(terms) + 1, dtype=float), np.asarray(terms, dtype=float)
+    ok = np.isfinite(v) & (v > 0)
+    if not ok.any() or sx <= 0 or sy <= 0:
+        return None
+    xv = np.log10(t) if log_x else t
+    d2 = ((xv - x) / sx) ** 2 + ((np.log10(np.where(ok, v, 1.0)) - y) / sy) ** 2
+    d2[~ok] = np.inf
+    i = int(np.argmin(d2))
+    return i if d2[i] <= radius_px ** 2 else None
