@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, Q
 from superqt.utils import qdebounced
 
 from core.device import pick_device
-from core.jobs.bound import (DATASET, ElboJob, ElboProgress, ElboRun, accepts_any_schedule, done_line,
+from core.jobs.bound import (DATASET, NO_PHOTO, ElboJob, ElboProgress, ElboRun, accepts_any_schedule, done_line,
                              elbo_events, format_bits, hover_text, model_note, model_request, nearest_term,
                              progress_line, totals_text, view_range)
 from core.messages import one_line
@@ -315,20 +315,15 @@ class ElboPanel(JobPanel):
     # ----- the run ---------------------------------------------------------------------------------------------
     def _make_job(self) -> ElboJob:
         key, loader = self._model_request(self._device())
-        spec = self.sourceCombo.currentData() or PHOTO
-        kind, value = (PHOTO, None) if spec == PHOTO else (DATASET, spec)
-        w = self.window_
-        path = array = None
-        if kind == PHOTO:
-            if w.photo_path is not None:
-                path = str(w.photo_path)
-            elif w.x0 is not None:
-                array = w.x0.copy()
-            else:
-                raise ValueError("open a photo first (File ▸ Open image)")
-        return ElboJob(model_key=key, loader=loader, source=kind, photo_path=path, photo_array=array, data=value,
-                       n=self.countSpin.value(), variance=self.varianceCombo.currentData(),
-                       seed=self.seedSpin.value(), schedule=w.schedule)
+        spec, w = self.sourceCombo.currentData() or PHOTO, self.window_
+        photo = spec == PHOTO
+        if photo and w.photo_path is None and w.x0 is None:
+            raise ValueError(NO_PHOTO)
+        return ElboJob(model_key=key, loader=loader, source=PHOTO if photo else DATASET,
+                       photo_path=str(w.photo_path) if photo and w.photo_path is not None else None,
+                       photo_array=w.x0.copy() if photo and w.photo_path is None else None,
+                       data=None if photo else spec, n=self.countSpin.value(),
+                       variance=self.varianceCombo.currentData(), seed=self.seedSpin.value(), schedule=w.schedule)
 
     def _on_progress(self, p: ElboProgress) -> None:
         if not self._running:
@@ -608,35 +603,23 @@ class ElboPanel(JobPanel):
 
         form = QGridLayout()
         form.setHorizontalSpacing(8)
-        form.addWidget(QLabel("Model"), 0, 0)
-        form.addWidget(self.modelCombo, 0, 1, 1, 5)
-        form.addWidget(self.modelNote, 1, 1, 1, 5)
-        form.addWidget(QLabel("Images"), 2, 0)
-        form.addWidget(self.sourceCombo, 2, 1, 1, 3)
-        form.addWidget(QLabel("N"), 2, 4)
-        form.addWidget(self.countSpin, 2, 5)
-        form.addWidget(QLabel("Variance"), 3, 0)
-        form.addWidget(self.varianceCombo, 3, 1, 1, 3)
-        form.addWidget(QLabel("Seed"), 3, 4)
-        form.addWidget(self.seedSpin, 3, 5)
+        for widget, at in (("Model", (0, 0)), (self.modelCombo, (0, 1, 1, 5)), (self.modelNote, (1, 1, 1, 5)),
+                           ("Images", (2, 0)), (self.sourceCombo, (2, 1, 1, 3)), ("N", (2, 4)),
+                           (self.countSpin, (2, 5)), ("Variance", (3, 0)), (self.varianceCombo, (3, 1, 1, 3)),
+                           ("Seed", (3, 4)), (self.seedSpin, (3, 5))):
+            form.addWidget(QLabel(widget) if isinstance(widget, str) else widget, *at)
         form.setColumnStretch(1, 2)
         form.setColumnStretch(3, 1)
-
         buttons = QHBoxLayout()
-        buttons.addWidget(self.computeButton, 2)
-        buttons.addWidget(self.cancelButton, 1)
-        buttons.addWidget(self.autoCheck)
-        buttons.addWidget(self.keepCheck)
-        buttons.addWidget(self.logXCheck)
-
+        for widget, stretch in ((self.computeButton, 2), (self.cancelButton, 1), (self.autoCheck, 0),
+                                (self.keepCheck, 0), (self.logXCheck, 0)):
+            buttons.addWidget(widget, stretch)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(form)
         layout.addLayout(buttons)
-        layout.addWidget(self.progressBar)
-        layout.addWidget(self.statusLabel)
-        layout.addWidget(self.totalLabel)
-        layout.addWidget(self.breakdownLabel)
+        for widget in (self.progressBar, self.statusLabel, self.totalLabel, self.breakdownLabel):
+            layout.addWidget(widget)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.hoverLabel)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
