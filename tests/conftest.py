@@ -32,3 +32,31 @@ def window(qtbot):
     w.show()
     qtbot.waitUntil(lambda: w.displayed_image() is not None, timeout=5000)
     return w
+
+
+# A child process (no torch) puts a copy of SOURCE in place of TARGET with core.atomic.atomic_dir, as Trainer.save
+# does, and dies (os._exit: no cleanup) right after its N-th rename (N = 0: while writing). MODE "swap" uses the
+# atomic exchange; anything else the three-rename fallback. Used by test_atomic.py and test_train.py.
+DIE_DURING_SWAP = r"""
+import os, shutil, sys
+import core.atomic as atomic
+target, source, die_after, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+calls = [0]
+def dying(fn):
+    def wrapped(*a, **k):
+        r = fn(*a, **k)
+        calls[0] += 1
+        if calls[0] == die_after:
+            os._exit(9)
+        return r
+    return wrapped
+os.rename, os.replace = dying(os.rename), dying(os.replace)
+if mode != "swap":  # a system or file system without an atomic swap: the three-rename fallback
+    atomic._exchange = lambda a, b: False
+elif hasattr(atomic, "_exchange"):
+    atomic._exchange = dying(atomic._exchange)
+with atomic.atomic_dir(target) as tmp:
+    shutil.copytree(source, tmp, dirs_exist_ok=True)
+    if die_after == 0:
+        os._exit(9)  # killed while writing
+"""

@@ -5,6 +5,7 @@ import stat
 import pytest
 
 from core.atomic import atomic_dir, atomic_path, write_text_atomic
+from conftest import DIE_DURING_SWAP
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="permission bits are POSIX")
 
@@ -72,29 +73,6 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 # ----- a folder swap killed at any point ----------------------------------------------------------------------------
 # A child process (no torch: it starts in a blink) replaces folder TARGET by a copy of SOURCE with atomic_dir and is
 # killed (os._exit: no cleanup, no finally) right after its N-th rename, as `kill -9` or a power cut would leave it.
-_CHILD = r"""
-import os, shutil, sys
-import core.atomic as atomic
-target, source, die_after, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-calls = [0]
-def dying(fn):
-    def wrapped(*a, **k):
-        r = fn(*a, **k)
-        calls[0] += 1
-        if calls[0] == die_after:
-            os._exit(9)
-        return r
-    return wrapped
-os.rename, os.replace = dying(os.rename), dying(os.replace)
-if mode != "swap":  # a system or file system without an atomic swap: the three-rename fallback
-    atomic._exchange = lambda a, b: False
-elif hasattr(atomic, "_exchange"):
-    atomic._exchange = dying(atomic._exchange)
-with atomic.atomic_dir(target) as tmp:
-    shutil.copytree(source, tmp, dirs_exist_ok=True)
-    if die_after == 0:
-        os._exit(9)  # killed while writing
-"""
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -133,7 +111,7 @@ def test_a_folder_swap_killed_at_any_point_leaves_a_complete_folder(tmp_path, mo
     run = tmp_path / "run"
     target = _folder(run / "checkpoint", "old")
     source = _folder(tmp_path / "source", "new")
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(target), str(source), str(die_after), mode],
+    proc = subprocess.run([sys.executable, "-c", DIE_DURING_SWAP, str(target), str(source), str(die_after), mode],
                           env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True)
     assert proc.returncode == (0 if die_after == 99 else 9), proc.stderr
     # a reader at this moment finds a complete folder (the one recovery will keep), without changing anything

@@ -16,6 +16,7 @@ import torch
 from core.data import Dataset
 from core.models.checkpoint import load_checkpoint
 from core.train import TrainConfig, lr_at, loss_weights, train, unet_config_for
+from conftest import DIE_DURING_SWAP
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread (conftest)
@@ -172,33 +173,6 @@ def test_model_sizes_and_bad_options():
 
 
 # ----- a checkpoint swap killed at any point --------------------------------------------------------------------
-# A child process (no torch) puts a copy of SOURCE in place of checkpoint/ with core.atomic.atomic_dir, as
-# Trainer.save does, and dies (os._exit: no cleanup) right after its N-th rename.
-_DIE_DURING_SWAP = r"""
-import os, shutil, sys
-import core.atomic as atomic
-target, source, die_after, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-calls = [0]
-def dying(fn):
-    def wrapped(*a, **k):
-        r = fn(*a, **k)
-        calls[0] += 1
-        if calls[0] == die_after:
-            os._exit(9)
-        return r
-    return wrapped
-os.rename, os.replace = dying(os.rename), dying(os.replace)
-if mode != "swap":  # a system or file system without an atomic swap: the three-rename fallback
-    atomic._exchange = lambda a, b: False
-elif hasattr(atomic, "_exchange"):
-    atomic._exchange = dying(atomic._exchange)
-with atomic.atomic_dir(target) as tmp:
-    shutil.copytree(source, tmp, dirs_exist_ok=True)
-    if die_after == 0:
-        os._exit(9)
-"""
-
-
 @pytest.fixture(scope="module")
 def straight6(tmp_path_factory):
     """Six steps in one go (the run the resumed ones must equal)."""
@@ -229,7 +203,7 @@ def test_a_checkpoint_swap_killed_at_any_point_resumes_from_a_complete_checkpoin
     tr.train_step(), tr.train_step()
     staging = tr.save(tmp_path / "staging")          # the step-4 checkpoint the killed save was writing
     ckpt = tmp_path / "run" / "checkpoint"
-    proc = subprocess.run([sys.executable, "-c", _DIE_DURING_SWAP, str(ckpt), str(staging), str(die_after), mode],
+    proc = subprocess.run([sys.executable, "-c", DIE_DURING_SWAP, str(ckpt), str(staging), str(die_after), mode],
                           env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
     assert proc.returncode == 9, proc.stderr
     # a plain rerun still sees the run (it does not silently start again from step 0) …
