@@ -19,10 +19,11 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 from core.messages import one_line
 from core.outputs import check_output_file, refuse_overwriting_inputs
 from core.schedule import MAX_T, NOTES_BETA_END, NOTES_BETA_START, NOTES_T, PRESETS, NoiseSchedule, ScheduleError
-from ddpm_gui.image_views import style_plot
 from core.schedule_edit import (BETA, CURVES, EditError, Knots, curve_values, fit_knots, from_space,
-                                    knots_from_params, schedule_from_knots, space_of, space_values, to_space,
-                                    zero_terminal)
+                                knots_from_params, schedule_from_knots, space_of, space_values, to_space,
+                                zero_terminal)
+from ddpm_gui.image_views import style_plot
+from ddpm_gui.widgets import LogAxis, finite_or_nan
 
 PRESET_LABELS = {"linear": "linear (Ho et al.)", "scaled_linear": "scaled linear (Stable Diffusion)",
                  "cosine": "cosine (Nichol & Dhariwal)", "sigmoid": "sigmoid", "quadratic": "quadratic"}
@@ -429,7 +430,7 @@ class SchedulePanel(QWidget):
         self.saveButton.setToolTip("Save the current schedule (β_0…β_{T−1}) as JSON, written atomically")
         self.saveButton.clicked.connect(self._save_dialog)
 
-        self.plot = pg.PlotWidget(axisItems={"left": _LogAxis("left")})
+        self.plot = pg.PlotWidget(axisItems={"left": LogAxis("left")})
         self.plot.setObjectName("schedulePlot")
         self.plot.setToolTip("The noise schedule. Drag the orange points to reshape it (monotone interpolation keeps "
                              "ᾱ_t strictly decreasing and β_t in (0, 1)); double-click adds a point; right-click "
@@ -547,7 +548,7 @@ class SchedulePanel(QWidget):
         self.logYCheck.setEnabled(curve != "log_snr")
         t = np.arange(s.T)
         label = HTML_LABELS[curve]
-        y = _finite(curve_values(s, curve), log_y)
+        y = finite_or_nan(curve_values(s, curve), log_y)
         self.mainCurve.setData(t, y)
         legend = pi.legend
         if legend is not None:
@@ -560,7 +561,7 @@ class SchedulePanel(QWidget):
             legend.anchor(*corner)
         if curve in ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod"):
             other = "sqrt_one_minus_alphas_cumprod" if curve == "sqrt_alphas_cumprod" else "sqrt_alphas_cumprod"
-            self.secondCurve.setData(t, _finite(curve_values(s, other), log_y))
+            self.secondCurve.setData(t, finite_or_nan(curve_values(s, other), log_y))
             self.secondCurve.show()
             if legend is not None:
                 legend.addItem(self.secondCurve, HTML_LABELS[other])
@@ -568,7 +569,8 @@ class SchedulePanel(QWidget):
             self.secondCurve.setData([], [])
             self.secondCurve.hide()
         if self._pinned is not None:
-            self.pinCurve.setData(np.arange(self._pinned.T), _finite(curve_values(self._pinned, curve), log_y))
+            self.pinCurve.setData(np.arange(self._pinned.T),
+                                  finite_or_nan(curve_values(self._pinned, curve), log_y))
             self.pinCurve.show()
             if legend is not None:
                 legend.addItem(self.pinCurve, f"pinned: {self._pinned.name}")
@@ -669,29 +671,7 @@ class SchedulePanel(QWidget):
             self.save_schedule(path)
 
 
-class _LogAxis(pg.AxisItem):
-    """On a log axis, label only 1, 2 and 5 × 10^k: the eight labels between two decades crowd into each other."""
-
-    def logTickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph override
-        strings = super().logTickStrings(values, scale, spacing)
-        out = []
-        for v, s in zip(values, strings):
-            mantissa = 10 ** (float(v) % 1.0)
-            out.append(s if min(abs(mantissa - k) for k in (1.0, 2.0, 5.0, 10.0)) < 1e-3 else "")
-        return out
-
-
 def _with_path(path, exc: BaseException) -> str:
     """``one_line(exc)``, led by ``path`` unless the message names it already."""
     msg = one_line(exc)
     return msg if str(path) in msg else f"{path}: {msg}"
-
-
-def _finite(y: np.ndarray, log_y: bool) -> np.ndarray:
-    """Non-finite values (and, on a log axis, values ≤ 0) become NaN, which pyqtgraph leaves out."""
-    y = np.array(y, dtype=np.float64)
-    bad = ~np.isfinite(y)
-    if log_y:
-        bad |= y <= 0
-    y[bad] = np.nan
-    return y

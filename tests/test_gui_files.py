@@ -124,3 +124,18 @@ def test_settings_remember_geometry_photo_schedule_t_and_seed(qtbot, tmp_path):
     assert w3.schedule.T == 1000 and w3.seed == 0 and w3.last_error is None
 
 
+def test_the_strip_view_follows_the_schedule_the_noise_and_its_text_field(window, qtbot):
+    view = window.stripView
+    qtbot.waitUntil(lambda: view.pixmap() is not None and not view.pixmap().isNull(), timeout=5000)
+    assert [c for _f, c in view._captions] == ["x₀", "t = 199", "t = 399", "t = 599", "t = 799", "t = 999"]
+    window.schedule_panel.apply_notes_example()            # T = 100: the strip follows a moment later
+    qtbot.waitUntil(lambda: view._captions[-1][1] == "t = 99", timeout=5000)
+    assert window.stripEdit.text() == "19, 39, 59, 79, 99"
+    window.stripEdit.setText("3; 50")                     # ';' separates too
+    window.stripEdit.editingFinished.emit()
+    assert [c for _f, c in view._captions] == ["x₀", "t = 3", "t = 50"]
+    assert window.strip_timesteps() == [3, 50]
+    window.stripEdit.setText("1, x")
+    window.stripEdit.editingFinished.emit()
+    assert window.statusBar().currentMessage().startswith("Strip: ") and "'1, x'" in window.statusBar().currentMessage()
+    assert [c for _f, c in view._captions] == ["x₀", "t = 3", "t = 50"]   # the last valid strip stays

@@ -41,12 +41,30 @@ def test_window_opens_on_the_cat_with_ho_et_al_linear_schedule(window):
     s = window.schedule
     assert s.T == 1000 and np.allclose(s.betas, np.linspace(1e-4, 0.02, 1000))
     assert window.timestepSlider.maximum() == 999 and window.timestepSpin.maximum() == 999
-    for name in ("timestepSlider", "timestepSpin", "timestepReadout", "schedulePlot", "schedulePreset", "noiseSeedSpin",
-                 "newNoiseButton", "playButton", "modeCombo", "stripTimesteps", "exportStripButton", "scheduleT",
-                 "betaStartSpin", "betaEndSpin", "zeroSnrCheck", "pinScheduleButton", "scheduleCurve"):
+    # every control says what it does, with its formula where it has one
+    says = {"timestepSlider": ["Timestep t (0…T−1)", "x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε", "Page Up/Down by T/20"],
+            "timestepSpin": ["Timestep t (0…T−1)"],
+            "timestepReadout": ["ᾱ_t = Π(1−β_s)", "SNR = 10·log10(ᾱ_t/(1−ᾱ_t)) dB",
+                                "PSNR(x_t, x_0) = 10·log10(2²/MSE) dB", "before display clipping"],
+            "schedulePlot": ["Drag the orange points", "ᾱ_t strictly decreasing", "double-click adds a point"],
+            "schedulePreset": ["linear: β_t = linspace(β_start, β_end)", "cos²((t/T + s)/(1 + s)·π/2)"],
+            "noiseSeedSpin": ["Seed of ε", "`ddpm noise --seed`"],
+            "newNoiseButton": ["new ε ~ N(0, I)"],
+            "playButton": ["Animate t", "T−1", "pause"],
+            "modeCombo": ["x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε", "x_t = √(1−β_t)·x_{t−1} + √β_t·ε_t",
+                          "in distribution, not pixel for pixel"],
+            "stripTimesteps": ["comma-separated", "19, 39, 59, 79, 99", "`ddpm noise`"],
+            "exportStripButton": ["one PNG", "full resolution", "`ddpm noise IMAGE --seed S`"],
+            "scheduleT": ["number of noising steps"],
+            "betaStartSpin": ["β_0"], "betaEndSpin": ["β_{T−1}"],
+            "zeroSnrCheck": ["ᾱ_{T−1} = 0", "Lin et al. 2023"],
+            "pinScheduleButton": ["reference curve"],
+            "scheduleCurve": ["β_t", "log-SNR λ_t = log(ᾱ_t/(1−ᾱ_t))"]}
+    for name, parts in says.items():
         widget = window.findChild(QWidget, name)
         assert widget is not None, name
-        assert widget.toolTip(), f"{name} has no tooltip"
+        for part in parts:
+            assert part in widget.toolTip(), (name, part, widget.toolTip())
     names = [w.objectName() for w in window.findChildren(QWidget) if w.objectName()]
     assert names.count("seedSpin") == 1  # the Generate panel's; the photo's noise seed is noiseSeedSpin
 
