@@ -131,6 +131,9 @@ def test_the_strip_view_follows_the_schedule_the_noise_and_its_text_field(window
     window.schedule_panel.apply_notes_example()            # T = 100: the strip follows a moment later
     qtbot.waitUntil(lambda: view._captions[-1][1] == "t = 99", timeout=5000)
     assert window.stripEdit.text() == "19, 39, 59, 79, 99"
+    before = view.pixmap().toImage()
+    window.set_seed(5)                                     # new noise: new tiles
+    qtbot.waitUntil(lambda: view.pixmap().toImage() != before, timeout=5000)
     window.stripEdit.setText("3; 50")                     # ';' separates too
     window.stripEdit.editingFinished.emit()
     assert [c for _f, c in view._captions] == ["x₀", "t = 3", "t = 50"]
