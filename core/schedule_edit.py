@@ -195,6 +195,21 @@ class Knots:
             raise EditError("a schedule needs at least two points")
         return Knots(self.space, self.t[:i] + self.t[i + 1:], self.v[:i] + self.v[i + 1:])
 
+    def stretched(self, last: int) -> "Knots":
+        """The same points with t scaled so the last one is at ``last`` (points that would share a t dropped):
+        an edited schedule keeps its shape when T changes."""
+        if last < 1:
+            raise EditError(f"a last point at t = {last} leaves no room for the schedule")
+        ts, vs = [], []
+        for t, v in zip(self.t, self.v):
+            nt = int(round(t * last / self.t[-1]))
+            if ts and nt <= ts[-1]:
+                continue
+            ts.append(nt)
+            vs.append(v)
+        ts[-1] = last
+        return Knots(self.space, tuple(ts), tuple(vs))
+
 
 def fit_knots(schedule: NoiseSchedule, space: str, min_points: int = 5, max_points: int = 12,
               tol: float = 0.01) -> Knots:

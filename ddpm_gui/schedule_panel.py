@@ -23,7 +23,7 @@ from core.schedule_edit import (BETA, CURVES, EditError, Knots, curve_values, fi
                                 knots_from_params, schedule_from_knots, space_of, space_values, to_space,
                                 zero_terminal)
 from ddpm_gui.image_views import style_plot
-from ddpm_gui.widgets import LogAxis, finite_or_nan
+from ddpm_gui.widgets import LogAxis, finite_or_nan, named
 
 PRESET_LABELS = {"linear": "linear (Ho et al.)", "scaled_linear": "scaled linear (Stable Diffusion)",
                  "cosine": "cosine (Nichol & Dhariwal)", "sigmoid": "sigmoid", "quadratic": "quadratic"}
@@ -344,97 +344,78 @@ class SchedulePanel(QWidget):
 
     # ----- UI --------------------------------------------------------------------------------------------
     def _build(self) -> None:
-        self.presetCombo = QComboBox()
-        self.presetCombo.setObjectName("schedulePreset")
+        self.presetCombo = named(QComboBox(), "schedulePreset",
+                                 "Noise schedule preset. linear: β_t = linspace(β_start, β_end); "
+                                 "scaled linear: β_t = linspace(√β_start, √β_end)²; cosine: ᾱ(t) = "
+                                 "cos²((t/T + s)/(1 + s)·π/2); sigmoid; quadratic: β_start + (β_end − β_start)·u²")
         for name in PRESETS:
             self.presetCombo.addItem(PRESET_LABELS.get(name, name), name)
         self.presetCombo.addItem("custom (edited)", "custom")
-        self.presetCombo.setToolTip("Noise schedule preset. linear: β_t = linspace(β_start, β_end); "
-                                    "scaled linear: β_t = linspace(√β_start, √β_end)²; cosine: ᾱ(t) = "
-                                    "cos²((t/T + s)/(1 + s)·π/2); sigmoid; quadratic: β_start + (β_end − β_start)·u²")
         self.presetCombo.activated.connect(self._on_preset_combo)
 
-        self.tSpin = QSpinBox()
-        self.tSpin.setObjectName("scheduleT")
+        self.tSpin = named(QSpinBox(), "scheduleT", "T: the number of noising steps (timesteps run 0…T−1)")
         self.tSpin.setRange(2, MAX_T)
         self.tSpin.setKeyboardTracking(False)
-        self.tSpin.setToolTip("T: the number of noising steps (timesteps run 0…T−1)")
         self.tSpin.valueChanged.connect(self._on_T)
 
-        self.betaStartSpin = QDoubleSpinBox()
-        self.betaStartSpin.setObjectName("betaStartSpin")
-        self.betaEndSpin = QDoubleSpinBox()
-        self.betaEndSpin.setObjectName("betaEndSpin")
-        for spin, tip in ((self.betaStartSpin, "β_start: the first step's variance β_0 (Ho et al.: 1e-4)"),
-                          (self.betaEndSpin, "β_end: the last step's variance β_{T−1} (Ho et al.: 0.02)")):
+        self.betaStartSpin = named(QDoubleSpinBox(), "betaStartSpin",
+                                   "β_start: the first step's variance β_0 (Ho et al.: 1e-4)")
+        self.betaEndSpin = named(QDoubleSpinBox(), "betaEndSpin",
+                                 "β_end: the last step's variance β_{T−1} (Ho et al.: 0.02)")
+        for spin in (self.betaStartSpin, self.betaEndSpin):
             spin.setDecimals(5)
             spin.setRange(0.00001, 0.99999)
             spin.setSingleStep(0.0001)
             spin.setKeyboardTracking(False)
-            spin.setToolTip(tip)
             spin.valueChanged.connect(lambda _v: self.apply_preset())
 
-        self.zeroSnrCheck = QCheckBox("zero terminal SNR")
-        self.zeroSnrCheck.setObjectName("zeroSnrCheck")
-        self.zeroSnrCheck.setToolTip("Rescale √ᾱ so that ᾱ_{T−1} = 0 exactly (Lin et al. 2023): "
-                                     "√ᾱ'_t = (√ᾱ_t − √ᾱ_{T−1})·√ᾱ_0/(√ᾱ_0 − √ᾱ_{T−1})")
+        self.zeroSnrCheck = named(QCheckBox("zero terminal SNR"), "zeroSnrCheck",
+                                  "Rescale √ᾱ so that ᾱ_{T−1} = 0 exactly (Lin et al. 2023): "
+                                  "√ᾱ'_t = (√ᾱ_t − √ᾱ_{T−1})·√ᾱ_0/(√ᾱ_0 − √ᾱ_{T−1})")
         self.zeroSnrCheck.toggled.connect(lambda _v: self.apply_preset())
 
-        self.notesButton = QPushButton("Notes' T = 100")
-        self.notesButton.setObjectName("notesPresetButton")
-        self.notesButton.setToolTip("The notes' example: linear β from 1e-4 to 0.05 with T = 100")
+        self.notesButton = named(QPushButton("Notes' T = 100"), "notesPresetButton",
+                                 "The notes' example: linear β from 1e-4 to 0.05 with T = 100")
         self.notesButton.clicked.connect(self.apply_notes_example)
 
-        self.curveCombo = QComboBox()
-        self.curveCombo.setObjectName("scheduleCurve")
+        self.curveCombo = named(QComboBox(), "scheduleCurve", "Which curve to plot and edit: β_t, ᾱ_t, √ᾱ_t, "
+                                "√(1−ᾱ_t) or log-SNR λ_t = log(ᾱ_t/(1−ᾱ_t))")
         for key, (label, _space) in CURVES.items():
             self.curveCombo.addItem(label, key)
             self.curveCombo.setItemData(self.curveCombo.count() - 1, CURVE_TIPS[key], Qt.ItemDataRole.ToolTipRole)
-        self.curveCombo.setToolTip("Which curve to plot and edit: β_t, ᾱ_t, √ᾱ_t, √(1−ᾱ_t) or "
-                                   "log-SNR λ_t = log(ᾱ_t/(1−ᾱ_t))")
         self.curveCombo.currentIndexChanged.connect(self._on_curve)
 
-        self.logYCheck = QCheckBox("log y")
-        self.logYCheck.setObjectName("scheduleLogY")
-        self.logYCheck.setToolTip("Logarithmic y axis (log-SNR is already a logarithm)")
+        self.logYCheck = named(QCheckBox("log y"), "scheduleLogY",
+                               "Logarithmic y axis (log-SNR is already a logarithm)")
         self.logYCheck.setChecked(True)
         self.logYCheck.toggled.connect(lambda _v: self._redraw())
 
-        self.undoButton = QToolButton()
-        self.undoButton.setObjectName("scheduleUndoButton")
+        self.undoButton = named(QToolButton(), "scheduleUndoButton", "Undo the last schedule change (Ctrl+Z)")
         self.undoButton.setText("↶ Undo")
-        self.undoButton.setToolTip("Undo the last schedule change (Ctrl+Z)")
         self.undoButton.clicked.connect(self.undo_stack.undo)
-        self.redoButton = QToolButton()
-        self.redoButton.setObjectName("scheduleRedoButton")
+        self.redoButton = named(QToolButton(), "scheduleRedoButton", "Redo (Ctrl+Shift+Z)")
         self.redoButton.setText("↷ Redo")
-        self.redoButton.setToolTip("Redo (Ctrl+Shift+Z)")
         self.redoButton.clicked.connect(self.undo_stack.redo)
         self.undo_stack.canUndoChanged.connect(self.undoButton.setEnabled)
         self.undo_stack.canRedoChanged.connect(self.redoButton.setEnabled)
         self.undoButton.setEnabled(False)
         self.redoButton.setEnabled(False)
 
-        self.pinButton = QPushButton("Pin")
-        self.pinButton.setObjectName("pinScheduleButton")
+        self.pinButton = named(QPushButton("Pin"), "pinScheduleButton", "Keep the current schedule as a faint "
+                               "dotted reference curve to compare against (click again to drop it)")
         self.pinButton.setCheckable(True)
-        self.pinButton.setToolTip("Keep the current schedule as a faint dotted reference curve to compare against "
-                                  "(click again to drop it)")
         self.pinButton.toggled.connect(self.set_pinned)
-        self.loadButton = QPushButton("Load…")
-        self.loadButton.setObjectName("loadScheduleButton")
-        self.loadButton.setToolTip("Load a schedule saved as JSON (the format of `ddpm schedule --json`)")
+        self.loadButton = named(QPushButton("Load…"), "loadScheduleButton",
+                                "Load a schedule saved as JSON (the format of `ddpm schedule --json`)")
         self.loadButton.clicked.connect(self._load_dialog)
-        self.saveButton = QPushButton("Save…")
-        self.saveButton.setObjectName("saveScheduleButton")
-        self.saveButton.setToolTip("Save the current schedule (β_0…β_{T−1}) as JSON, written atomically")
+        self.saveButton = named(QPushButton("Save…"), "saveScheduleButton",
+                                "Save the current schedule (β_0…β_{T−1}) as JSON, written atomically")
         self.saveButton.clicked.connect(self._save_dialog)
 
-        self.plot = pg.PlotWidget(axisItems={"left": LogAxis("left")})
-        self.plot.setObjectName("schedulePlot")
-        self.plot.setToolTip("The noise schedule. Drag the orange points to reshape it (monotone interpolation keeps "
-                             "ᾱ_t strictly decreasing and β_t in (0, 1)); double-click adds a point; right-click "
-                             "or Shift+click removes one; drag the red line to move t.")
+        self.plot = named(pg.PlotWidget(axisItems={"left": LogAxis("left")}), "schedulePlot",
+                          "The noise schedule. Drag the orange points to reshape it (monotone interpolation keeps "
+                          "ᾱ_t strictly decreasing and β_t in (0, 1)); double-click adds a point; right-click "
+                          "or Shift+click removes one; drag the red line to move t.")
         self.plot.setAcceptDrops(False)
         self.plot.setMinimumHeight(260)
         style_plot(self.plot)
@@ -605,21 +586,13 @@ class SchedulePanel(QWidget):
             return
         # an edited schedule: stretch its control points to the new T
         zt = zero_terminal(self._schedule)
-        old_last, new_last = self._knots.t[-1], (T - 2 if zt else T - 1)
+        new_last = T - 2 if zt else T - 1
         if new_last < 1:
             self.message.emit(f"Refused: T = {T} is too small for this schedule")
             self._sync_controls()
             return
-        ts, vs = [], []
-        for t, v in zip(self._knots.t, self._knots.v):
-            nt = int(round(t * new_last / old_last))
-            if ts and nt <= ts[-1]:
-                continue
-            ts.append(nt)
-            vs.append(v)
-        ts[-1] = new_last
         try:
-            knots = Knots(self._knots.space, tuple(ts), tuple(vs))
+            knots = self._knots.stretched(new_last)
             schedule = schedule_from_knots(knots, T, zt)
         except EditError as e:
             self.message.emit(f"Refused: {e}")

@@ -79,3 +79,14 @@ def test_zero_terminal_snr_stays_pinned_and_knots_survive_save_and_load(tmp_path
     edited.save(tmp_path / "s.json")
     loaded = NoiseSchedule.load(tmp_path / "s.json")
     assert knots_from_params(loaded) == k.with_point(2, k.t[2], k.v[2] - 0.5)
+
+
+def test_stretched_knots_keep_an_edited_shape_when_T_changes():
+    k = Knots(BETA, (0, 10, 11, 50, 99), (1e-4, 0.004, 0.005, 0.01, 0.02))
+    assert k.stretched(199) == Knots(BETA, (0, 20, 22, 101, 199), k.v)
+    short = k.stretched(9)                                     # 10 and 11 land on the same t: one is dropped
+    assert short.t == (0, 1, 5, 9) and short.v == (1e-4, 0.004, 0.01, 0.02)
+    s = schedule_from_knots(k.stretched(199), 200)
+    assert s.betas[101] == pytest.approx(0.01) and s.betas[199] == pytest.approx(0.02)
+    with pytest.raises(EditError):
+        k.stretched(0)
