@@ -435,6 +435,9 @@ def test_a_workers_warning_is_one_line_in_the_status_bar_not_on_stderr(window, q
 
 def test_overlapping_runs_each_get_their_own_warnings_and_the_hook_is_restored(window, qtbot):
     no_worker_running(qtbot)
+    # Earlier tests in the same process (libraries imported there) leave warning filters that can hide these
+    # warnings; this test is about routing them, so it sees every one (pytest restores the filters afterwards).
+    warnings.simplefilter("always")
     before = warnings.showwarning
     a, b = window.create_runner("a"), window.create_runner("b")
     got = {"a": [], "b": []}
