@@ -60,3 +60,28 @@ with atomic.atomic_dir(target) as tmp:
     if die_after == 0:
         os._exit(9)  # killed while writing
 """
+
+
+def save_tiny_unet(folder, T: int = 1000, num_classes: int = 0, name: str = "tiny"):
+    """A tiny random UNet on 8×8 grey images (seed 0) saved as a model folder with a linear schedule of ``T``."""
+    from core.models.checkpoint import save_checkpoint
+    from core.models.unet import UNet, UNetConfig
+    from core.schedule import NoiseSchedule
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(resolution=8, in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
+                          attention_resolutions=(), num_classes=num_classes, groups=4))
+    save_checkpoint(folder, net, NoiseSchedule.preset("linear", T=T), name=name)
+    return folder
+
+
+def save_photo_folder(folder, n: int = 4, size: int = 12):
+    """``n`` random size×size RGB photos (seed 0) and one file that is not an image, in ``folder``."""
+    import numpy as np
+
+    from core.images import save_image
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        save_image(folder / f"{i}.png", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    (folder / "notes.png").write_text("not an image")
+    return folder

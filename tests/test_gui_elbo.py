@@ -18,13 +18,12 @@ from core.data import load_dataset  # noqa: E402
 from core.jobs.bound import ElboRun  # noqa: E402
 from core.model_spec import cache_key  # noqa: E402
 from core.images import from_uint8, load_image, photo_to_model_input, save_image  # noqa: E402
-from core.models.checkpoint import save_checkpoint  # noqa: E402
 from core.models.denoiser import Denoiser  # noqa: E402
 from core.models.load import load_model, oracle_for_array  # noqa: E402
-from core.models.unet import UNet, UNetConfig  # noqa: E402
 from core.schedule import NoiseSchedule  # noqa: E402
 from core.vlb import variational_bound  # noqa: E402
 from ddpm_gui.main_window import MainWindow  # noqa: E402
+from conftest import save_tiny_unet  # noqa: E402
 
 TIMEOUT = 60_000
 
@@ -48,12 +47,7 @@ def small_photo(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A tiny random unconditional UNet on 8×8 grey images, trained schedule = linear, T = 200."""
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(resolution=8, in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
-                          attention_resolutions=(), num_classes=0, groups=4))
-    folder = tmp_path_factory.mktemp("models") / "tiny"
-    save_checkpoint(folder, net, NoiseSchedule.preset("linear", T=200), name="tiny")
-    return folder
+    return save_tiny_unet(tmp_path_factory.mktemp("models") / "tiny", T=200, num_classes=0)
 
 
 @pytest.fixture

@@ -12,18 +12,16 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("pytestqt")
 from PIL import Image  # noqa: E402
 from PySide6.QtCore import QSettings, QTimer  # noqa: E402
 
 from core.images import load_image, save_image  # noqa: E402
-from core.models.checkpoint import save_checkpoint  # noqa: E402
-from core.models.unet import UNet, UNetConfig  # noqa: E402
 from core.schedule import NoiseSchedule  # noqa: E402
 from ddpm_gui.main_window import MainWindow  # noqa: E402
 from ddpm_gui.worker import live_workers  # noqa: E402
+from conftest import save_tiny_unet  # noqa: E402
 
 TIMEOUT = 60_000
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixtures: tests/conftest.py
@@ -313,12 +311,7 @@ def test_a_settings_file_with_nested_json_opens_the_window_on_its_defaults(qtbot
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(resolution=8, in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
-                          attention_resolutions=(), num_classes=0, groups=4))
-    folder = tmp_path_factory.mktemp("models") / "tiny"
-    save_checkpoint(folder, net, NoiseSchedule.preset("linear", T=1000), name="tiny")
-    return folder
+    return save_tiny_unet(tmp_path_factory.mktemp("models") / "tiny", T=1000, num_classes=0)
 
 
 def test_a_crafted_model_folder_or_image_folder_is_one_line_in_generate_and_elbo(window, qtbot, tmp_path):

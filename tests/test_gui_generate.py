@@ -20,16 +20,15 @@ from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import QWidget  # noqa: E402
 
 from core.images import batch_grid, load_image, photo_to_model_input, save_image  # noqa: E402
-from core.models.checkpoint import save_checkpoint  # noqa: E402
 from core.models.denoiser import Denoiser  # noqa: E402
 from core.models.load import load_model  # noqa: E402
-from core.models.unet import UNet, UNetConfig  # noqa: E402
 from core.samplers import sample  # noqa: E402
 from core.schedule import NoiseSchedule  # noqa: E402
 from ddpm_gui import generate_panel as gp  # noqa: E402
 from ddpm_gui import widgets  # noqa: E402
 from ddpm_gui.main_window import MainWindow  # noqa: E402
 from ddpm_gui.worker import live_workers  # noqa: E402
+from conftest import save_tiny_unet  # noqa: E402
 
 TIMEOUT = 30_000
 
@@ -50,12 +49,7 @@ def window(qtbot):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A tiny random class-conditional UNet saved as a model folder, trained schedule = Ho et al.'s linear."""
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(resolution=8, in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
-                          attention_resolutions=(), num_classes=3, groups=4))
-    folder = tmp_path_factory.mktemp("models") / "tiny"
-    save_checkpoint(folder, net, NoiseSchedule.preset("linear", T=1000), name="tiny")
-    return folder
+    return save_tiny_unet(tmp_path_factory.mktemp("models") / "tiny", T=1000, num_classes=3)
 
 
 @pytest.fixture(scope="module")

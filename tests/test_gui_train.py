@@ -18,11 +18,11 @@ from PySide6.QtWidgets import QWidget  # noqa: E402
 
 from safetensors.torch import load_file  # noqa: E402
 
-from core.images import save_image  # noqa: E402
 from core.train import train  # noqa: E402
 from ddpm_gui import generate_panel as gp  # noqa: E402
 from ddpm_gui.main_window import MainWindow  # noqa: E402
 from ddpm_gui.worker import WorkerRunner, live_workers  # noqa: E402
+from conftest import save_photo_folder  # noqa: E402
 
 TIMEOUT = 180_000  # a loaded 2-core machine; a run here takes seconds when it is idle
 
@@ -34,13 +34,7 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"),  # tiny tensors: one 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Four 12×12 photos (trained at 8×8) and one file that is not an image."""
-    folder = tmp_path_factory.mktemp("data") / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        save_image(folder / f"{i}.png", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
-    (folder / "notes.png").write_text("not an image")
-    return folder
+    return save_photo_folder(tmp_path_factory.mktemp("data") / "photos")
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.images import save_image
 from core.jobs.training import (LossCurve, StepBuffer, TrainSession, TrainUpdate, centered_mean, check_resume,
                                 check_start, data_notes, describe_run, folder_summary, new_run_folder,
                                 newest_model_folder, run_state, saved_recipe, stopped_text, training_updates,
                                 update_text, warning_text)
 from core.train import TrainConfig, TrainEvent, train
+from conftest import save_photo_folder  # noqa: E402
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),  # tiny tensors: one thread (conftest)
               pytest.mark.filterwarnings("ignore:.*could not be read as images:UserWarning")]
@@ -26,13 +26,7 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"),  # tiny tensors: one 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data") / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        save_image(folder / f"{i}.png", rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
-    (folder / "notes.png").write_text("not an image")
-    return folder
+    return save_photo_folder(tmp_path_factory.mktemp("data") / "photos")
 
 
 def _cfg(images, out, **kw):
