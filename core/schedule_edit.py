@@ -33,8 +33,26 @@ CURVES = {
     "log_snr": ("log-SNR λ_t", LOGSNR),
 }
 
+# The same curves as rich text (plot axes, legends), what each one is (the curve menu's tooltips), and the presets'
+# names in the preset menu.
+CURVE_HTML = {
+    "beta": "β<sub>t</sub>",
+    "alphas_cumprod": "ᾱ<sub>t</sub>",
+    "sqrt_alphas_cumprod": "√ᾱ<sub>t</sub>",
+    "sqrt_one_minus_alphas_cumprod": "√(1−ᾱ<sub>t</sub>)",
+    "log_snr": "log-SNR λ<sub>t</sub>",
+}
+CURVE_TIPS = {
+    "beta": "β_t: the variance added at step t, x_t = √(1−β_t)·x_{t−1} + √β_t·ε (eq. 2)",
+    "alphas_cumprod": "ᾱ_t = Π_{s≤t}(1 − β_s): the signal's share of the variance of x_t (eq. 4–5)",
+    "sqrt_alphas_cumprod": "√ᾱ_t: the scale of x_0 in x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (eq. 5); dashed: √(1−ᾱ_t)",
+    "sqrt_one_minus_alphas_cumprod": "√(1−ᾱ_t): the scale of ε in x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (eq. 5); "
+                                     "dashed: √ᾱ_t",
+    "log_snr": "log-SNR λ_t = log(ᾱ_t / (1 − ᾱ_t)), natural log",
+}
+PRESET_LABELS = {"linear": "linear (Ho et al.)", "scaled_linear": "scaled linear (Stable Diffusion)",
+                 "cosine": "cosine (Nichol & Dhariwal)", "sigmoid": "sigmoid", "quadratic": "quadratic"}
 
-# The same labels as rich text, for plot axes and legends.
 
 class EditError(ValueError):
     """An edit that would break the schedule's constraints; the message is one line for the status bar."""
@@ -180,6 +198,16 @@ class Knots:
         ts[i], vs[i] = int(t), float(v)
         return Knots(self.space, tuple(ts), tuple(vs))
 
+    def dragged(self, i: int, t: int, v: float) -> "Knots":
+        """Point i moved to (t, v), t kept strictly between its neighbours' (the first and last stay put)."""
+        if i == 0:
+            t = 0
+        elif i == len(self) - 1:
+            t = self.t[-1]
+        else:
+            t = min(max(int(t), self.t[i - 1] + 1), self.t[i + 1] - 1)
+        return self.with_point(i, t, v)
+
     def inserted(self, t: int, v: float) -> tuple["Knots", int]:
         if t in self.t:
             raise EditError(f"there is already a point at t = {t}")
@@ -302,3 +330,50 @@ def knots_from_params(schedule: NoiseSchedule) -> Knots | None:
     except (TypeError, KeyError, ValueError):
         return None
     return knots if np.allclose(rebuilt.betas, schedule.betas, rtol=1e-9, atol=1e-15) else None
+
+
+# ----- edits of a schedule (what the panel's gestures do) ---------------------------------------------------------
+def knots_in(space: str, schedule: NoiseSchedule, knots: Knots | None = None) -> Knots:
+    """``knots`` when they are in ``space``, else knots fitted to ``schedule`` there."""
+    return knots if knots is not None and knots.space == space else fit_knots(schedule, space)
+
+
+def rebuilt(knots: Knots, schedule: NoiseSchedule) -> NoiseSchedule:
+    """The schedule ``knots`` make at ``schedule``'s T, zero terminal SNR kept. Raises EditError."""
+    return schedule_from_knots(knots, schedule.T, zero_terminal(schedule))
+
+
+def point_added(knots: Knots, schedule: NoiseSchedule, t: int) -> Knots:
+    """``knots`` with a point on ``schedule``'s curve at t (strictly inside the knots' range). Raises EditError."""
+    t = int(round(t))
+    if not 0 < t < knots.t[-1]:
+        raise EditError(f"add points between t = 1 and t = {knots.t[-1] - 1}")
+    return knots.inserted(t, float(space_values(schedule, knots.space)[t]))[0]
+
+
+def stretched_to(knots: Knots, schedule: NoiseSchedule, T: int) -> tuple[Knots, NoiseSchedule]:
+    """An edited schedule at a new T: its points stretched to the new last step (:meth:`Knots.stretched`) and the
+    schedule they make. Raises EditError."""
+    zt = zero_terminal(schedule)
+    last = T - 2 if zt else T - 1
+    if last < 1:
+        raise EditError(f"T = {T} is too small for this schedule")
+    knots = knots.stretched(last)
+    return knots, schedule_from_knots(knots, T, zt)
+
+
+def knot_points(knots: Knots, curve: str, log_y: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Where the knots are drawn on the plot of ``curve``: (t, value), log10 of the value on a log axis."""
+    y = np.asarray([from_space(curve, v) for v in knots.v])
+    if log_y:
+        with np.errstate(divide="ignore"):
+            y = np.log10(y)
+    return np.asarray(knots.t, dtype=np.float64), y
+
+
+def summary_html(schedule: NoiseSchedule, points: int) -> str:
+    """The line under the schedule plot (rich text): name, T, β range, ᾱ_{T−1} and the number of points."""
+    s, ab_end = schedule, schedule.alphas_cumprod[-1]
+    snr_end = "0 (zero terminal SNR)" if ab_end == 0 else f"{ab_end:.3g}"
+    return (f"<b>{s.name}</b> · T = {s.T} · β {s.betas[0]:.3g} → {s.betas[-1]:.3g} · "
+            f"ᾱ<sub>T−1</sub> = {snr_end} · {points} control points")

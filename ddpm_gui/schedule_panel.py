@@ -13,41 +13,27 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QKeySequence, QUndoCommand, QUndoStack
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
-                               QPushButton, QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QLabel, QPushButton, QSizePolicy,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from core.messages import one_line
 from core.outputs import check_output_file, refuse_overwriting_inputs
 from core.schedule import MAX_T, NOTES_BETA_END, NOTES_BETA_START, NOTES_T, PRESETS, NoiseSchedule, ScheduleError
-from core.schedule_edit import (BETA, CURVES, EditError, Knots, curve_values, fit_knots, from_space,
-                                knots_from_params, schedule_from_knots, space_of, space_values, to_space,
-                                zero_terminal)
+from core.schedule_edit import (BETA, CURVE_HTML, CURVE_TIPS, CURVES, PRESET_LABELS, EditError, Knots, curve_values,
+                                fit_knots, knot_points, knots_from_params, knots_in, point_added, rebuilt, space_of,
+                                stretched_to, summary_html, to_space, zero_terminal)
 from ddpm_gui.image_views import style_plot
-from ddpm_gui.widgets import LogAxis, finite_or_nan, named
+from ddpm_gui.widgets import LogAxis, combo_box, finite_or_nan, named, row, spin_box
 
-PRESET_LABELS = {"linear": "linear (Ho et al.)", "scaled_linear": "scaled linear (Stable Diffusion)",
-                 "cosine": "cosine (Nichol & Dhariwal)", "sigmoid": "sigmoid", "quadratic": "quadratic"}
-CURVE_TIPS = {
-    "beta": "β_t: the variance added at step t, x_t = √(1−β_t)·x_{t−1} + √β_t·ε (eq. 2)",
-    "alphas_cumprod": "ᾱ_t = Π_{s≤t}(1 − β_s): the signal's share of the variance of x_t (eq. 4–5)",
-    "sqrt_alphas_cumprod": "√ᾱ_t: the scale of x_0 in x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (eq. 5); dashed: √(1−ᾱ_t)",
-    "sqrt_one_minus_alphas_cumprod": "√(1−ᾱ_t): the scale of ε in x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (eq. 5); "
-                                     "dashed: √ᾱ_t",
-    "log_snr": "log-SNR λ_t = log(ᾱ_t / (1 − ᾱ_t)), natural log",
-}
 MAIN_PEN = pg.mkPen(30, 90, 200, width=2.5)
 SECOND_PEN = pg.mkPen(200, 90, 30, width=2, style=Qt.PenStyle.DashLine)
 PIN_PEN = pg.mkPen(120, 120, 120, 140, width=2, style=Qt.PenStyle.DotLine)
 MARKER_PEN = pg.mkPen(220, 40, 40, width=2)
-
-# Rich-text names of the plotted curves (pyqtgraph labels take HTML).
-HTML_LABELS = {
-    "beta": "β<sub>t</sub>",
-    "alphas_cumprod": "ᾱ<sub>t</sub>",
-    "sqrt_alphas_cumprod": "√ᾱ<sub>t</sub>",
-    "sqrt_one_minus_alphas_cumprod": "√(1−ᾱ<sub>t</sub>)",
-    "log_snr": "log-SNR λ<sub>t</sub>",
-}
+# where the legend leaves each curve room: (anchor on the legend, anchor on the plot, offset in pixels)
+LEGEND_CORNERS = {"beta": ((0, 0), (0, 0), (10, 10)), "sqrt_alphas_cumprod": ((1, 0.5), (1, 0.5), (-10, 0)),
+                  "sqrt_one_minus_alphas_cumprod": ((1, 0.5), (1, 0.5), (-10, 0))}
+OTHER_SCALE = {"sqrt_alphas_cumprod": "sqrt_one_minus_alphas_cumprod",   # drawn dashed beside it
+               "sqrt_one_minus_alphas_cumprod": "sqrt_alphas_cumprod"}
 
 
 @dataclass(frozen=True)
@@ -142,8 +128,7 @@ class SchedulePanel(QWidget):
         self._updating_marker = False
         self._last_preset = self._schedule.name if self._schedule.name in PRESETS else "linear"
         self.loaded_path: Path | None = None   # the schedule file last loaded (an input: Save never replaces it)
-        # the other files an export must never replace (the main window sets it: its photo, …)
-        self.input_paths = lambda: []
+        self.input_paths = lambda: []          # other files Save must never replace (the window sets it: its photo)
         self.undo_stack = QUndoStack(self)
         self.undo_stack.setObjectName("scheduleUndoStack")
         self._build()
@@ -165,10 +150,7 @@ class SchedulePanel(QWidget):
 
     def set_schedule(self, schedule: NoiseSchedule, text: str = "Change schedule") -> None:
         """Make ``schedule`` current as one undo step."""
-        knots = knots_from_params(schedule) or fit_knots(schedule, space_of(self._curve))
-        if knots.space != space_of(self._curve):
-            knots = fit_knots(schedule, space_of(self._curve))
-        self._commit(EditState(schedule, knots), text)
+        self._commit(EditState(schedule, knots_in(space_of(self._curve), schedule, knots_from_params(schedule))), text)
 
     def set_curve(self, curve: str) -> None:
         i = self.curveCombo.findData(curve)
@@ -200,14 +182,8 @@ class SchedulePanel(QWidget):
 
     def add_point(self, t: int) -> bool:
         """Add a control point on the curve at t (the schedule is unchanged until a point moves)."""
-        t = int(round(t))
-        last = self._knots.t[-1]
-        if not 0 < t < last:
-            self.message.emit(f"add points between t = 1 and t = {last - 1}")
-            return False
-        v = float(space_values(self._schedule, self._knots.space)[t])
         try:
-            knots, _ = self._knots.inserted(t, v)
+            knots = point_added(self._knots, self._schedule, t)
         except EditError as e:
             self.message.emit(str(e))
             return False
@@ -217,7 +193,7 @@ class SchedulePanel(QWidget):
     def remove_point(self, i: int) -> bool:
         try:
             knots = self._knots.removed(i)
-            schedule = schedule_from_knots(knots, self._schedule.T, zero_terminal(self._schedule))
+            schedule = rebuilt(knots, self._schedule)
         except EditError as e:
             self.message.emit(f"Refused: {e}")
             return False
@@ -303,18 +279,9 @@ class SchedulePanel(QWidget):
         self._redraw()
 
     def _apply_point(self, i: int, t: int, value: float) -> bool:
-        knots = self._knots
-        last = knots.t[-1]
-        if i == 0:
-            t = 0
-        elif i == len(knots) - 1:
-            t = last
-        else:
-            t = int(min(max(t, knots.t[i - 1] + 1), knots.t[i + 1] - 1))
         try:
-            v = to_space(self._curve, value)
-            new_knots = knots.with_point(i, t, v)
-            schedule = schedule_from_knots(new_knots, self._schedule.T, zero_terminal(self._schedule))
+            new_knots = self._knots.dragged(i, t, to_space(self._curve, value))
+            schedule = rebuilt(new_knots, self._schedule)
         except EditError as e:
             self.message.emit(f"Refused: {e} — kept the last valid schedule")
             return False
@@ -327,10 +294,7 @@ class SchedulePanel(QWidget):
         self.undo_stack.push(_Snapshot(self, before, state, text))
 
     def _restore(self, state: EditState) -> None:
-        knots = state.knots
-        if knots.space != space_of(self._curve):
-            knots = fit_knots(state.schedule, space_of(self._curve))
-        self._set_state(EditState(state.schedule, knots))
+        self._set_state(EditState(state.schedule, knots_in(space_of(self._curve), state.schedule, state.knots)))
 
     def _set_state(self, state: EditState) -> None:
         changed = state.schedule is not self._schedule
@@ -344,47 +308,32 @@ class SchedulePanel(QWidget):
 
     # ----- UI --------------------------------------------------------------------------------------------
     def _build(self) -> None:
-        self.presetCombo = named(QComboBox(), "schedulePreset",
-                                 "Noise schedule preset. linear: β_t = linspace(β_start, β_end); "
-                                 "scaled linear: β_t = linspace(√β_start, √β_end)²; cosine: ᾱ(t) = "
-                                 "cos²((t/T + s)/(1 + s)·π/2); sigmoid; quadratic: β_start + (β_end − β_start)·u²")
-        for name in PRESETS:
-            self.presetCombo.addItem(PRESET_LABELS.get(name, name), name)
-        self.presetCombo.addItem("custom (edited)", "custom")
+        self.presetCombo = combo_box("schedulePreset", "Noise schedule preset. linear: β_t = linspace(β_start, β_end); "
+                                     "scaled linear: β_t = linspace(√β_start, √β_end)²; cosine: ᾱ(t) = "
+                                     "cos²((t/T + s)/(1 + s)·π/2); sigmoid; quadratic: β_start + (β_end − β_start)·u²",
+                                     [(PRESET_LABELS.get(n, n), n) for n in PRESETS] + [("custom (edited)", "custom")])
         self.presetCombo.activated.connect(self._on_preset_combo)
-
-        self.tSpin = named(QSpinBox(), "scheduleT", "T: the number of noising steps (timesteps run 0…T−1)")
-        self.tSpin.setRange(2, MAX_T)
+        self.tSpin = spin_box("scheduleT", "T: the number of noising steps (timesteps run 0…T−1)", 2, MAX_T)
         self.tSpin.setKeyboardTracking(False)
         self.tSpin.valueChanged.connect(self._on_T)
-
-        self.betaStartSpin = named(QDoubleSpinBox(), "betaStartSpin",
-                                   "β_start: the first step's variance β_0 (Ho et al.: 1e-4)")
-        self.betaEndSpin = named(QDoubleSpinBox(), "betaEndSpin",
-                                 "β_end: the last step's variance β_{T−1} (Ho et al.: 0.02)")
+        self.betaStartSpin = spin_box("betaStartSpin", "β_start: the first step's variance β_0 (Ho et al.: 1e-4)",
+                                      0.00001, 0.99999, step=0.0001, decimals=5)
+        self.betaEndSpin = spin_box("betaEndSpin", "β_end: the last step's variance β_{T−1} (Ho et al.: 0.02)",
+                                    0.00001, 0.99999, step=0.0001, decimals=5)
         for spin in (self.betaStartSpin, self.betaEndSpin):
-            spin.setDecimals(5)
-            spin.setRange(0.00001, 0.99999)
-            spin.setSingleStep(0.0001)
             spin.setKeyboardTracking(False)
             spin.valueChanged.connect(lambda _v: self.apply_preset())
-
         self.zeroSnrCheck = named(QCheckBox("zero terminal SNR"), "zeroSnrCheck",
                                   "Rescale √ᾱ so that ᾱ_{T−1} = 0 exactly (Lin et al. 2023): "
                                   "√ᾱ'_t = (√ᾱ_t − √ᾱ_{T−1})·√ᾱ_0/(√ᾱ_0 − √ᾱ_{T−1})")
         self.zeroSnrCheck.toggled.connect(lambda _v: self.apply_preset())
-
         self.notesButton = named(QPushButton("Notes' T = 100"), "notesPresetButton",
                                  "The notes' example: linear β from 1e-4 to 0.05 with T = 100")
         self.notesButton.clicked.connect(self.apply_notes_example)
-
-        self.curveCombo = named(QComboBox(), "scheduleCurve", "Which curve to plot and edit: β_t, ᾱ_t, √ᾱ_t, "
-                                "√(1−ᾱ_t) or log-SNR λ_t = log(ᾱ_t/(1−ᾱ_t))")
-        for key, (label, _space) in CURVES.items():
-            self.curveCombo.addItem(label, key)
-            self.curveCombo.setItemData(self.curveCombo.count() - 1, CURVE_TIPS[key], Qt.ItemDataRole.ToolTipRole)
+        self.curveCombo = combo_box("scheduleCurve", "Which curve to plot and edit: β_t, ᾱ_t, √ᾱ_t, √(1−ᾱ_t) or "
+                                    "log-SNR λ_t = log(ᾱ_t/(1−ᾱ_t))",
+                                    [(label, key, CURVE_TIPS[key]) for key, (label, _space) in CURVES.items()])
         self.curveCombo.currentIndexChanged.connect(self._on_curve)
-
         self.logYCheck = named(QCheckBox("log y"), "scheduleLogY",
                                "Logarithmic y axis (log-SNR is already a logarithm)")
         self.logYCheck.setChecked(True)
@@ -400,7 +349,6 @@ class SchedulePanel(QWidget):
         self.undo_stack.canRedoChanged.connect(self.redoButton.setEnabled)
         self.undoButton.setEnabled(False)
         self.redoButton.setEnabled(False)
-
         self.pinButton = named(QPushButton("Pin"), "pinScheduleButton", "Keep the current schedule as a faint "
                                "dotted reference curve to compare against (click again to drop it)")
         self.pinButton.setCheckable(True)
@@ -436,46 +384,31 @@ class SchedulePanel(QWidget):
         pi.addItem(self.marker, ignoreBounds=True)
         self.plot.scene().sigMouseClicked.connect(self._on_scene_click)
 
-        self.info = QLabel()
-        self.info.setObjectName("scheduleInfo")
+        self.info = named(QLabel(), "scheduleInfo")
         self.info.setWordWrap(True)
         self.info.setTextFormat(Qt.TextFormat.RichText)
-        hint = QLabel("Drag the orange points to reshape · double-click adds a point · right-click or Shift+click "
-                      "removes one · Ctrl+Z / Ctrl+Shift+Z undo / redo · drag the red line to move t")
-        hint.setObjectName("scheduleHint")
+        hint = named(QLabel("Drag the orange points to reshape · double-click adds a point · right-click or "
+                            "Shift+click removes one · Ctrl+Z / Ctrl+Shift+Z undo / redo · drag the red line to move "
+                            "t"), "scheduleHint")
         hint.setWordWrap(True)
         hint.setStyleSheet("color: #555;")
 
         grid = QGridLayout()
         grid.setContentsMargins(0, 0, 0, 0)
-        grid.addWidget(QLabel("Preset"), 0, 0)
-        grid.addWidget(self.presetCombo, 0, 1, 1, 3)
-        grid.addWidget(self.notesButton, 0, 4, 1, 2)
-        grid.addWidget(QLabel("T"), 1, 0)
-        grid.addWidget(self.tSpin, 1, 1)
-        grid.addWidget(QLabel("β_start"), 1, 2, alignment=Qt.AlignmentFlag.AlignRight)
-        grid.addWidget(self.betaStartSpin, 1, 3)
-        grid.addWidget(QLabel("β_end"), 1, 4, alignment=Qt.AlignmentFlag.AlignRight)
-        grid.addWidget(self.betaEndSpin, 1, 5)
-        grid.addWidget(QLabel("Curve"), 2, 0)
-        grid.addWidget(self.curveCombo, 2, 1)
-        grid.addWidget(self.logYCheck, 2, 2, 1, 2)
-        grid.addWidget(self.zeroSnrCheck, 2, 4, 1, 2)
+        right = Qt.AlignmentFlag.AlignRight
+        for w, r, c, span, *align in (("Preset", 0, 0, 1), (self.presetCombo, 0, 1, 3), (self.notesButton, 0, 4, 2),
+                                      ("T", 1, 0, 1), (self.tSpin, 1, 1, 1), ("β_start", 1, 2, 1, right),
+                                      (self.betaStartSpin, 1, 3, 1), ("β_end", 1, 4, 1, right),
+                                      (self.betaEndSpin, 1, 5, 1), ("Curve", 2, 0, 1), (self.curveCombo, 2, 1, 1),
+                                      (self.logYCheck, 2, 2, 2), (self.zeroSnrCheck, 2, 4, 2)):
+            grid.addWidget(QLabel(w) if isinstance(w, str) else w, r, c, 1, span, *align)
         for c in (1, 3, 5):
             grid.setColumnStretch(c, 1)
-
-        row = QHBoxLayout()
-        row.addWidget(self.undoButton)
-        row.addWidget(self.redoButton)
-        row.addStretch(1)
-        row.addWidget(self.pinButton)
-        row.addWidget(self.loadButton)
-        row.addWidget(self.saveButton)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(grid)
-        layout.addLayout(row)
+        layout.addWidget(row(self.undoButton, self.redoButton, None, self.pinButton, self.loadButton, self.saveButton))
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.info)
         layout.addWidget(hint)
@@ -513,10 +446,7 @@ class SchedulePanel(QWidget):
         self.betaStartSpin.setEnabled(not custom and s.name != "cosine")
         self.betaEndSpin.setEnabled(not custom and s.name != "cosine")
         self.zeroSnrCheck.setEnabled(not custom)
-        ab = s.alphas_cumprod
-        snr_end = "0 (zero terminal SNR)" if ab[-1] == 0 else f"{ab[-1]:.3g}"
-        self.info.setText(f"<b>{s.name}</b> · T = {s.T} · β {s.betas[0]:.3g} → {s.betas[-1]:.3g} · "
-                          f"ᾱ<sub>T−1</sub> = {snr_end} · {len(self._knots)} control points")
+        self.info.setText(summary_html(s, len(self._knots)))
 
     def _log_y(self) -> bool:
         return self.logYCheck.isChecked() and self._curve != "log_snr"
@@ -527,50 +457,31 @@ class SchedulePanel(QWidget):
         pi = self.plot.getPlotItem()
         pi.setLogMode(x=False, y=log_y)
         self.logYCheck.setEnabled(curve != "log_snr")
-        t = np.arange(s.T)
-        label = HTML_LABELS[curve]
-        y = finite_or_nan(curve_values(s, curve), log_y)
-        self.mainCurve.setData(t, y)
-        legend = pi.legend
-        if legend is not None:
-            legend.clear()
-            legend.addItem(self.mainCurve, label)
-            # where this curve leaves room: (anchor on the legend, anchor on the plot, offset in pixels)
-            corner = {"beta": ((0, 0), (0, 0), (10, 10)),
-                      "sqrt_alphas_cumprod": ((1, 0.5), (1, 0.5), (-10, 0)),
-                      "sqrt_one_minus_alphas_cumprod": ((1, 0.5), (1, 0.5), (-10, 0))}.get(curve, ((1, 0), (1, 0), (-10, 10)))
-            legend.anchor(*corner)
-        if curve in ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod"):
-            other = "sqrt_one_minus_alphas_cumprod" if curve == "sqrt_alphas_cumprod" else "sqrt_alphas_cumprod"
-            self.secondCurve.setData(t, finite_or_nan(curve_values(s, other), log_y))
-            self.secondCurve.show()
-            if legend is not None:
-                legend.addItem(self.secondCurve, HTML_LABELS[other])
-        else:
-            self.secondCurve.setData([], [])
-            self.secondCurve.hide()
-        if self._pinned is not None:
-            self.pinCurve.setData(np.arange(self._pinned.T),
-                                  finite_or_nan(curve_values(self._pinned, curve), log_y))
-            self.pinCurve.show()
-            if legend is not None:
-                legend.addItem(self.pinCurve, f"pinned: {self._pinned.name}")
-        else:
-            self.pinCurve.setData([], [])
-            self.pinCurve.hide()
-        kx = np.asarray(self._knots.t, dtype=np.float64)
-        ky = np.asarray([from_space(curve, v) for v in self._knots.v])
-        if log_y:
-            with np.errstate(divide="ignore"):
-                ky = np.log10(ky)
-        self.points.setData(kx, ky)
-        pi.setLabel("left", label)
+        pi.legend.clear()
+        self._draw(self.mainCurve, s, curve, log_y, CURVE_HTML[curve])
+        pi.legend.anchor(*LEGEND_CORNERS.get(curve, ((1, 0), (1, 0), (-10, 10))))
+        other = OTHER_SCALE.get(curve)
+        self._draw(self.secondCurve, s if other else None, other, log_y, CURVE_HTML.get(other))
+        pinned = self._pinned
+        self._draw(self.pinCurve, pinned, curve, log_y, f"pinned: {pinned.name}" if pinned is not None else "")
+        self.points.setData(*knot_points(self._knots, curve, log_y))
+        pi.setLabel("left", CURVE_HTML[curve])
         vb = pi.getViewBox()
         vb.setLimits(xMin=-0.02 * s.T, xMax=1.02 * (s.T - 1))
         pi.setXRange(0, s.T - 1, padding=0.02)
         if self._drag_before is None:
             vb.enableAutoRange(y=True)
         self.marker.setBounds((0, s.T - 1))
+
+    def _draw(self, item, schedule: NoiseSchedule | None, curve: str | None, log_y: bool, label) -> None:
+        """Plot ``curve`` of ``schedule`` with ``item`` and name it in the legend; no schedule hides the item."""
+        if schedule is None:
+            item.setData([], [])
+            item.hide()
+            return
+        item.setData(np.arange(schedule.T), finite_or_nan(curve_values(schedule, curve), log_y))
+        item.show()
+        self.plot.getPlotItem().legend.addItem(item, label)
 
     # ----- slots -----------------------------------------------------------------------------------------
     def _on_preset_combo(self, index: int) -> None:
@@ -584,16 +495,8 @@ class SchedulePanel(QWidget):
         if self._schedule.name in PRESETS:
             self.apply_preset(T=T)
             return
-        # an edited schedule: stretch its control points to the new T
-        zt = zero_terminal(self._schedule)
-        new_last = T - 2 if zt else T - 1
-        if new_last < 1:
-            self.message.emit(f"Refused: T = {T} is too small for this schedule")
-            self._sync_controls()
-            return
-        try:
-            knots = self._knots.stretched(new_last)
-            schedule = schedule_from_knots(knots, T, zt)
+        try:  # an edited schedule: its control points stretched to the new T
+            knots, schedule = stretched_to(self._knots, self._schedule, T)
         except EditError as e:
             self.message.emit(f"Refused: {e}")
             self._sync_controls()
@@ -606,8 +509,7 @@ class SchedulePanel(QWidget):
             return
         self._curve = curve
         self.curveCombo.setToolTip(CURVE_TIPS[curve])
-        if self._knots.space != space_of(curve):
-            self._knots = fit_knots(self._schedule, space_of(curve))
+        self._knots = knots_in(space_of(curve), self._schedule, self._knots)
         with QSignalBlocker(self.logYCheck):
             self.logYCheck.setChecked(curve == "beta")
         self._sync_controls()

@@ -90,3 +90,36 @@ def test_stretched_knots_keep_an_edited_shape_when_T_changes():
     assert s.betas[101] == pytest.approx(0.01) and s.betas[199] == pytest.approx(0.02)
     with pytest.raises(EditError):
         k.stretched(0)
+
+
+def test_panel_edits_drag_add_stretch_and_the_points_drawn():
+    from core.schedule_edit import (CURVE_HTML, CURVE_TIPS, CURVES, knot_points, knots_in, point_added, rebuilt,
+                                    stretched_to, summary_html)
+    assert set(CURVE_HTML) == set(CURVE_TIPS) == set(CURVES)
+    assert "eq. 2" in CURVE_TIPS["beta"] and "<sub>" in CURVE_HTML["alphas_cumprod"]
+    s = NoiseSchedule.preset("linear", T=100)
+    k = Knots(BETA, (0, 30, 60, 99), (1e-4, 0.004, 0.01, 0.02))
+    assert k.dragged(1, 75, 0.005).t == (0, 59, 60, 99)             # kept left of its right neighbour
+    assert k.dragged(0, 40, 2e-4).t[0] == 0 and k.dragged(3, 10, 0.03).t[-1] == 99   # the ends stay put
+    assert k.dragged(2, 45, 0.011) == k.with_point(2, 45, 0.011)
+    added = point_added(k, s, 45.4)
+    assert added.t == (0, 30, 45, 60, 99) and added.v[2] == pytest.approx(s.betas[45])
+    for bad, match in ((0, "between t = 1 and t = 98"), (99, "between"), (30, "already a point")):
+        with pytest.raises(EditError, match=match):
+            point_added(k, s, bad)
+    assert np.array_equal(rebuilt(k, s).betas, schedule_from_knots(k, 100).betas)
+    zs = NoiseSchedule.preset("linear", T=100, zero_snr=True)
+    kz = fit_knots(zs, LOGSNR)
+    assert rebuilt(kz, zs).alphas_cumprod[-1] == 0.0
+    k2, s2 = stretched_to(kz, zs, 200)
+    assert k2.t[-1] == 198 and s2.T == 200 and s2.alphas_cumprod[-1] == 0.0
+    with pytest.raises(EditError, match="T = 2 is too small"):
+        stretched_to(kz, zs, 2)
+    assert knots_in(BETA, s, k) is k and knots_in(LOGSNR, s, k) == fit_knots(s, LOGSNR)
+    assert knots_in(BETA, s) == fit_knots(s, BETA)
+    x, y = knot_points(k, "beta", log_y=True)
+    assert np.array_equal(x, [0, 30, 60, 99]) and np.allclose(y, np.log10(k.v))
+    kl = fit_knots(s, LOGSNR)
+    assert np.allclose(knot_points(kl, "alphas_cumprod", False)[1], s.alphas_cumprod[list(kl.t)])
+    assert summary_html(s, 4) == "<b>linear</b> · T = 100 · β 0.0001 → 0.02 · ᾱ<sub>T−1</sub> = 0.364 · 4 control points"
+    assert "0 (zero terminal SNR)" in summary_html(zs, 5)
