@@ -201,10 +201,10 @@ def _init_defaults(cls) -> dict:
 
 
 @contextlib.contextmanager
-def _one_line_diffusers_messages(where):
-    """While diffusers builds or loads: its log records (printed straight to stderr, often several lines) and its
-    Python warnings become one ``UserWarning`` line each, led by ``where`` — the CLI shows them as
-    ``ddpm CMD: warning: …``."""
+def one_line_library_messages(where, loggers=("diffusers",)):
+    """While diffusers (or transformers) builds or loads: its log records (printed straight to stderr, often
+    several lines) and its Python warnings become one ``UserWarning`` line each, led by ``where`` — the CLI shows
+    them as ``ddpm CMD: warning: …``."""
     lines: list[str] = []
 
     class Collect(logging.Handler):
@@ -212,18 +212,20 @@ def _one_line_diffusers_messages(where):
             if record.levelno >= logging.WARNING:
                 lines.append(warning_line(record.getMessage()))
 
-    log = logging.getLogger("diffusers")
-    handler, propagate = Collect(), log.propagate
-    saved = log.handlers[:]
-    log.handlers[:] = [handler]
-    log.propagate = False
+    handler = Collect()
+    logs = [logging.getLogger(name) for name in loggers]
+    saved = [(log.handlers[:], log.propagate) for log in logs]
+    for log in logs:
+        log.handlers[:] = [handler]
+        log.propagate = False
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield
     finally:
-        log.handlers[:] = saved
-        log.propagate = propagate
+        for log, (handlers, propagate) in zip(logs, saved):
+            log.handlers[:] = handlers
+            log.propagate = propagate
     seen = set()
     for text in lines + [warning_line(w) for w in caught]:
         if text not in seen:
@@ -333,7 +335,7 @@ def load_diffusers(folder, device="cpu") -> DiffusersDenoiser:
     checked = check_unet2d_config(config, _init_defaults(UNet2DModel), cfg_path)
     check_capacity(cfg_path, unet2d_parameter_count(checked), weights)  # before anything is read or built
     try:
-        with _one_line_diffusers_messages(cfg_path):
+        with one_line_library_messages(cfg_path):
             net = UNet2DModel.from_config(config)
     except Exception as e:  # diffusers raises many kinds for a bad architecture
         reason = printable(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)[:200]
@@ -343,6 +345,21 @@ def load_diffusers(folder, device="cpu") -> DiffusersDenoiser:
     net.load_state_dict(state, strict=True)
     net.float()
 
+    out_ch = int(config.get("out_channels", config.get("in_channels", 3)))
+    in_ch = int(config.get("in_channels", 3))
+    if out_ch not in (in_ch, 2 * in_ch):
+        raise ModelLoadError(f"{cfg_path}: out_channels {out_ch} does not fit in_channels {in_ch}")
+    defaults = scheduler_defaults(sched_path)
+    set_alpha_to_one = defaults.pop("set_alpha_to_one")
+    den = DiffusersDenoiser(net, name=printable(folder.name), **defaults)
+    den.set_alpha_to_one = set_alpha_to_one
+    return den.to(device)
+
+
+def scheduler_defaults(sched_path: Path) -> dict:
+    """A diffusers ``scheduler_config.json`` (absent: diffusers' defaults) as our samplers' defaults: the
+    ``schedule`` and ``prediction_type``, ``variance_type``, ``clip_sample``, ``dynamic_threshold``,
+    ``timestep_spacing``, ``steps_offset`` and DDIM's ``set_alpha_to_one``, each checked (one line if not)."""
     sched = read_json(sched_path, "scheduler config") if sched_path.is_file() else {}
     prediction_type = sched.get("prediction_type", "epsilon")
     if prediction_type not in ("epsilon", "sample", "v_prediction"):
@@ -350,14 +367,15 @@ def load_diffusers(folder, device="cpu") -> DiffusersDenoiser:
     variance = sched.get("variance_type") or "fixed_small"
     if not isinstance(variance, str) or variance not in VARIANCE:
         raise ModelLoadError(f"{sched_path}: variance_type {shown(variance)} is not supported")
-    out_ch = int(config.get("out_channels", config.get("in_channels", 3)))
-    in_ch = int(config.get("in_channels", 3))
-    if out_ch not in (in_ch, 2 * in_ch):
-        raise ModelLoadError(f"{cfg_path}: out_channels {out_ch} does not fit in_channels {in_ch}")
+    spacing = sched.get("timestep_spacing")
+    if spacing is not None and spacing not in ("leading", "trailing", "linspace"):
+        raise ModelLoadError(f"{sched_path}: timestep_spacing {shown(spacing)} is not supported")
+    offset = sched.get("steps_offset", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= 1000:
+        raise ModelLoadError(f"{sched_path}: steps_offset must be an integer in 0…1000, got {shown(offset)}")
     threshold = ((float(sched.get("dynamic_thresholding_ratio", 0.995)), float(sched.get("sample_max_value", 1.0)))
                  if sched.get("thresholding") else None)
-    den = DiffusersDenoiser(net, schedule_from_config(sched, sched_path), prediction_type=prediction_type,
-                            variance_type=VARIANCE[variance], clip_sample=sched.get("clip_sample", True),
-                            name=printable(folder.name), timestep_spacing=sched.get("timestep_spacing"),
-                            steps_offset=sched.get("steps_offset", 0), dynamic_threshold=threshold)
-    return den.to(device)
+    return dict(schedule=schedule_from_config(sched, sched_path), prediction_type=prediction_type,
+                variance_type=VARIANCE[variance], clip_sample=bool(sched.get("clip_sample", True)),
+                timestep_spacing=spacing, steps_offset=offset, dynamic_threshold=threshold,
+                set_alpha_to_one=bool(sched.get("set_alpha_to_one", True)))

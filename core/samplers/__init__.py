@@ -24,7 +24,7 @@ from core.samplers.clipping import parse_threshold, process_x0
 from core.samplers.ddim import DDIMSolver
 from core.samplers.ddpm import VARIANCE_TYPES, DDPMSolver
 from core.samplers.dpm_solver import DPMSolverPP2M
-from core.samplers.guidance import GuidedModel
+from core.samplers.guidance import GuidedModel, TextCondition
 from core.samplers.timesteps import SPACINGS, max_steps, sdedit_timesteps, spaced_timesteps
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
@@ -115,13 +115,12 @@ def _labels(denoiser, class_labels, n: int, guidance: float, device) -> torch.Te
     return y.to(device).contiguous()
 
 
-def _x_start(x_start, n: int, denoiser, device) -> torch.Tensor:
+def _x_start(x_start, n: int, want: tuple, name: str) -> torch.Tensor:
     x = torch.as_tensor(x_start if isinstance(x_start, torch.Tensor) else np.asarray(x_start), dtype=torch.float32)
     if x.ndim == 3:
         x = x[None]
-    want = (denoiser.channels, denoiser.resolution, denoiser.resolution)
     if x.ndim != 4 or tuple(x.shape[1:]) != want:
-        raise SamplerError(f"x_start has shape {tuple(x.shape)}; {denoiser.name} needs B×{want[0]}×{want[1]}×{want[2]}")
+        raise SamplerError(f"x_start has shape {tuple(x.shape)}; {name} needs B×{want[0]}×{want[1]}×{want[2]}")
     if x.shape[0] == 1 and n > 1:
         x = x.expand(n, *want)
     elif x.shape[0] != n and n != 1:
@@ -131,11 +130,38 @@ def _x_start(x_start, n: int, denoiser, device) -> torch.Tensor:
     return x.contiguous()
 
 
+def _size(denoiser, size) -> tuple[int, int]:
+    if size is None:
+        return int(denoiser.resolution), int(denoiser.resolution)
+    if not (isinstance(size, (tuple, list)) and len(size) == 2):
+        raise SamplerError(f"size must be (height, width), got {size!r}")
+    return _int("height", size[0], 1, 16384), _int("width", size[1], 1, 16384)
+
+
+def _explicit_timesteps(timesteps, T: int) -> np.ndarray:
+    ts = np.asarray(timesteps)
+    if ts.ndim != 1 or len(ts) == 0 or not np.issubdtype(ts.dtype, np.integer):
+        raise SamplerError("timesteps must be a non-empty list of integers")
+    if np.any(np.diff(ts) >= 0) or ts.min() < 0 or ts.max() > T - 1:
+        raise SamplerError(f"timesteps must descend strictly within 0…{T - 1}")
+    return ts.astype(np.int64)
+
+
+def _text_condition(denoiser, cond: TextCondition, n: int, device) -> TextCondition:
+    if not getattr(denoiser, "cross_attention", False):
+        raise SamplerError(f"{denoiser.name} takes no text prompt")
+    if len(cond) != n or cond.negative.shape != cond.embeds.shape:
+        raise SamplerError(f"text condition for {len(cond)} images (negative {tuple(cond.negative.shape)}) "
+                           f"for a batch of {n}")
+    return TextCondition(cond.embeds.to(device), cond.negative.to(device))
+
+
 def sample(denoiser, schedule=None, sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0,
            seed: int = 0, n: int = 1, class_labels=None, guidance: float = 1.0, variance_type: str | None = None,
            clip_sample: bool | None = None, dynamic_threshold=None, timestep_spacing: str | None = None,
            x_start=None, t_start: int | None = None, device=None, precision: str = "fp32",
-           channels_last: bool = False, use_clipped_model_output: bool = False) -> Iterator[SamplerStep]:
+           channels_last: bool = False, use_clipped_model_output: bool = False, size=None, condition=None,
+           timesteps=None, generator: torch.Generator | None = None) -> Iterator[SamplerStep]:
     """Generate ``n`` images with ``denoiser``; returns a generator of :class:`SamplerStep`.
 
     - ``schedule``: default the denoiser's own (required for the oracle, which works on any schedule).
@@ -150,6 +176,13 @@ def sample(denoiser, schedule=None, sampler: str = "ddpm", steps: int | None = N
       from there over timesteps spaced evenly in 0…t_start (``steps`` capped to fit).
     - ``device``: default the denoiser's; ``precision``: fp32 | bf16 | fp16 autocast for the network;
       ``channels_last``: NHWC memory format for the network (GPUs).
+    - ``size``: (H, W) of x_t, default (resolution, resolution); a latent model's latents may be any size.
+    - ``condition``: a :class:`~core.samplers.guidance.TextCondition` for a text-conditioned (cross-attention)
+      UNet, one row per image; guided when ``guidance`` > 1 (as diffusers' Stable Diffusion pipelines).
+    - ``timesteps``: the timesteps to visit, strictly descending (overrides ``steps``/spacing; with ``x_start``
+      the image is noised to the first one — diffusers' img2img ``strength`` picks a tail of the usual spacing).
+    - ``generator``: a CPU ``torch.Generator`` to draw from instead of a fresh one seeded with ``seed`` (so a
+      caller's earlier draws, e.g. a VAE's latent sample, come first in the same stream, as in diffusers).
     """
     _check_sampler(sampler)
     schedule = schedule if schedule is not None else denoiser.schedule
@@ -181,34 +214,49 @@ def sample(denoiser, schedule=None, sampler: str = "ddpm", steps: int | None = N
 
     if (x_start is None) != (t_start is None):
         raise SamplerError("x_start and t_start go together (denoise an image from step t_start)")
-    timesteps = plan_timesteps(T, sampler, steps, spacing, getattr(denoiser, "steps_offset", 0), t_start)
+    if timesteps is not None:
+        timesteps = _explicit_timesteps(timesteps, T)
+    else:
+        timesteps = plan_timesteps(T, sampler, steps, spacing, getattr(denoiser, "steps_offset", 0), t_start)
+    height, width = _size(denoiser, size)
     if x_start is not None:
-        x_start = _x_start(x_start, n, denoiser, "cpu")
+        x_start = _x_start(x_start, n, (denoiser.channels, height, width), denoiser.name)
         n = x_start.shape[0]
-    labels = _labels(denoiser, class_labels, n, guidance, dev)
+    if condition is not None:
+        if class_labels is not None:
+            raise SamplerError("a text condition and class labels cannot be combined")
+        cond = _text_condition(denoiser, condition, n, dev)
+    elif getattr(denoiser, "cross_attention", False):
+        raise SamplerError(f"{denoiser.name} needs a text condition (a prompt)")
+    else:
+        cond = _labels(denoiser, class_labels, n, guidance, dev)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise SamplerError("generator must be a torch.Generator")
 
     ab = np.maximum(np.asarray(schedule.alphas_cumprod, dtype=np.float64), MIN_ALPHA_CUMPROD)
     if sampler == "ddpm":
         solver = DDPMSolver(ab, timesteps, variance_type)
     elif sampler == "ddim":
-        solver = DDIMSolver(ab, timesteps, eta)
+        final = 1.0 if getattr(denoiser, "set_alpha_to_one", True) else float(ab[0])
+        solver = DDIMSolver(ab, timesteps, eta, final_alpha_cumprod=final)
     else:
         solver = DPMSolverPP2M(ab, timesteps)
     if denoiser.device != dev:
         denoiser.to(dev)
     if channels_last and hasattr(denoiser, "net"):
         denoiser.net.to(memory_format=torch.channels_last)
-    model = GuidedModel(denoiser, schedule, labels, guidance, ctx)
-    return _run(denoiser, schedule, solver, model, timesteps, ab, n, seed, x_start, clip, threshold, dev,
+    model = GuidedModel(denoiser, schedule, cond, guidance, ctx)
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    shape = (n, denoiser.channels, height, width)
+    return _run(denoiser, solver, model, timesteps, ab, shape, gen, x_start, clip, threshold, dev,
                 channels_last, bool(use_clipped_model_output) and (clip or threshold is not None))
 
 
-def _run(denoiser, schedule, solver, model, timesteps, ab, n, seed, x_start, clip, threshold, dev, channels_last,
+def _run(denoiser, solver, model, timesteps, ab, shape, gen, x_start, clip, threshold, dev, channels_last,
          eps_from_clipped=False):
     """The loop: one (guided) model call, x̂_0 (and ε̂ for DDIM), clipping, noise, solver step, yield."""
     ptype = denoiser.prediction_type
-    shape = (n, denoiser.channels, denoiser.resolution, denoiser.resolution)
-    gen = torch.Generator().manual_seed(seed)
+    n = shape[0]
     total = len(timesteps)
     a_t = np.sqrt(ab[timesteps]).tolist()
     s_t = np.sqrt(1.0 - ab[timesteps]).tolist()

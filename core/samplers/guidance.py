@@ -2,32 +2,51 @@
 
     out = out_uncond + w · (out_cond − out_uncond)
 
-computed in one batched call on [x_t; x_t] with [null; y] labels. The combination is linear, so it is the same for
-ε, x_0 and v outputs. w = 1 is plain conditional sampling (one un-doubled call)."""
+computed in one batched call on [x_t; x_t] with [null; y] conditions. The combination is linear, so it is the same
+for ε, x_0 and v outputs. The condition is a class label (null = −1; w = 1 is plain conditional sampling, one
+un-doubled call) or a prompt's text embeddings (:class:`TextCondition`; null = the negative or empty prompt's
+embeddings; guided only for w > 1, as diffusers' ``StableDiffusionPipeline``)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 
-class GuidedModel:
-    """Calls ``denoiser.model_output`` for a fixed batch: labels, the doubled batch and null labels are built once."""
+@dataclass(frozen=True)
+class TextCondition:
+    """A cross-attention UNet's condition for a batch: the prompt's text embeddings (B×L×D) and the negative (or
+    empty) prompt's, the "no condition" side of guidance."""
 
-    def __init__(self, denoiser, schedule, labels: torch.Tensor | None, guidance: float, autocast):
+    embeds: torch.Tensor
+    negative: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.embeds.shape[0])
+
+
+class GuidedModel:
+    """Calls ``denoiser.model_output`` for a fixed batch: the condition, the doubled batch and the null condition
+    are built once. ``cond`` is a (B,) label tensor or a :class:`TextCondition`, passed to the model as its third
+    argument (``class_labels``, or a cross-attention UNet's ``encoder_hidden_states``)."""
+
+    def __init__(self, denoiser, schedule, cond, guidance: float, autocast):
         self.denoiser, self.schedule, self.autocast = denoiser, schedule, autocast
-        self.labels = labels
-        self.guided = labels is not None and guidance != 1.0
         self.w = float(guidance)
-        if self.guided:
-            self.labels = torch.cat([torch.full_like(labels, -1), labels])
+        if isinstance(cond, TextCondition):
+            self.guided = self.w > 1.0
+            self.cond = torch.cat([cond.negative, cond.embeds]) if self.guided else cond.embeds
+        else:
+            self.guided = cond is not None and self.w != 1.0
+            self.cond = torch.cat([torch.full_like(cond, -1), cond]) if self.guided else cond
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x: B×C×H×W; t: (B,) timesteps (already doubled to (2B,) by the caller when guided)."""
         with self.autocast:
             if not self.guided:
-                out = self.denoiser.model_output(x, t, class_labels=self.labels, schedule=self.schedule)
+                out = self.denoiser.model_output(x, t, self.cond, schedule=self.schedule)
             else:
-                both = self.denoiser.model_output(torch.cat([x, x]), t, class_labels=self.labels,
-                                                  schedule=self.schedule)
+                both = self.denoiser.model_output(torch.cat([x, x]), t, self.cond, schedule=self.schedule)
                 uncond, cond = both.chunk(2)
                 out = torch.lerp(uncond.float(), cond.float(), self.w)
         return out if out.dtype == x.dtype else out.to(x.dtype)
