@@ -15,6 +15,7 @@ default); the VAE decodes in tiles above :data:`TILE_ABOVE` pixels.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import numbers
 import os
 from dataclasses import dataclass
@@ -372,11 +373,8 @@ def one_line_quiet():
 
 def _load_part(cls, part: _Part, dtype):
     kwargs = dict(local_files_only=True, use_safetensors=True)
-    try:  # accelerate builds the network on the meta device and loads into it: no random init of every weight
-        import accelerate  # noqa: F401
-        kwargs["low_cpu_mem_usage"] = True
-    except ImportError:
-        kwargs["low_cpu_mem_usage"] = False
+    # accelerate builds the network on the meta device and loads into it: no random init of every weight
+    kwargs["low_cpu_mem_usage"] = importlib.util.find_spec("accelerate") is not None
     if part.variant:
         kwargs["variant"] = part.variant
     try:
