@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import warnings
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
@@ -30,6 +31,11 @@ def user_path(text: str) -> str:
     """``text`` with our atomic writers' temporary names (``dir/.out.png.tmp-abc.png``) put back as the user's
     path (``dir/out.png``)."""
     return _TEMP_NAME.sub(lambda m: f"{m.group('dir') or ''}{m.group('name')}", text)
+
+
+def first_line(text: str) -> str:
+    """The first line of ``text`` after stripping it ("" for blank text): what a status bar or message box shows."""
+    return (text.strip().splitlines() or [""])[0]
 
 
 def one_line(exc: BaseException) -> str:
@@ -62,26 +68,79 @@ def warning_line(w: warnings.WarningMessage | Warning | str) -> str:
     return printable(user_path(text.splitlines()[0].strip() if text else type(message).__name__))
 
 
-@contextlib.contextmanager
-def relay_warnings(report):
-    """Inside the block, every warning is caught and passed to ``report(line)`` as one line (each distinct line
-    once), instead of Python printing its multi-line ``UserWarning`` text."""
-    seen: set[str] = set()
+class WarningRouter:
+    """Sends the warnings raised on a thread, while it is inside :meth:`relay`, to that thread's report function as
+    one line (each distinct line once per block); warnings on other threads go where they went before.
 
-    def show(message, category, filename, lineno, file=None, line=None):
+    ``warnings.catch_warnings`` swaps process-wide state and is not safe when several threads enter and leave it in
+    any order (Python < 3.14): two overlapping worker runs would restore each other's ``showwarning`` and leave it
+    replaced for good. Here one hook is installed while any thread relays (counted under a lock) and picks the
+    current thread's report function; the warning filters are left as they are."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._fallback = None
+        self._local = threading.local()
+        self._hook = self._show   # one bound-method object, so ``warnings.showwarning is self._hook`` holds
+
+    def _show(self, message, category, filename, lineno, file=None, line=None):
+        target = getattr(self._local, "target", None)
+        if target is None:
+            fallback = self._fallback or warnings._showwarning_orig
+            return fallback(message, category, filename, lineno, file, line)
+        report, seen = target
         text = warning_line(message)
         if text not in seen:
             seen.add(text)
-            report(text)
+            try:
+                report(text)
+            except Exception:  # noqa: BLE001 - a warning must never end a run
+                pass
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        old = warnings.showwarning
-        warnings.showwarning = show
+    def _install(self) -> None:
+        if warnings.showwarning is not self._hook:
+            self._fallback = warnings.showwarning
+            warnings.showwarning = self._hook
+
+    def check(self) -> None:
+        """Re-install the hook if someone replaced ``showwarning`` meanwhile (a ``catch_warnings`` block that began
+        before a relay and ended during it)."""
+        if warnings.showwarning is not self._hook:
+            with self._lock:
+                if self._users:
+                    self._install()
+
+    @contextlib.contextmanager
+    def relay(self, report):
+        """Inside the block, this thread's warnings go to ``report(line)``; an enclosing block's resume after it."""
+        outer = getattr(self._local, "target", None)
+        self._local.target = (report, set())
+        with self._lock:
+            self._users += 1
+            self._install()
         try:
             yield
         finally:
-            warnings.showwarning = old
+            self._local.target = outer
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and warnings.showwarning is self._hook:
+                    warnings.showwarning = self._fallback or warnings._showwarning_orig
+                    self._fallback = None
+
+
+warning_router = WarningRouter()
+
+
+@contextlib.contextmanager
+def relay_warnings(report):
+    """Inside the block, every warning of this thread (the filters set to ``"always"``) is passed to
+    ``report(line)`` as one line, each distinct line once, instead of Python printing its multi-line text."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with warning_router.relay(report):
+            yield
 
 
 def json_text(obj, **kw) -> str:

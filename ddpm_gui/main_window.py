@@ -48,7 +48,7 @@ from core.images import load_image, make_grid, save_image, to_uint8
 from core.jobs.chain import ChainCache, ChainFrame, chain_frames
 from core.jobs.chain import chain_stride as chain_pixel_stride
 from core.jobs.threads import one_torch_thread
-from core.messages import one_line
+from core.messages import first_line, one_line
 from core.outputs import check_output_file, refuse_overwriting_inputs
 from core.photo import Photo, PreparedPhoto, noise_job, prepare_photo
 from core.readout import (closed_form_psnr, display_stride, histogram_index, histogram_values, psnr_db,
@@ -268,7 +268,7 @@ class MainWindow(PhotoIntake, QMainWindow):
 
     def show_warning(self, line: str, source: str = "") -> None:
         """A warning (e.g. one a worker's run raised) as one line in the status bar; no message box."""
-        line = (line.strip().splitlines() or [""])[0]
+        line = first_line(line)
         self.last_warning = f"{source}: warning: {line}" if source else f"warning: {line}"
         self.statusBar().showMessage(self.last_warning, 10000)
 
@@ -294,7 +294,7 @@ class MainWindow(PhotoIntake, QMainWindow):
 
     def show_error(self, message: str, title: str = "DDPM Studio") -> None:
         """A one-line message in a non-blocking message box and in the status bar."""
-        message = (message.strip().splitlines() or [""])[0]
+        message = first_line(message)
         self.last_error = message
         self.statusBar().showMessage(message, 10000)
         if self._closing:

@@ -19,7 +19,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QImage, QPainter
 
 from core.images import from_uint8, sample_path
-from core.messages import one_line
+from core.messages import first_line, one_line
 from core.photo import LoadedPhoto, load_photo, peek_size, photo_from_array, photo_job, prepare_photo
 from ddpm_gui.image_views import u8_from_qimage
 
@@ -155,7 +155,7 @@ class PhotoIntake:
 
     def _photo_failed(self, message: str, quiet: bool, title: str = "Cannot open image",
                       fallback: bool = True) -> None:
-        message = (message.strip().splitlines() or [""])[0]
+        message = first_line(message)
         if quiet:
             self.statusBar().showMessage(message, 10000)
         else:

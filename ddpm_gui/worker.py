@@ -1,48 +1,23 @@
 """Run a ``core`` generator on a worker thread and show what it yields without ever blocking the UI.
 
-The engine side is always a plain generator (a sampler, the training loop, the bound, the Markov chain): each
-``yield`` is a point where the run can be cancelled and a value can be shown. This module is the loop around it,
-after superqt's ``GeneratorWorker`` and Orange's one-task-per-widget executor:
+The engine side is a plain generator (a sampler, the training loop, the bound, the Markov chain): each ``yield`` is
+a point where the run can be cancelled and a value shown. This module is the loop around it, after superqt's
+``GeneratorWorker`` and Orange's one-task-per-widget executor:
 
-``GeneratorWorker`` (a daemon ``threading.Thread``, not a ``QThread``)
-    Each turn: if abort was requested, stop; else advance the generator one step and hand the value to the UI as a
-    *copy* (:func:`copy_payload`: numpy arrays copied, torch tensors detached → CPU → numpy copies). When the run
-    ends it emits exactly one of ``finished(return_value)``, ``cancelled(n_yielded)``, ``errored(exception)`` and
-    then ``done()``. On cancel or error the generator is ``close()``-d in the worker thread, so its ``finally``
-    blocks free memory (GPU memory too) before ``cancelled`` is emitted. A function that never yields can never
-    be cancelled: keep model calls inside the loop, one per turn. A bare ``yield`` (None) is a cancel point
-    with nothing to show: it is counted but not emitted. A Python warning raised in the run (a ``UserWarning`` of
-    torch, a ``RuntimeWarning`` of numpy) is emitted once per run as one line through ``warned(str)`` instead of
-    being printed to stderr (:func:`core.messages.warning_line`).
+- :class:`GeneratorWorker` (a daemon ``threading.Thread``): each turn, stop if abort was requested, else advance the
+  generator once and hand the value to the UI as a :func:`copy_payload`. It ends with exactly one of
+  ``finished(value)``, ``cancelled(n_yielded)``, ``errored(exc)``, then ``done()``; on cancel or error the generator
+  is closed in the worker thread, so its ``finally`` frees memory first. A bare ``yield`` is a cancel point with
+  nothing to show; a function that never yields can never be cancelled. A Python warning raised in the run is
+  emitted once per run as one line through ``warned(str)`` (:class:`core.messages.WarningRouter`), not printed.
+- :class:`FrameMailbox` keeps only the newest value; :class:`PaintThrottle` paints it at most ``max_fps`` times a
+  second.
+- :class:`WorkerRunner`, what a panel needs: one run at a time per owner; a replaced run's callbacks never fire.
 
-``FrameMailbox``
-    A one-slot, thread-safe "newest value" box. The worker ``put``-s every value (replacing the old one) and
-    signals ``available`` only when the box goes from empty to full, so however fast the worker runs there is at
-    most one notification queued in the UI's event loop.
-
-``PaintThrottle``
-    Takes the newest value from a mailbox and calls a paint function at most ``max_fps`` times a second (default
-    30); a value that arrives too early is painted when its turn comes, and only the newest one is.
-
-``WorkerRunner`` — the one class most panels need
-    One per owner (a panel). ``start(fn, *args, on_frame=…, on_yield=…, on_finished=…, on_cancelled=…,
-    on_error=…)`` cancels the owner's previous run and starts a new one; callbacks of a run that was replaced are
-    never called, so a late frame of an old run can't land in the new one. ``on_frame`` goes through the mailbox
-    and the throttle (for pictures), ``on_yield`` receives every value (for progress or recording; leave it out
-    for fast generators). The last frame is always painted before ``on_finished``. Errors go to ``on_error`` or,
-    when there is none, to the runner's ``error(str)`` signal as one line (the main window shows it).
-    ``cancel()`` answers at once and the run stops at its next ``yield``.
-
-Closing: :func:`shutdown_all` asks every live worker to stop and waits for them, but only about a second in all
-(:data:`CLOSE_WAIT_S`): a run that yields stops at its next ``yield`` (its ``finally`` blocks run); a run inside
-one call that cannot be interrupted (a model load from a slow disk, a blocking call) is *abandoned*: its signals
-are detached, it stays referenced, and because its thread is a daemon Python thread (no Qt object owns a running
-thread) the process exits without waiting for it and without "QThread: Destroyed while thread is still running".
-The main window calls it from ``closeEvent`` and ``ddpm-gui`` again after the event loop ends, then ends the
-process at once if a worker is still stuck (:func:`exit_now_if_abandoned`: a daemon thread that comes back from
-torch's C++ code while Python finalizes would abort the process). A script that ends with workers running waits
-for them a few seconds at exit (an ``atexit`` hook). A worker object stays referenced until its thread has really
-ended, and is dropped on the UI thread only.
+Closing: :func:`shutdown_all` asks every worker to stop and waits about a second in all (:data:`CLOSE_WAIT_S`); a
+run inside one call that cannot be interrupted (a model load from a slow disk) is abandoned, and since its thread
+is a daemon, the process exits without it (:func:`exit_now_if_abandoned`). A worker stays referenced until its
+thread has ended and is dropped on the UI thread only.
 
 Example::
 
@@ -63,23 +38,20 @@ import os
 import sys
 import threading
 import time
-import warnings
 from typing import Any, Callable
 
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, Slot
 
-from core.jobs.threads import background_priority  # noqa: F401 - part of this module's API
-from core.messages import one_line, warning_line
+from core.messages import one_line, warning_router
 
 log = logging.getLogger(__name__)
 
 __all__ = ["GeneratorWorker", "WorkerSignals", "FrameMailbox", "PaintThrottle", "WorkerRunner", "copy_payload",
-           "one_line", "shutdown_all", "live_workers", "abandoned_workers", "background_priority", "CLOSE_WAIT_S",
-           "exit_now_if_abandoned"]
+           "one_line", "shutdown_all", "live_workers", "CLOSE_WAIT_S", "exit_now_if_abandoned"]
 
 CLOSE_WAIT_S = 1.0   # closing waits at most this long, in all, for the workers to stop
-EXIT_WAIT_S = 10.0   # a script that ends with a worker still running waits at most this long for it (see below)
+EXIT_WAIT_S = 10.0   # a script that ends with workers running waits at most this long for them (atexit)
 
 
 def copy_payload(value: Any) -> Any:
@@ -103,11 +75,9 @@ def copy_payload(value: Any) -> Any:
     return value
 
 
-# Workers whose thread may still be running, kept from start() until their thread has ended. They are dropped on
-# the UI thread only: the last reference to a worker must never die on its own thread (its WorkerSignals is a
-# QObject, and a Qt object destroyed on a worker thread can deadlock PySide6; see collect_garbage_on_ui_thread).
+# Workers whose thread may still be running, kept from start() until their thread has ended and dropped on the UI
+# thread only: a Qt object (a worker's WorkerSignals) destroyed on a worker thread can deadlock PySide6.
 _live: set["GeneratorWorker"] = set()
-_abandoned: set["GeneratorWorker"] = set()   # left running at close, inside one long call
 _live_lock = threading.Lock()
 
 
@@ -117,32 +87,36 @@ def live_workers() -> list["GeneratorWorker"]:
         return list(_live)
 
 
-def abandoned_workers() -> list["GeneratorWorker"]:
-    """Workers that :func:`shutdown_all` left running because they were inside one call that cannot be
-    interrupted; they end on their own (their results go nowhere) or with the process."""
+def _forget(worker: "GeneratorWorker") -> None:
     with _live_lock:
-        return [w for w in _abandoned if w.isRunning()]
+        _live.discard(worker)
+
+
+def _join(worker: "GeneratorWorker", timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for ``worker``'s thread and forget the worker if it has ended (UI thread)."""
+    ended = worker.wait(max(0, int(timeout_s * 1000)))
+    if ended:
+        _forget(worker)
+    return ended
 
 
 def shutdown_all(timeout_s: float = CLOSE_WAIT_S) -> bool:
-    """Ask every live worker to stop and wait for them, ``timeout_s`` in all. True if all ended.
+    """Ask every live worker to stop and wait for them, ``timeout_s`` in all; True if all ended. The window's
+    ``closeEvent`` and ``ddpm-gui`` call it, and a script that ends with workers running does at exit.
 
-    A worker still inside one long call at the deadline is abandoned, never destroyed while running: it stays
-    referenced, its thread is a daemon thread, so the process can exit without it. It is logged (not an error)."""
+    A worker still inside one long call at the deadline is abandoned (logged, not an error), never destroyed while
+    running: it stays referenced, and its daemon thread lets the process exit without it."""
     workers = live_workers()
     for w in workers:
         w.abort()
     deadline = time.monotonic() + max(0.0, timeout_s)
-    ok = True
-    for w in workers:
-        if w.wait(max(0, int((deadline - time.monotonic()) * 1000))):
-            _forget(w)
-        else:
-            ok = False
-            with _live_lock:
-                _abandoned.add(w)
-            log.info("worker %s is inside a call that cannot be interrupted; left to end on its own", w.name)
-    return ok
+    stuck = [w for w in workers if not _join(w, deadline - time.monotonic())]
+    for w in stuck:
+        log.info("worker %s is inside a call that cannot be interrupted; left to end on its own", w.name)
+    return not stuck
+
+
+atexit.register(shutdown_all, EXIT_WAIT_S)   # before Python finalizes: see exit_now_if_abandoned
 
 
 def exit_now_if_abandoned(code: int) -> None:
@@ -152,7 +126,7 @@ def exit_now_if_abandoned(code: int) -> None:
     ``pthread_exit``, and unwinding it through C++ frames aborts the process ("terminate called without an active
     exception"). ``ddpm-gui`` calls this after its event loop (settings are saved by then): with nothing stuck it
     returns, and Python exits normally."""
-    if abandoned_workers() or any(w.isRunning() for w in live_workers()):
+    if any(w.isRunning() for w in live_workers()):
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -161,99 +135,14 @@ def exit_now_if_abandoned(code: int) -> None:
         os._exit(code)
 
 
-@atexit.register
-def _wait_at_exit() -> None:
-    """A script that did not go through ``ddpm-gui`` and ends with workers running: ask them to stop and wait (at
-    most :data:`EXIT_WAIT_S`) before Python finalizes, for the reason given in :func:`exit_now_if_abandoned`."""
-    workers = [w for w in live_workers() if w.isRunning()]
-    for w in workers:
-        w.abort()
-    deadline = time.monotonic() + EXIT_WAIT_S
-    for w in workers:
-        w.wait(max(0, int((deadline - time.monotonic()) * 1000)))
-
-
-def _forget(worker: "GeneratorWorker") -> None:
-    with _live_lock:
-        _live.discard(worker)
-        _abandoned.discard(worker)
-
-
-class _WarningRelay:
-    """Python warnings raised on a worker's thread go to that worker's report function as one line (each distinct
-    line once per run); warnings on any other thread go where they went before.
-
-    ``warnings.catch_warnings`` (what :func:`core.messages.relay_warnings` uses) swaps process-wide state and is not
-    safe when several threads enter and leave it in any order (Python < 3.14): two overlapping runs would restore
-    each other's state and leave ``showwarning`` replaced for good. Here one router is installed while any run is
-    relaying (counted under a lock) and picks the report function of the current thread; the warning filters are
-    left as they are (so, as everywhere in Python, one warning from one place is shown once per process, and
-    deprecation warnings stay hidden)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._users = 0
-        self._fallback = None
-        self._local = threading.local()
-        self._hook = self._show   # one bound-method object, so ``warnings.showwarning is self._hook`` holds
-
-    def _show(self, message, category, filename, lineno, file=None, line=None):
-        target = getattr(self._local, "target", None)
-        if target is None:
-            fallback = self._fallback or warnings._showwarning_orig
-            return fallback(message, category, filename, lineno, file, line)
-        report, seen = target
-        text = warning_line(message)
-        if text not in seen:
-            seen.add(text)
-            try:
-                report(text)
-            except Exception:  # noqa: BLE001 - a warning must never end a run
-                log.debug("could not relay a warning", exc_info=True)
-
-    def _install(self) -> None:
-        if warnings.showwarning is not self._hook:
-            self._fallback = warnings.showwarning
-            warnings.showwarning = self._hook
-
-    def enter(self, report: Callable[[str], None]) -> None:
-        self._local.target = (report, set())
-        with self._lock:
-            self._users += 1
-            self._install()
-
-    def check(self) -> None:
-        """Re-install the router if someone replaced ``showwarning`` meanwhile (a ``catch_warnings`` block that
-        began before this run and ended during it)."""
-        if warnings.showwarning is not self._hook:
-            with self._lock:
-                if self._users:
-                    self._install()
-
-    def leave(self) -> None:
-        self._local.target = None
-        with self._lock:
-            self._users -= 1
-            if self._users == 0 and warnings.showwarning is self._hook:
-                warnings.showwarning = self._fallback or warnings._showwarning_orig
-                self._fallback = None
-
-
-_relay = _WarningRelay()
-
-
 _gc_guard = None
 
 
 def collect_garbage_on_ui_thread() -> None:
-    """Make Python's cyclic garbage collection run on the UI thread only (call from the UI thread; idempotent).
-
-    Automatic collection runs in whichever thread happens to allocate when a threshold is crossed. If that is a
-    worker and the garbage holds a Qt object (a window or dialog a test or the user dropped), its destructor runs
-    on the worker: PySide6 then deadlocks — the worker holds a Qt mutex and waits for the GIL while the UI thread
-    holds the GIL and waits for that mutex (seen here, a full test run hung). pyqtgraph's ``GarbageCollector``
-    turns automatic collection off and collects on a UI-thread timer instead.
-    """
+    """Make Python's cyclic garbage collection run on the UI thread only (call from the UI thread; idempotent),
+    with pyqtgraph's ``GarbageCollector`` (a UI-thread timer). A collection on a worker that destroys a dropped
+    window deadlocks PySide6: the worker holds a Qt mutex and waits for the GIL, the UI thread the other way round
+    (a full test run hung)."""
     global _gc_guard
     app = QCoreApplication.instance()
     if _gc_guard is not None or app is None or QThread.currentThread() is not app.thread():
@@ -305,14 +194,12 @@ class FrameMailbox(QObject):
         self._lock = threading.Lock()
         self._value: Any = None
         self._full = False
-        self.puts = 0      # how many values were offered (for tests and statistics)
         self.dropped = 0   # how many were replaced before anyone took them
 
     def put(self, value: Any) -> None:
         with self._lock:
             was_full = self._full
             self._value, self._full = value, True
-            self.puts += 1
             if was_full:
                 self.dropped += 1
         if not was_full:
@@ -325,9 +212,6 @@ class FrameMailbox(QObject):
                 return False, None
             value, self._value, self._full = self._value, None, False
             return True, value
-
-    def clear(self) -> None:
-        self.take()
 
 
 class PaintThrottle(QObject):
@@ -343,7 +227,6 @@ class PaintThrottle(QObject):
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self.flush)
-        self.paints = 0
         mailbox.available.connect(self._on_available)
 
     @Slot()
@@ -361,7 +244,6 @@ class PaintThrottle(QObject):
         ok, value = self._mailbox.take()
         if ok:
             self._last = time.perf_counter()
-            self.paints += 1
             self._paint(value)
 
     def stop(self) -> None:
@@ -373,14 +255,10 @@ class PaintThrottle(QObject):
 
 
 class GeneratorWorker:
-    """Runs ``fn(*args, **kwargs)`` — a generator function (or a plain function) — on its own daemon thread.
-
-    See the module docstring for the protocol. ``mailbox`` receives every value (newest wins); ``emit_yielded``
-    also emits each value through ``signals.yielded``. The thread is a plain Python daemon thread, so a run that
-    is stuck in one call when the app quits can never abort the process the way a running ``QThread`` does when
-    it is destroyed; its signals reach the UI thread as queued signals all the same. ``start``, ``wait(ms)``,
-    ``isRunning`` and ``isFinished`` behave as ``QThread``'s.
-    """
+    """Runs ``fn(*args, **kwargs)`` — a generator function (or a plain function) — on its own daemon thread (see
+    the module docstring). ``mailbox`` receives every value (newest wins); ``emit_yielded`` also emits each through
+    ``signals.yielded``. Unlike a ``QThread``, a thread stuck in one call when the app quits never aborts the
+    process; ``start``, ``wait(ms)``, ``isRunning`` and ``isFinished`` behave as ``QThread``'s."""
 
     def __init__(self, fn: Callable, *args, mailbox: FrameMailbox | None = None, emit_yielded: bool = True,
                  name: str = "", **kwargs):
@@ -412,10 +290,6 @@ class GeneratorWorker:
         """Ask the run to stop at its next ``yield`` (returns at once)."""
         self._abort.set()
 
-    @property
-    def abort_requested(self) -> bool:
-        return self._abort.is_set()
-
     def isRunning(self) -> bool:  # noqa: N802 - QThread's name
         return self._thread is not None and self._thread.is_alive()
 
@@ -434,11 +308,8 @@ class GeneratorWorker:
     # ----- the loop (worker thread) ------------------------------------------------------------------------
     def run(self) -> None:
         sig = self.signals
-        _relay.enter(sig.warned.emit)
-        try:
+        with warning_router.relay(sig.warned.emit):
             outcome, payload = self._loop(sig)
-        finally:
-            _relay.leave()
         self.outcome = outcome
         if outcome == "finished":
             sig.finished.emit(payload)
@@ -451,8 +322,6 @@ class GeneratorWorker:
 
     def _loop(self, sig: WorkerSignals) -> tuple[str, Any]:
         sig.started.emit()
-        # With neither a mailbox nor the yielded signal, values cross no thread: no copy (a Generate run records
-        # its frames itself, and a copy per step is pure overhead for a small model)
         forward = self._mailbox is not None or self._emit_yielded
         gen = None
         outcome, payload = "finished", None
@@ -464,14 +333,14 @@ class GeneratorWorker:
                     if self._abort.is_set():
                         outcome, payload = "cancelled", self.n_yielded
                         break
-                    _relay.check()
+                    warning_router.check()
                     try:
                         value = next(gen)
                     except StopIteration as stop:
                         payload = copy_payload(stop.value)
                         break
                     self.n_yielded += 1
-                    if value is None or not forward:  # a bare ``yield``, or nobody to hand values to
+                    if value is None or not forward:  # a bare ``yield``, or no one to hand a copy to
                         continue
                     value = copy_payload(value)
                     if self._mailbox is not None:
@@ -538,14 +407,8 @@ class WorkerRunner(QObject):
         self._current = worker
         self._callbacks = dict(frame=on_frame, yielded=on_yield, finished=on_finished, cancelled=on_cancelled,
                                errored=on_error, done=on_done)
-        s = worker.signals
-        # Bound methods of this QObject (which lives in the UI thread) → queued connections from the worker.
-        s.yielded.connect(self._on_yielded)
-        s.finished.connect(self._on_finished)
-        s.cancelled.connect(self._on_cancelled)
-        s.errored.connect(self._on_errored)
-        s.done.connect(self._on_done)
-        s.warned.connect(self._on_warned)
+        for sig, slot in self._wiring(worker.signals):   # slots of this UI-thread QObject: queued connections
+            sig.connect(slot)
         self.runs_started += 1
         worker.start()
         self.running_changed.emit(True)
@@ -573,12 +436,7 @@ class WorkerRunner(QObject):
         self._closed = True
         worker = self._current
         self._detach_current()
-        if worker is None:
-            return True
-        ok = worker.wait(int(max(0.0, timeout_s) * 1000))
-        if ok:
-            _forget(worker)
-        return ok
+        return worker is None or _join(worker, timeout_s)
 
     # ----- internals ---------------------------------------------------------------------------------------
     def _detach_current(self) -> None:
@@ -586,10 +444,7 @@ class WorkerRunner(QObject):
         if worker is None:
             return
         worker.abort()
-        s = worker.signals
-        for sig, slot in ((s.yielded, self._on_yielded), (s.finished, self._on_finished),
-                          (s.cancelled, self._on_cancelled), (s.errored, self._on_errored),
-                          (s.done, self._on_done), (s.warned, self._on_warned)):
+        for sig, slot in self._wiring(worker.signals):
             try:
                 sig.disconnect(slot)
             except (RuntimeError, TypeError):
@@ -601,6 +456,10 @@ class WorkerRunner(QObject):
         self._current = None
         self._callbacks = {}
         self.running_changed.emit(False)
+
+    def _wiring(self, s: WorkerSignals) -> tuple:
+        return ((s.yielded, self._on_yielded), (s.finished, self._on_finished), (s.cancelled, self._on_cancelled),
+                (s.errored, self._on_errored), (s.done, self._on_done), (s.warned, self._on_warned))
 
     def _is_current(self) -> bool:
         return self._current is not None and self.sender() is self._current.signals
