@@ -20,11 +20,11 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGridLayout, QHBoxLayout,
                                QPushButton, QSizePolicy, QSlider, QToolButton, QVBoxLayout)
 
 from core.device import pick_device
-from core.jobs.generate import (EACH_CLASS, EXPORTS, PAINT_BUDGET, PAINT_DUTY, GenerateJob, LivePacer, ModelRequests,
-                                Recording, RunFrame, class_labels, export_name, export_writer, generate_frames,
-                                model_note, preload_model)
+from core.jobs.generate import (EXPORT_MENU, EXPORTS, PAINT_BUDGET, PAINT_DUTY, SAMPLER_TIPS, TIPS, GenerateJob,
+                                LivePacer, ModelRequests, Recording, RunFrame, class_choices, class_labels, export_name,
+                                export_target, export_writer, generate_frames, model_note, preload_model, start_from)
 from core.messages import one_line
-from core.model_spec import BUILTIN, FOLDER, ORACLE, PHOTO, ModelCache, parse_spec  # noqa: F401 - kinds
+from core.model_spec import FOLDER, ORACLE, PHOTO, ModelCache, parse_spec
 from core.models.load import load_model   # read from this module at each request: tests and scripts swap it
 from core.outputs import check_output_file, refuse_overwriting_inputs, spec_paths
 from core.samplers import SAMPLER_NAMES, SAMPLERS, default_steps
@@ -37,19 +37,8 @@ ORACLE_FOLDER = "oracle-folder"   # current_model()'s kind for an oracle over a 
 RECENT_KEY = "generate/recentModels"
 MAX_BATCH = 64
 REPLAY_FPS = 30
-FOLLOW_INTERVAL = 1.0     # during a run the window's slider (and its photo, histogram, schedule marker) follows t
-                          # once a second: re-rendering the window's photo costs ~2× painting x_t and x̂_0
-SAMPLER_TIPS = {
-    "ddpm": "DDPM (Ho et al. 2020, eq. 11): x_{t−1} = 1/√α_t·(x_t − β_t/√(1−ᾱ_t)·ε̂) + σ_t·z, one call per visited "
-            "timestep; fresh noise z every step",
-    "ddim": "DDIM (Song et al. 2021, eq. 12): x_{t−1} = √ᾱ_{t−1}·x̂_0 + √(1−ᾱ_{t−1}−σ²)·ε̂ + σ·z, "
-            "σ = η·√((1−ᾱ_{t−1})/(1−ᾱ_t)·(1−ᾱ_t/ᾱ_{t−1})); η = 0 is deterministic",
-    "dpmpp2m": "DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep solver of the probability-flow ODE "
-               "in x̂_0; good images in 10–25 steps",
-}
+FOLLOW_INTERVAL = 1.0     # during a run the window's slider follows t once a second (its photo costs ~2× x_t, x̂_0)
 PURE_NOISE, FROM_HERE = "noise", "here"
-EXPORT_MENU = (("gif", "Animation (GIF)…"), ("apng", "Animation (APNG)…"), ("grid", "Progression grid (PNG)…"),
-               ("final", "Final samples (PNG)…"), ("frames", "Folder of numbered PNG frames…"))
 
 
 class GeneratePanel(JobPanel):
@@ -100,7 +89,7 @@ class GeneratePanel(JobPanel):
         self._set_running(False)
         self._set_status("Choose a model and click Generate (Ctrl+G).")
         window.imageChanged.connect(self._on_photo_changed)
-        window.scheduleChanged.connect(self._on_window_schedule_changed)
+        window.scheduleChanged.connect(lambda _s: self._update_class_widgets())
         window.timestepChanged.connect(lambda _t: self._on_start_changed())
         QTimer.singleShot(0, self._preload)
 
@@ -275,11 +264,8 @@ class GeneratePanel(JobPanel):
         if k != self.classCombo.property("numClasses"):
             with QSignalBlocker(self.classCombo):
                 self.classCombo.clear()
-                self.classCombo.addItem("any (unconditional)", None)
-                if k:
-                    self.classCombo.addItem("each class in turn", EACH_CLASS)
-                    for c in range(k):
-                        self.classCombo.addItem(str(c), c)
+                for text, choice in class_choices(k):
+                    self.classCombo.addItem(text, choice)
             self.classCombo.setProperty("numClasses", k)
         for w in (self.classCombo, self.guidanceSpin, self.classLabel, self.guidanceLabel):
             w.setVisible(k > 0)
@@ -291,22 +277,14 @@ class GeneratePanel(JobPanel):
         key, loader, spec = self._model_request(device)
         labels = class_labels(self.classCombo.currentData(), int(self.classCombo.property("numClasses") or 0),
                               self.batchSpin.value())
-        start_path = start_array = t_start = None
-        if self.startCombo.currentData() == FROM_HERE:
-            t_start = self.window_.timestep
-            if self.window_.photo_path is not None:
-                start_path = str(self.window_.photo_path)
-            elif self.window_.x0 is not None:
-                start_array = self.window_.x0.copy()
-            else:
-                raise ValueError("denoise from here needs a photo: open one first")
+        w = self.window_
+        start = start_from(w.timestep, w.photo_path, w.x0) if self.startCombo.currentData() == FROM_HERE else {}
         sampler = self.samplerCombo.currentData()
         return GenerateJob(model_key=key, loader=loader, spec=spec, sampler=sampler, steps=self.stepsSpin.value(),
                            eta=self.etaSpin.value() if sampler == "ddim" else 0.0, seed=self.seedSpin.value(),
                            n=self.batchSpin.value(), class_labels=labels,
                            guidance=self.guidanceSpin.value() if labels is not None else 1.0, device=device,
-                           schedule=self.window_.schedule, start_path=start_path, start_array=start_array,
-                           t_start=t_start)
+                           schedule=w.schedule, **start)
 
     # ----- the live run ------------------------------------------------------------------------------------------
     def _poll(self) -> None:
@@ -362,8 +340,7 @@ class GeneratePanel(JobPanel):
 
     def _on_cancelled(self, n: int) -> None:
         self._paint_last()
-        total = self._live.total if self._live is not None and self._live.total else "?"
-        self._set_status(f"cancelled at step {n}/{total}")
+        self._set_status((self._live if self._live is not None else Recording()).cancelled_line(n))
         self.runCancelled.emit(n)
 
     def _on_error(self, exc) -> None:
@@ -453,9 +430,6 @@ class GeneratePanel(JobPanel):
         if self.modelCombo.spec() == PHOTO and not self._running:
             self._preload()
 
-    def _on_window_schedule_changed(self, _schedule) -> None:
-        self._update_class_widgets()
-
     def _roll_seed(self) -> None:
         self.seedSpin.setValue(secrets.randbelow(self.seedSpin.maximum() + 1))
 
@@ -463,19 +437,11 @@ class GeneratePanel(JobPanel):
         rec = self.recording
         name = export_name(rec.model_name if rec else "run", self.seedSpin.value(), kind)
         if kind == "frames":
-            parent = QFileDialog.getExistingDirectory(self, "Export frames into a new folder", "")
-            if not parent:
-                return
-            folder, k = Path(parent) / name, 2
-            while folder.exists():
-                folder, k = Path(parent) / f"{name}_{k}", k + 1
-            self.export("frames", folder)
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Export the run", name, EXPORTS[kind][2])
-        if path:
-            if not Path(path).suffix:
-                path += Path(EXPORTS[kind][1]).suffix
-            self.export(kind, path)
+            chosen = QFileDialog.getExistingDirectory(self, "Export frames into a new folder", "")
+        else:
+            chosen, _ = QFileDialog.getSaveFileName(self, "Export the run", name, EXPORTS[kind][2])
+        if chosen:
+            self.export(kind, export_target(kind, chosen, name))
 
     # ----- UI ----------------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -491,34 +457,22 @@ class GeneratePanel(JobPanel):
         self.samplerCombo = combo_box("samplerCombo", None, [(SAMPLER_NAMES[s], s, SAMPLER_TIPS[s]) for s in SAMPLERS])
         self.samplerCombo.setCurrentIndex(SAMPLERS.index("ddim"))
         self.samplerCombo.currentIndexChanged.connect(self._on_sampler_changed)
-        self.stepsSpin = spin_box("stepsSpin", "Model calls N: the sampler visits N of the T timesteps (changing the "
-                                  "sampler resets it to that sampler's default: DDPM T, DDIM 50, DPM-Solver++ 20)",
-                                  1, 1000)
-        self.etaSpin = spin_box("etaSpin", "DDIM's η: σ_t = η·√((1−ᾱ_{t−1})/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_{t−1}); 0 = "
-                                "deterministic DDIM, 1 = DDPM-like noise", 0.0, 1.0, step=0.1, decimals=2)
-        self.seedSpin = spin_box("seedSpin", "Sampling seed: all noise comes from a CPU torch.Generator seeded with "
-                                 "it, so a seed gives the same images on every device and as `ddpm sample --seed`",
-                                 0, 2**31 - 1)
+        self.stepsSpin = spin_box("stepsSpin", TIPS["stepsSpin"], 1, 1000)
+        self.etaSpin = spin_box("etaSpin", TIPS["etaSpin"], 0.0, 1.0, step=0.1, decimals=2)
+        self.seedSpin = spin_box("seedSpin", TIPS["seedSpin"], 0, 2**31 - 1)
         self.diceButton = named(QToolButton(), "diceButton", "A random seed")
         self.diceButton.setText("⚄")
         self.diceButton.clicked.connect(self._roll_seed)
-        self.batchSpin = spin_box("batchSpin", "Batch size: how many images to generate at once, shown as a grid "
-                                  "(one batch, one model call per step)", 1, MAX_BATCH, value=1)
+        self.batchSpin = spin_box("batchSpin", TIPS["batchSpin"], 1, MAX_BATCH, value=1)
         self.deviceCombo = device_combo()
         self.deviceCombo.currentIndexChanged.connect(lambda _i: self._preload())
         self.classLabel = QLabel("Class")
-        self.classCombo = combo_box("classCombo", "The class to generate (class-conditional models): any = "
-                                    "unconditional, each class in turn = image i gets class i mod K", [])
+        self.classCombo = combo_box("classCombo", TIPS["classCombo"], [])
         self.classCombo.currentIndexChanged.connect(self._on_class_changed)
         self.guidanceLabel = QLabel("Guidance w")
-        self.guidanceSpin = spin_box("guidanceSpin", "Classifier-free guidance (Ho & Salimans 2022): ε̃ = ε(x_t, ∅) + "
-                                     "w·(ε(x_t, c) − ε(x_t, ∅)); w = 1 is plain conditional sampling, w > 1 sharper "
-                                     "classes", 0.0, 20.0, value=1.0, step=0.5)
-        self.startCombo = combo_box("startCombo", "Pure noise: x_T ~ N(0, I). Denoise from here (SDEdit): the photo, "
-                                    "resized to the model's resolution, noised to the slider's t with x_t = √ᾱ_t·x_0 "
-                                    "+ √(1−ᾱ_t)·ε, then denoised — reconstruction at small t, hallucination at large t",
-                                    [("Pure noise", PURE_NOISE),
-                                     ("Denoise from here (the photo at the slider's t)", FROM_HERE)])
+        self.guidanceSpin = spin_box("guidanceSpin", TIPS["guidanceSpin"], 0.0, 20.0, value=1.0, step=0.5)
+        self.startCombo = combo_box("startCombo", TIPS["startCombo"], [
+            ("Pure noise", PURE_NOISE), ("Denoise from here (the photo at the slider's t)", FROM_HERE)])
         self.startCombo.currentIndexChanged.connect(self._on_start_changed)
         self.startNote = named(TextLine(color="#555"), "startNote")
         self.startNote.setText("x_T ~ N(0, I)")
@@ -539,12 +493,9 @@ class GeneratePanel(JobPanel):
         self.progressBar.setFormat("%v / %m")
         self.statusLabel = named(TextLine(lines=2, tooltip_follows=True), "generateStatus")
 
-        self.xtPane = ImagePane("<b>x<sub>t</sub></b>", "generateXtPane",
-                                "The current state x_t of the reverse chain (the whole batch as a grid). "
-                                "Wheel: zoom, drag: pan")
+        self.xtPane = ImagePane("<b>x<sub>t</sub></b>", "generateXtPane", TIPS["generateXtPane"])
         self.x0Pane = ImagePane("<b>x̂<sub>0</sub></b> — the model's guess of the clean image", "generateX0Pane",
-                                "x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t: the model's prediction of the final image at "
-                                "this step (clipped to [−1, 1] as the sampler uses it)")
+                                TIPS["generateX0Pane"])
         self.x0Pane.link_to(self.xtPane)
         self.stepLabel = named(TextLine(align=Qt.AlignmentFlag.AlignHCenter), "generateStepLabel",
                                "The frame shown: model call k of N, at timestep t")
@@ -556,8 +507,8 @@ class GeneratePanel(JobPanel):
         self.timelineSlider = named(QSlider(Qt.Orientation.Horizontal), "timelineSlider",
                                     "Scrub through every recorded step of the last run (x_t and x̂_0)")
         self.timelineSlider.valueChanged.connect(self._on_timeline)
-        self.timelineLabel = named(TextLine(width=self.fontMetrics().horizontalAdvance("0000/0000 (1 step in 16 kept)")),
-                                   "timelineLabel")
+        widest = self.fontMetrics().horizontalAdvance("0000/0000 (1 step in 16 kept)")
+        self.timelineLabel = named(TextLine(width=widest), "timelineLabel")
         self.timelineLabel.setText("–")
         self.exportButton = named(QToolButton(), "exportButton", "Save the last run: GIF or APNG of every recorded "
                                   "step, a PNG grid of the progression, the final samples, or a folder of numbered "

@@ -318,3 +318,29 @@ def test_the_live_view_paints_within_its_share_of_the_samplers_time():
     assert pacer.next(new=True, first=False) == (True, 33)
     c.ui = 0.5                                                             # 3.2 % of the wall time: over the duty
     assert pacer.next(new=True, first=False)[0] is False
+
+
+def test_the_tabs_texts_class_menu_start_and_export_targets(tmp_path):
+    from core.jobs.generate import (EXPORT_MENU, SAMPLER_TIPS, TIPS, class_choices, export_target, start_from)
+    from core.samplers import SAMPLERS
+    assert set(SAMPLER_TIPS) == set(SAMPLERS) and "eq. 12" in SAMPLER_TIPS["ddim"]
+    assert "w·(ε(x_t, c) − ε(x_t, ∅))" in TIPS["guidanceSpin"] and "√ᾱ_t·x_0" in TIPS["startCombo"]
+    assert [k for k, _ in EXPORT_MENU] == list(EXPORTS)
+    assert class_choices(0) == [("any (unconditional)", None)]
+    assert class_choices(2) == [("any (unconditional)", None), ("each class in turn", EACH_CLASS), ("0", 0), ("1", 1)]
+    photo = np.zeros((2, 2, 3), np.float32)
+    assert start_from(7, tmp_path / "a.png", photo) == {"t_start": 7, "start_path": str(tmp_path / "a.png")}
+    got = start_from(7, None, photo)
+    assert got["t_start"] == 7 and np.array_equal(got["start_array"], photo) and got["start_array"] is not photo
+    with pytest.raises(ValueError, match="needs a photo"):
+        start_from(7)
+    assert export_target("grid", str(tmp_path / "run"), "x") == tmp_path / "run.png"
+    assert export_target("gif", str(tmp_path / "run.webp"), "x") == tmp_path / "run.webp"
+    assert export_target("frames", str(tmp_path), "f") == tmp_path / "f"
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f_2").mkdir()
+    assert export_target("frames", str(tmp_path), "f") == tmp_path / "f_3"
+    rec = Recording()
+    assert rec.cancelled_line(3) == "cancelled at step 3/?"
+    rec.total = 10
+    assert rec.cancelled_line(3) == "cancelled at step 3/10"

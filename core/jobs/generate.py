@@ -34,6 +34,36 @@ PAINT_BUDGET = 0.02                 # the live view's UI-thread CPU time ≤ 2% 
 PAINT_DUTY = 0.03                   # … and ≤ 3% of the wall time …
 MAX_PAINT_INTERVAL = 0.5            # … but it is updated at least twice a second
 
+# What each choice of a run means, with its formula: the Generate tab's tooltips (by objectName) and its sampler menu.
+SAMPLER_TIPS = {
+    "ddpm": "DDPM (Ho et al. 2020, eq. 11): x_{t−1} = 1/√α_t·(x_t − β_t/√(1−ᾱ_t)·ε̂) + σ_t·z, one call per visited "
+            "timestep; fresh noise z every step",
+    "ddim": "DDIM (Song et al. 2021, eq. 12): x_{t−1} = √ᾱ_{t−1}·x̂_0 + √(1−ᾱ_{t−1}−σ²)·ε̂ + σ·z, "
+            "σ = η·√((1−ᾱ_{t−1})/(1−ᾱ_t)·(1−ᾱ_t/ᾱ_{t−1})); η = 0 is deterministic",
+    "dpmpp2m": "DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep solver of the probability-flow ODE "
+               "in x̂_0; good images in 10–25 steps",
+}
+TIPS = {
+    "stepsSpin": "Model calls N: the sampler visits N of the T timesteps (changing the sampler resets it to that "
+                 "sampler's default: DDPM T, DDIM 50, DPM-Solver++ 20)",
+    "etaSpin": "DDIM's η: σ_t = η·√((1−ᾱ_{t−1})/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_{t−1}); 0 = deterministic DDIM, 1 = DDPM-like "
+               "noise",
+    "seedSpin": "Sampling seed: all noise comes from a CPU torch.Generator seeded with it, so a seed gives the same "
+                "images on every device and as `ddpm sample --seed`",
+    "batchSpin": "Batch size: how many images to generate at once, shown as a grid (one batch, one model call per "
+                 "step)",
+    "classCombo": "The class to generate (class-conditional models): any = unconditional, each class in turn = "
+                  "image i gets class i mod K",
+    "guidanceSpin": "Classifier-free guidance (Ho & Salimans 2022): ε̃ = ε(x_t, ∅) + w·(ε(x_t, c) − ε(x_t, ∅)); "
+                    "w = 1 is plain conditional sampling, w > 1 sharper classes",
+    "startCombo": "Pure noise: x_T ~ N(0, I). Denoise from here (SDEdit): the photo, resized to the model's "
+                  "resolution, noised to the slider's t with x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε, then denoised — "
+                  "reconstruction at small t, hallucination at large t",
+    "generateXtPane": "The current state x_t of the reverse chain (the whole batch as a grid). Wheel: zoom, drag: pan",
+    "generateX0Pane": "x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t: the model's prediction of the final image at this step "
+                      "(clipped to [−1, 1] as the sampler uses it)",
+}
+
 
 # ----- the job ------------------------------------------------------------------------------------------------
 @dataclass
@@ -89,6 +119,21 @@ class ModelRequests:
             key = cache_key(PHOTO, device, pixels=photo)
             self._pixels = (photo, device, key)
         return key, (lambda a=photo.copy(): oracle_for_array(a, device)), None
+
+
+def class_choices(num_classes: int) -> list[tuple[str, object]]:
+    """The class menu's entries (label, choice) for a model of ``num_classes`` classes (0: unconditional)."""
+    each = [("each class in turn", EACH_CLASS)] if num_classes else []
+    return [("any (unconditional)", None), *each, *((str(c), c) for c in range(num_classes))]
+
+
+def start_from(t: int, photo_path=None, photo: np.ndarray | None = None) -> dict:
+    """A :class:`GenerateJob`'s start for "denoise from here" at ``t``: the photo's file, else a copy of its pixels."""
+    if photo_path is not None:
+        return {"t_start": t, "start_path": str(photo_path)}
+    if photo is not None:
+        return {"t_start": t, "start_array": photo.copy()}
+    raise ValueError("denoise from here needs a photo: open one first")
 
 
 def class_labels(choice, num_classes: int, n: int):
@@ -183,7 +228,12 @@ class Recording:
         """``Done: N steps of SAMPLER with MODEL, seed S (R it/s)``: the status line of a finished run."""
         last = self.latest
         rate = self.total / last.elapsed if last and last.elapsed > 0 else float("inf")
-        return f"Done: {self.total} steps of {SAMPLER_NAMES[sampler]} with {self.model_name}, seed {seed} ({rate:.1f} it/s)"
+        return (f"Done: {self.total} steps of {SAMPLER_NAMES[sampler]} with {self.model_name}, seed {seed} "
+                f"({rate:.1f} it/s)")
+
+    def cancelled_line(self, n: int) -> str:
+        """``cancelled at step n/N``: the status line of a cancelled run."""
+        return f"cancelled at step {n}/{self.total or '?'}"
 
     def timeline_label(self, i: int) -> str:
         """``i+1/len`` (and how many steps were kept) for the timeline's position ``i``."""
@@ -398,7 +448,9 @@ def _is_frame_file(name: str) -> bool:
                                    and name[6:-4].isdigit())
 
 
-# kind → (writer, default file suffix, file-dialog filter); "frames" writes a folder
+# kind → (writer, default file suffix, file-dialog filter); "frames" writes a folder. EXPORT_MENU: the Export menu.
+EXPORT_MENU = (("gif", "Animation (GIF)…"), ("apng", "Animation (APNG)…"), ("grid", "Progression grid (PNG)…"),
+               ("final", "Final samples (PNG)…"), ("frames", "Folder of numbered PNG frames…"))
 EXPORTS = {"gif": (export_animation, ".gif", "GIF (*.gif)"),
            "apng": (export_animation, ".png", "Animated PNG (*.png *.apng)"),
            "grid": (export_grid, "_grid.png", "PNG (*.png)"),
@@ -419,6 +471,18 @@ def export_writer(kind: str, recording: Recording | None) -> Callable:
 def export_name(model_name: str, seed: int, kind: str) -> str:
     """The file (or folder) name an export suggests: ``generate_MODEL_seedS`` plus the kind's suffix."""
     return f"generate_{model_name.replace(':', '_').replace('/', '_')}_seed{seed}{EXPORTS[kind][1]}"
+
+
+def export_target(kind: str, chosen: str, name: str) -> Path:
+    """Where export ``kind`` writes, from what its dialog returned: for ``frames`` (``chosen``: a parent folder) a
+    folder ``name`` there that does not exist yet (``name_2``, ``name_3``, …); for a file, ``chosen`` with the
+    kind's suffix added when it has none."""
+    if kind == "frames":
+        folder, k = Path(chosen) / name, 2
+        while folder.exists():
+            folder, k = Path(chosen) / f"{name}_{k}", k + 1
+        return folder
+    return Path(chosen) if Path(chosen).suffix else Path(chosen + Path(EXPORTS[kind][1]).suffix)
 
 
 def preload_model(cache: ModelCache, key: tuple, loader: Callable[[], object]) -> str:
