@@ -32,7 +32,7 @@ def text_to_image(pipe: LatentPipeline, prompt, negative_prompt=None, guidance: 
 
     - ``guidance`` w: classifier-free guidance; w ≤ 1 runs the prompt alone (one un-doubled call), as diffusers.
     - ``height``/``width``: pixels, multiples of the VAE's factor (default: the UNet's trained size).
-    - ``init_image`` (H×W×3, uint8 or float in [0, 1]) with ``t_start``: encode it with the VAE, noise its
+    - ``init_image`` (H×W×3, uint8 or float in [−1, 1]) with ``t_start``: encode it with the VAE, noise its
       latents to t_start by eq. 5 and denoise from there (SDEdit spacing, as pixel models do); or with
       ``strength`` s ∈ (0, 1]: diffusers' img2img — the last ⌊s·steps⌋ timesteps of the usual spacing.
     - ``options`` go to :func:`core.samplers.sample` (``clip_sample``, ``timestep_spacing``, ``variance_type``,

@@ -421,10 +421,11 @@ def _progress_bars(on: bool) -> bool:
 
 
 def pixels_to_vae_input(image: np.ndarray, multiple: int) -> torch.Tensor:
-    """An H×W×3 image (float in [0, 1] or uint8) → 1×3×H'×W' in [−1, 1], H' and W' floored to a multiple of the
-    VAE's factor (as diffusers' ``VaeImageProcessor`` does before img2img)."""
+    """An H×W×3 image (uint8, or float in [−1, 1] as :func:`core.images.load_image` gives) → 1×3×H'×W' in
+    [−1, 1], H' and W' floored to a multiple of the VAE's factor (as diffusers' ``VaeImageProcessor`` does before
+    img2img)."""
     x = np.asarray(image)
-    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else (x.astype(np.float32) + 1.0) / 2.0
     if x.ndim == 2:
         x = np.repeat(x[..., None], 3, axis=2)
     x = x[..., :3]
