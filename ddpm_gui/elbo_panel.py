@@ -1,27 +1,18 @@
 """The ELBO panel: the variational bound of a model on a photo or on dataset images, term by term.
 
-L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (DDPM notes, eq. 9–14), every term in bits per dimension, computed by
-:func:`core.vlb.compute_bound` on a worker thread — exactly what ``ddpm elbo`` prints, for the same model, images,
-schedule, variance and seed. The plot draws L_{t−1} against t on a log axis: the KL terms for t = 2…T as a line,
-L_0 (the decoder, t = 1) and L_T (the prior; drawn at t = T + 1, where the pattern L_{t−1} puts it) as markers.
-Hovering a point names the term, its value and its share of the total; clicking it moves the window's timestep
-slider to that term's x_t.
+L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (DDPM notes, eq. 9–14) in bits per dimension, exactly what ``ddpm elbo``
+prints. The plot draws L_{t−1} against t on a log axis (the KL terms as a line, L_0 at t = 1 and L_T at t = T + 1 as
+markers); hovering a point names the term, its value and share, clicking it moves the window's slider to its x_t.
+A trained model's bound always uses its own schedule; the oracle's uses the window's, so a schedule edit moves it
+(Compute again, or tick "on schedule edits"), with the previous curve kept faint.
 
-Which schedule: a model trained on a schedule only knows that schedule's timesteps, so its bound is always computed
-with its own schedule and the panel says so. A model that accepts any schedule (the oracle) uses the window's:
-edit the schedule and Compute again (or tick "on schedule edits") to see the bound move, with the previous curve
-kept faint for comparison.
-
-A thin view over :mod:`core.jobs.bound`: the click turns the widgets into an :class:`~core.jobs.bound.ElboJob`;
-:func:`~core.jobs.bound.elbo_events` (run by a :class:`~ddpm_gui.worker.WorkerRunner`) loads the model, turns the
-photo or dataset into model-ready x_0 as ``ddpm elbo`` does and passes the bound's progress to the UI as copies.
-
-``ElboPanel.install(window)`` adds it to a :class:`~ddpm_gui.main_window.MainWindow` as the "ELBO" tab.
+A thin view over :mod:`core.jobs.bound`: the widgets become an :class:`~core.jobs.bound.ElboJob` that a
+:class:`~ddpm_gui.worker.WorkerRunner` runs (:func:`~core.jobs.bound.elbo_events`). ``ElboPanel.install(window)``
+adds the "ELBO" tab to a :class:`~ddpm_gui.main_window.MainWindow`.
 """
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -29,20 +20,20 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPointF, QSignalBlocker, Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
-                               QProgressBar, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout)
+                               QProgressBar, QPushButton, QSizePolicy, QVBoxLayout)
 from superqt.utils import qdebounced
 
 from core.device import pick_device
-from core.jobs.bound import (DATASET, NO_PHOTO, ElboJob, ElboProgress, ElboRun, accepts_any_schedule, done_line,
-                             elbo_events, format_bits, hover_text, model_note, model_request, nearest_term,
-                             progress_line, totals_text, view_range)
+from core.jobs.bound import (DATASET, NO_PHOTO, OPEN_FOLDER, PHOTO_ORACLE_TIP, SOURCES, TIPS, VARIANCES, ElboJob,
+                             ElboProgress, ElboRun, accepts_any_schedule, done_line, elbo_events, format_bits,
+                             hover_anchor, hover_text, kl_line, model_note, model_request, nearest_term, point_xy,
+                             progress_line, schedule_changed_line, term_points, totals_text, view_range)
 from core.messages import one_line
 from core.model_spec import ORACLE, PHOTO, ModelCache, parse_spec
 from core.schedule import NoiseSchedule
-from ddpm_gui.widgets import JobPanel, ModelMenu, finite_or_nan, named
+from ddpm_gui.widgets import JobPanel, ModelMenu, combo_box, named, spin_box
 from ddpm_gui.worker import WorkerRunner
 
-OPEN_FOLDER = "open:folder"   # the image menu's action entry
 MAX_IMAGES = 256
 AUTO_DELAY_MS = 400     # a schedule drag emits many changes: recompute once it rests
 
@@ -50,38 +41,6 @@ KL_PEN = pg.mkPen((31, 119, 180), width=2)
 PREV_PEN = pg.mkPen((120, 120, 120, 110), width=2, style=Qt.PenStyle.DashLine)
 DECODER_BRUSH, PRIOR_BRUSH = pg.mkBrush(255, 127, 14), pg.mkBrush(214, 39, 40)
 PREV_BRUSH = pg.mkBrush(150, 150, 150, 90)
-
-TERMS_TIP = ("L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (notes eq. 9–14), each term in bits/dim "
-             "(nats / (C·H·W·ln 2)):\n"
-             "  L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)), t = 2…T, a Gaussian KL, "
-             "one x_t ~ q(x_t | x_0) per image and t\n"
-             "  L_0 = −log p_θ(x_0 | x_1), a discretized Gaussian over the 256 pixel bins (drawn at t = 1)\n"
-             "  L_T = KL(q(x_T | x_0) ‖ N(0, I)), closed form, no network (drawn at t = T + 1)\n"
-             "Log y axis. Hover a point for its value and share of the total; click it to show that x_t.")
-SOURCES = (  # the image menu: label, spec, tooltip
-    ("The loaded photo (resized to the model's resolution)", PHOTO, "The window's photo, centre-cropped and resized "
-     "to the model's H×W (Lanczos), grey for a one-channel model — as `ddpm elbo --image FILE`"),
-    ("Built-in MNIST held-out digits", "builtin:mnist", "The first N of the 500 digits no model here was trained "
-     "on — as `ddpm elbo --data builtin:mnist --n N`"),
-    ("A folder of images…", OPEN_FOLDER, "The first N images of a folder (sorted), resized to the model's "
-     "resolution — as `ddpm elbo --data DIR --n N`"),
-)
-PHOTO_ORACLE_TIP = ("The exact denoiser of the photo: x̂_0 = x_0, so μ_θ is the true posterior mean and with "
-                    "σ_t² = β̃_t every KL term L_{t−1} is 0; any schedule")
-
-
-def _positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The points a log axis can draw (finite and > 0)."""
-    keep = np.isfinite(y) & (y > 0)
-    return x[keep], y[keep]
-
-
-def _kl_curve(terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(t, L_{t−1}) for t = 2…T, NaN where a log axis cannot draw the term (0, or not computed yet): the line
-    breaks there instead of bridging the gap."""
-    T = len(terms) - 1
-    return np.arange(2, T + 1, dtype=float), finite_or_nan(terms[1:T], log_y=True)
-
 
 class ElboPanel(JobPanel):
     """The ELBO tab. Build it with the main window it belongs to (photo, schedule, runners, error box)."""
@@ -214,18 +173,15 @@ class ElboPanel(JobPanel):
             self.hovered.emit(-1)
             return
         self.hover_k = int(k)
-        v, t = float(r.terms[k]), k + 1
+        v = float(r.terms[k])
         line, box = hover_text(r, k, self.previous)
         self.hoverLabel.setText(line)
-        if v > 0 and math.isfinite(v):
-            self.hoverMarker.setData([t], [v])
+        if v > 0 and np.isfinite(v):
+            self.hoverMarker.setData([k + 1], [v])
             self.hoverText.setHtml(box)
-            xv = math.log10(t) if self.logXCheck.isChecked() else t
-            self.hoverText.setPos(xv, math.log10(v))
-            # keep the box inside the plot: left of points in the right half, below points in the top half
-            (x0, x1), (y0, y1) = self.plot.getViewBox().viewRange()
-            self.hoverText.setAnchor((1.05 if xv > (x0 + x1) / 2 else -0.05,
-                                      -0.1 if math.log10(v) > (y0 + y1) / 2 else 1.1))
+            xy = point_xy(k, v, self.logXCheck.isChecked())
+            self.hoverText.setPos(*xy)
+            self.hoverText.setAnchor(hover_anchor(*xy, self.plot.getViewBox().viewRange()))
             self.hoverText.show()
             self.hoverText.updateTransform(force=True)  # pixel-sized text: a TextItem never painted does not know
         else:
@@ -244,10 +200,8 @@ class ElboPanel(JobPanel):
 
     def point_scene_pos(self, k: int):
         """Where term k's point is drawn, in scene coordinates (for tests and scripts)."""
-        r = self.result
-        t, v = k + 1, float(r.terms[k])
-        xv = math.log10(t) if self.logXCheck.isChecked() else t
-        return self.plot.getViewBox().mapViewToScene(QPointF(xv, math.log10(v)))
+        xy = point_xy(k, float(self.result.terms[k]), self.logXCheck.isChecked())
+        return self.plot.getViewBox().mapViewToScene(QPointF(*xy))
 
     # ----- model and image lists -------------------------------------------------------------------------------
     def _fill_sources(self) -> None:
@@ -373,8 +327,7 @@ class ElboPanel(JobPanel):
 
     def _show_result_progress(self) -> None:
         """The bar of the curve shown: full for a finished result, empty when there is none."""
-        r = self.result
-        total = r.per_image.size - r.per_image.shape[0] if r is not None else 0  # N·T (L_T needs no model)
+        total = self.result.evaluations if self.result is not None else 0
         self.progressBar.setRange(0, max(total, 1))
         self.progressBar.setValue(total)
         self.progressBar.setFormat("%v / %m terms" if total else "")
@@ -387,8 +340,7 @@ class ElboPanel(JobPanel):
         if self.autoCheck.isChecked():
             self._auto_later()
         elif self.result is not None and not self._running:
-            self._set_status(f"The schedule changed ({schedule.name}, T = {schedule.T}): Recompute to see how the "
-                             "bound moves; this curve will stay, faint.")
+            self._set_status(schedule_changed_line(schedule))
 
     def _auto_compute(self) -> None:
         if self._model_accepts_any_schedule() and self.autoCheck.isChecked():
@@ -435,17 +387,15 @@ class ElboPanel(JobPanel):
             for item in (self.klCurve, self.decoderPoint, self.priorPoint):
                 item.setData([], [])
         else:
-            T = len(shown_terms) - 1
-            self.klCurve.setData(*_kl_curve(shown_terms), connect="finite")
-            self.decoderPoint.setData(*_positive(np.array([1.0]), shown_terms[:1]))
-            self.priorPoint.setData(*_positive(np.array([T + 1.0]), shown_terms[T:]))
+            self.klCurve.setData(*kl_line(shown_terms), connect="finite")
+            self.decoderPoint.setData(*term_points(shown_terms, [0]))
+            self.priorPoint.setData(*term_points(shown_terms, [len(shown_terms) - 1]))
         if faint is None:
             for item in (self.prevCurve, self.prevPoints):
                 item.setData([], [])
         else:
-            T = faint.T
-            self.prevCurve.setData(*_kl_curve(faint.terms), connect="finite")
-            self.prevPoints.setData(*_positive(np.array([1.0, T + 1.0]), faint.terms[[0, T]]))
+            self.prevCurve.setData(*kl_line(faint.terms), connect="finite")
+            self.prevPoints.setData(*term_points(faint.terms, [0, faint.T]))
         self._update_legend(faint)
         self._fit_view(shown_terms, faint)
         self._update_totals(live)
@@ -485,9 +435,7 @@ class ElboPanel(JobPanel):
     def _build_ui(self) -> None:
         rich = Qt.TextFormat.RichText
         selectable = Qt.TextInteractionFlag.TextSelectableByMouse
-        self.modelCombo = ModelMenu("elboModelCombo", "The model p_θ whose bound is computed: μ_θ(x_t, t) = "
-                                    "μ̃_t(x_t, x̂_0) (eq. 14) from its prediction; the built-in model, a model "
-                                    "folder, or an exact oracle", oracle_photo_tip=PHOTO_ORACLE_TIP)
+        self.modelCombo = ModelMenu("elboModelCombo", TIPS["elboModelCombo"], oracle_photo_tip=PHOTO_ORACLE_TIP)
         self.modelCombo.setMinimumContentsLength(18)
         if not self.modelCombo.spec().startswith("builtin:"):   # the built-in model is not installed yet
             self.modelCombo.select(PHOTO)
@@ -497,30 +445,15 @@ class ElboPanel(JobPanel):
         self.modelNote.setWordWrap(True)
         self.modelNote.setStyleSheet("color: #555;")
 
-        self.sourceCombo = named(QComboBox(), "elboSourceCombo", "The images x_0 whose bound is computed (on the "
-                                 "uint8 grid x = u/127.5 − 1); the terms are averaged over the images")
+        self.sourceCombo = named(QComboBox(), "elboSourceCombo", TIPS["elboSourceCombo"])
         self.sourceCombo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.sourceCombo.setMinimumContentsLength(18)
         self.sourceCombo.currentIndexChanged.connect(self._on_source_changed)
-        self.countSpin = named(QSpinBox(), "elboCountSpin", "N: how many dataset images (the first N); every term "
-                               "is the mean over them. The work is N·T model evaluations")
-        self.countSpin.setRange(1, MAX_IMAGES)
-        self.countSpin.setValue(1)
-        self.varianceCombo = named(QComboBox(), "elboVarianceCombo", "The variance of p_θ(x_{t−1} | x_t) = "
-                                   "N(μ_θ, σ_t² I): small σ_t² = β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t)·β_t (then L_{t−1} = "
-                                   "‖μ̃_t − μ_θ‖² / 2β̃_t), or large σ_t² = β_t. The decoder L_0 uses β̃ of the "
-                                   "second step either way")
-        for label, value in (("the model's own", None), ("small: σ_t² = β̃_t", "small"),
-                             ("large: σ_t² = β_t", "large")):
-            self.varianceCombo.addItem(label, value)
-        self.seedSpin = named(QSpinBox(), "elboSeedSpin", "Seed of the noise ε that draws each x_t = √ᾱ_t·x_0 + "
-                              "√(1−ᾱ_t)·ε (one x_t per image and t): the same seed gives the numbers of "
-                              "`ddpm elbo --seed S`")
-        self.seedSpin.setRange(0, 2**31 - 1)
+        self.countSpin = spin_box("elboCountSpin", TIPS["elboCountSpin"], 1, MAX_IMAGES, value=1)
+        self.varianceCombo = combo_box("elboVarianceCombo", TIPS["elboVarianceCombo"], VARIANCES)
+        self.seedSpin = spin_box("elboSeedSpin", TIPS["elboSeedSpin"], 0, 2**31 - 1)
 
-        self.computeButton = named(QPushButton("Compute"), "elboComputeButton", "Compute every term L_0…L_T of "
-                                   "L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 on a worker thread (N·T model "
-                                   "evaluations, batched)")
+        self.computeButton = named(QPushButton("Compute"), "elboComputeButton", TIPS["elboComputeButton"])
         self.computeButton.clicked.connect(self.compute)
         self.cancelButton = named(QPushButton("Cancel"), "elboCancelButton",
                                   "Stop computing the bound; the curve from before stays")
@@ -539,20 +472,17 @@ class ElboPanel(JobPanel):
         self.progressBar = named(QProgressBar(), "elboProgress", "(image, timestep) evaluations done / N·T")
         self.progressBar.setFormat("%v / %m terms")
 
-        self.totalLabel = named(QLabel(), "elboTotalLabel", "L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 in bits/dim: "
-                                "an upper bound on −log₂ p_θ(x_0) / (C·H·W), averaged over the images")
+        self.totalLabel = named(QLabel(), "elboTotalLabel", TIPS["elboTotalLabel"])
         self.totalLabel.setTextFormat(rich)
         self.totalLabel.setStyleSheet("font-size: 15px;")
         self.totalLabel.setTextInteractionFlags(selectable)
-        self.breakdownLabel = named(QLabel(), "elboBreakdownLabel", "The three parts: L_0 = −log p_θ(x_0 | x_1), "
-                                    "Σ_{t=2}^{T} L_{t−1} (the KL terms), L_T = KL(q(x_T | x_0) ‖ N(0, I)); bits per "
-                                    "image = bits/dim · C·H·W")
+        self.breakdownLabel = named(QLabel(), "elboBreakdownLabel", TIPS["elboBreakdownLabel"])
         self.breakdownLabel.setTextFormat(rich)
         self.breakdownLabel.setWordWrap(True)
         self.breakdownLabel.setStyleSheet("color: #444;")
         self.breakdownLabel.setTextInteractionFlags(selectable)
 
-        self.plot = named(pg.PlotWidget(), "elboPlot", TERMS_TIP)
+        self.plot = named(pg.PlotWidget(), "elboPlot", TIPS["elboPlot"])
         self.plot.setBackground("w")
         self.plot.setMinimumHeight(220)
         pi = self.plot.getPlotItem()
@@ -586,15 +516,13 @@ class ElboPanel(JobPanel):
         pi.addItem(self.emptyText, ignoreBounds=True)
         self.legend = pi.addLegend(offset=(10, -10), labelTextColor="#222", brush=pg.mkBrush(255, 255, 255, 200))
         self.plot.setLogMode(x=self.logXCheck.isChecked(), y=True)
-        # every move, not sigMouseMoved: pyqtgraph drops a move that comes < 1/mouseRateLimit s after the last
-        # one, so a quick move that stops on a point would leave the hover on the point before
+        # every move, not sigMouseMoved (it drops moves < 1/mouseRateLimit s apart: the hover could stay behind)
         self._scene = self.plot.scene()
         self._scene.installEventFilter(self)
         self.plot.scene().sigMouseClicked.connect(self._on_mouse_clicked)
 
         self.hoverLabel = named(QLabel("Hover a point for its value and share of the total."), "elboHoverLabel",
-                                "The term under the mouse: its formula, its value in bits/dim and its share "
-                                "L_k / L_VLB of the total")
+                                TIPS["elboHoverLabel"])
         self.hoverLabel.setTextFormat(rich)
         self.hoverLabel.setWordWrap(True)
         self.statusLabel = named(QLabel(), "elboStatus")

@@ -214,3 +214,25 @@ def test_the_plot_range_shows_every_term_and_the_nearest_point_is_found_in_scree
     assert nearest_term(terms, 2.05, -6.05, pixel, log_x=False) == 1       # 7 px
     assert nearest_term(terms, 3.0, 0.0, pixel, log_x=False) is None       # L_2 = 0 and L_3 = NaN are not drawn
     assert nearest_term(terms, np.log10(5), 0.0, pixel, log_x=True) == 4
+
+
+def test_the_tabs_texts_and_what_the_plot_draws():
+    from core.jobs.bound import (OPEN_FOLDER, SOURCES, TIPS, VARIANCES, hover_anchor, kl_line, point_xy,
+                                 schedule_changed_line, term_points)
+    assert [spec for _, spec, _ in SOURCES] == [PHOTO, "builtin:mnist", OPEN_FOLDER]
+    assert [v for _, v in VARIANCES] == [None, "small", "large"]
+    assert "eq. 9–14" in TIPS["elboPlot"] and "β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t)·β_t" in TIPS["elboVarianceCombo"]
+    terms = np.array([0.5, 0.0, np.nan, 2.0, -1.0, 0.25])          # L_0 … L_5 (T = 5)
+    t, y = kl_line(terms)
+    assert np.array_equal(t, [2, 3, 4, 5]) and np.array_equal(y, [np.nan, np.nan, 2.0, np.nan], equal_nan=True)
+    assert [a.tolist() for a in term_points(terms, [0])] == [[1.0], [0.5]]
+    assert [a.tolist() for a in term_points(terms, [0, 5])] == [[1.0, 6.0], [0.5, 0.25]]
+    assert [a.tolist() for a in term_points(terms, [1, 2, 4])] == [[], []]   # 0, NaN, < 0: not on a log axis
+    assert point_xy(9, 100.0, log_x=True) == (1.0, 2.0) and point_xy(9, 100.0, log_x=False) == (10.0, 2.0)
+    view = ((0.0, 3.0), (-4.0, 0.0))
+    assert hover_anchor(2.5, -1.0, view) == (1.05, -0.1) and hover_anchor(0.5, -3.0, view) == (-0.05, 1.1)
+    line = schedule_changed_line(NoiseSchedule.preset("cosine", T=50))
+    assert line.startswith("The schedule changed (cosine, T = 50): Recompute")
+    run = ElboRun(terms=np.zeros(6), per_image=np.zeros((3, 6)), model_name="m", source="s", schedule_name="linear",
+                  T=5, variance="small", seed=0, clip_denoised=True, dims=4, any_schedule=True, seconds=1.0)
+    assert run.evaluations == 15                                       # N·T: L_T needs no model

@@ -27,6 +27,48 @@ DATASET = "dataset"          # an ElboJob's other source (PHOTO is the photo)
 DEFAULT_N = 8
 MAX_N = 100_000  # as many images as a folder may hold (core.data.MAX_FOLDER_IMAGES)
 NO_PHOTO = "open a photo first (File ▸ Open image)"
+OPEN_FOLDER = "open:folder"  # the image menu's "A folder of images…" entry
+
+# What the ELBO tab's controls mean, with their formulas (its tooltips, by objectName), and its image menu.
+SOURCES = (  # label, spec, tooltip
+    ("The loaded photo (resized to the model's resolution)", PHOTO, "The window's photo, centre-cropped and resized "
+     "to the model's H×W (Lanczos), grey for a one-channel model — as `ddpm elbo --image FILE`"),
+    ("Built-in MNIST held-out digits", "builtin:mnist", "The first N of the 500 digits no model here was trained "
+     "on — as `ddpm elbo --data builtin:mnist --n N`"),
+    ("A folder of images…", OPEN_FOLDER, "The first N images of a folder (sorted), resized to the model's "
+     "resolution — as `ddpm elbo --data DIR --n N`"),
+)
+VARIANCES = (("the model's own", None), ("small: σ_t² = β̃_t", "small"), ("large: σ_t² = β_t", "large"))
+PHOTO_ORACLE_TIP = ("The exact denoiser of the photo: x̂_0 = x_0, so μ_θ is the true posterior mean and with "
+                    "σ_t² = β̃_t every KL term L_{t−1} is 0; any schedule")
+TIPS = {
+    "elboModelCombo": "The model p_θ whose bound is computed: μ_θ(x_t, t) = μ̃_t(x_t, x̂_0) (eq. 14) from its "
+                      "prediction; the built-in model, a model folder, or an exact oracle",
+    "elboSourceCombo": "The images x_0 whose bound is computed (on the uint8 grid x = u/127.5 − 1); the terms are "
+                       "averaged over the images",
+    "elboCountSpin": "N: how many dataset images (the first N); every term is the mean over them. The work is N·T "
+                     "model evaluations",
+    "elboVarianceCombo": "The variance of p_θ(x_{t−1} | x_t) = N(μ_θ, σ_t² I): small σ_t² = β̃_t = (1−ᾱ_{t−1})/"
+                         "(1−ᾱ_t)·β_t (then L_{t−1} = ‖μ̃_t − μ_θ‖² / 2β̃_t), or large σ_t² = β_t. The decoder "
+                         "L_0 uses β̃ of the second step either way",
+    "elboSeedSpin": "Seed of the noise ε that draws each x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (one x_t per image and t): "
+                    "the same seed gives the numbers of `ddpm elbo --seed S`",
+    "elboComputeButton": "Compute every term L_0…L_T of L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 on a worker thread "
+                         "(N·T model evaluations, batched)",
+    "elboTotalLabel": "L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 in bits/dim: an upper bound on −log₂ p_θ(x_0) / "
+                      "(C·H·W), averaged over the images",
+    "elboBreakdownLabel": "The three parts: L_0 = −log p_θ(x_0 | x_1), Σ_{t=2}^{T} L_{t−1} (the KL terms), L_T = "
+                          "KL(q(x_T | x_0) ‖ N(0, I)); bits per image = bits/dim · C·H·W",
+    "elboPlot": "L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (notes eq. 9–14), each term in bits/dim "
+                "(nats / (C·H·W·ln 2)):\n"
+                "  L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)), t = 2…T, a Gaussian KL, "
+                "one x_t ~ q(x_t | x_0) per image and t\n"
+                "  L_0 = −log p_θ(x_0 | x_1), a discretized Gaussian over the 256 pixel bins (drawn at t = 1)\n"
+                "  L_T = KL(q(x_T | x_0) ‖ N(0, I)), closed form, no network (drawn at t = T + 1)\n"
+                "Log y axis. Hover a point for its value and share of the total; click it to show that x_t.",
+    "elboHoverLabel": "The term under the mouse: its formula, its value in bits/dim and its share L_k / L_VLB of the "
+                      "total",
+}
 
 
 def load_images(denoiser, *, image=None, data: str | None = None, n: int | None = None,
@@ -129,6 +171,11 @@ class ElboRun:
     @property
     def bits_per_dim(self) -> float:
         return float(self.terms.sum())
+
+    @property
+    def evaluations(self) -> int:
+        """N·T: the (image, timestep) terms that needed the model (L_T needs none)."""
+        return self.per_image.size - self.per_image.shape[0]
 
     @property
     def label(self) -> str:
@@ -286,6 +333,41 @@ def hover_text(run: ElboRun, k: int, previous: ElboRun | None) -> tuple[str, str
     box = (f"<div style='background:rgba(255,255,255,220); color:#111; padding:2px'>"
            f"{term_name(k, T)} = {format_bits(v)}<br>{share:.3g} % of total</div>")
     return line, box
+
+
+def schedule_changed_line(schedule: NoiseSchedule) -> str:
+    """The status line when the schedule of a shown bound changes (and it is not recomputed on its own)."""
+    return (f"The schedule changed ({schedule.name}, T = {schedule.T}): Recompute to see how the bound moves; this "
+            "curve will stay, faint.")
+
+
+def kl_line(terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(t, L_{t−1}) for t = 2…T, NaN where a log axis cannot draw the term (0, or not computed yet): the line
+    breaks there instead of bridging the gap."""
+    T = len(terms) - 1
+    y = np.array(terms[1:T], dtype=np.float64)
+    y[~(np.isfinite(y) & (y > 0))] = np.nan
+    return np.arange(2, T + 1, dtype=float), y
+
+
+def term_points(terms: np.ndarray, ks) -> tuple[np.ndarray, np.ndarray]:
+    """(t = k + 1, L_k) of the terms ``ks`` that a log axis can draw (finite and > 0)."""
+    ks = np.asarray(ks, dtype=int)
+    x, y = ks + 1.0, np.asarray(terms, dtype=np.float64)[ks]
+    keep = np.isfinite(y) & (y > 0)
+    return x[keep], y[keep]
+
+
+def point_xy(k: int, value: float, log_x: bool) -> tuple[float, float]:
+    """Where term k of ``value`` is drawn in the plot's view coordinates (log10 of t on a log t axis, log10 L_k)."""
+    return (math.log10(k + 1) if log_x else float(k + 1)), math.log10(value)
+
+
+def hover_anchor(x: float, y: float, view) -> tuple[float, float]:
+    """The hover box's anchor that keeps it inside ``view`` = ((x0, x1), (y0, y1)): left of points in the right
+    half, below points in the top half."""
+    (x0, x1), (y0, y1) = view
+    return (1.05 if x > (x0 + x1) / 2 else -0.05, -0.1 if y > (y0 + y1) / 2 else 1.1)
 
 
 def view_range(parts: list[np.ndarray], log_x: bool):
