@@ -21,26 +21,23 @@ from PySide6.QtCore import QEvent, QObject, QSettings, QSignalBlocker, QStandard
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
                                QPushButton, QSizePolicy, QSpinBox, QSplitter, QToolButton, QVBoxLayout)
 
-from core.jobs.training import (MNIST, SMOOTH_HALF, LossCurve, TrainSession, TrainUpdate, check_resume, check_start,
-                                folder_summary, new_run_folder, newest_model_folder, run_state, saved_recipe,
-                                stopped_text, training_updates, update_text, warning_text)
+from core.jobs.training import (ADD_FOLDER_TIP, DEFAULTS, MNIST, MNIST_TIP, SIZE_TIPS, SMOOTH_HALF, TIPS, LossCurve,
+                                TrainSession, TrainUpdate, check_resume, check_start, folder_summary, new_run_folder,
+                                newest_model_folder, run_state, samples_title, saved_recipe, stopped_text,
+                                training_updates, update_text, warning_text)
 from core.messages import one_line
 from core.train import MODEL_SIZES, TrainConfig
 from ddpm_gui import settings as settings_mod
 from ddpm_gui.image_views import ImagePane, style_plot
-from ddpm_gui.widgets import JobPanel, LogAxis, RecentList, device_combo, named
+from ddpm_gui.widgets import JobPanel, LogAxis, RecentList, combo_box, device_combo, named, row, spin_box
 from ddpm_gui.worker import WorkerRunner
 
-DEFAULTS = TrainConfig()             # the CLI's defaults (core.cli.cmd_train uses the same object's values)
 BUILTIN, FOLDER, ADD_FOLDER = "builtin", "folder", "add-folder"
 RECENT_KEY = "train/recentFolders"
 MAX_RECENT = 8
 CLOSE_WAIT_S = 300.0                 # closing waits this long for the step in flight and the checkpoint
 RAW_PEN = pg.mkPen((120, 160, 220), width=1)
 SMOOTH_PEN = pg.mkPen((214, 39, 40), width=2)
-SIZE_TIPS = {name: (f"{name}: base {s['base_channels']} channels, multipliers {s['channel_mults']}, "
-                    f"{'self-attention at the lowest resolution' if s['attention'] else 'no attention in the res-blocks'}")
-             for name, s in MODEL_SIZES.items()}
 
 
 def runs_root() -> Path:
@@ -339,17 +336,13 @@ class TrainPanel(JobPanel):
             self._redraw_curve()
 
     def _show_samples(self, grid: np.ndarray, step: int) -> None:
-        num_classes = self._num_classes
         self.sampleView.set_image(np.ascontiguousarray(grid))
-        by = f"; classes 0…{num_classes - 1} by column" if 0 < num_classes <= 10 else ""
-        self.sampleView.title.setText(f"<b>EMA samples</b> at step {step} (DDIM, {DEFAULTS.sample_steps} steps"
-                                      f"{by})")
+        self.sampleView.title.setText(samples_title(step, self._num_classes))
         self.samplesShown.emit(step)
 
     def _clear_samples(self, every: int) -> None:
         self.sampleView.item.clear()
-        when = f"every {every} steps and at the end" if every else "at the end"
-        self.sampleView.title.setText(f"<b>EMA samples</b> appear {when}")
+        self.sampleView.title.setText(samples_title(None, every=every))
 
     # ----- datasets and the output folder ----------------------------------------------------------------------
     def _fill_datasets(self) -> None:
@@ -357,16 +350,12 @@ class TrainPanel(JobPanel):
         with QSignalBlocker(combo):
             combo.clear()
             combo.addItem("Built-in MNIST (4,500 digits, 28×28)", (BUILTIN, MNIST))
-            combo.setItemData(0, "builtin:mnist: 500 digits per class from MNIST (CC BY-SA 3.0, LeCun & Cortes); "
-                              "4,500 training images with labels 0–9 (the model becomes class-conditional); the fixed 10% held "
-                              "out for evaluation is never trained on", Qt.ItemDataRole.ToolTipRole)
+            combo.setItemData(0, MNIST_TIP, Qt.ItemDataRole.ToolTipRole)
             for folder in self._folders.items():
                 self._insert_recent_item(folder)
             combo.insertSeparator(combo.count())
             combo.addItem("Choose a folder of images…", (ADD_FOLDER, None))
-            combo.setItemData(combo.count() - 1, "Any images the loader reads (searched recursively), centre-cropped "
-                              "and resized to the resolution; sub-folders = classes; remembered",
-                              Qt.ItemDataRole.ToolTipRole)
+            combo.setItemData(combo.count() - 1, ADD_FOLDER_TIP, Qt.ItemDataRole.ToolTipRole)
             combo.setCurrentIndex(0)
 
     def _find_data(self, kind: str, value) -> int:
@@ -510,33 +499,25 @@ class TrainPanel(JobPanel):
 
     # ----- UI --------------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        self.dataCombo = named(QComboBox(), "trainDatasetCombo", "What to learn: the built-in MNIST digits or a "
-                               "folder of images (centre-cropped and resized; sub-folders = classes, which makes the "
-                               "model class-conditional)")
+        self.dataCombo = named(QComboBox(), "trainDatasetCombo", TIPS["trainDatasetCombo"])
         self.dataCombo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.dataCombo.setMinimumContentsLength(20)
         self.dataCombo.currentIndexChanged.connect(self._on_data_changed)
-        self.resolutionSpin = self._spin("trainResolutionSpin", 4, 512, 28, "Image size the model trains at "
-                                         "(folders; MNIST is 28×28). Every image is centre-cropped to a square and "
-                                         "resized to it")
+        self.resolutionSpin = spin_box("trainResolutionSpin", "Image size the model trains at (folders; MNIST is "
+                                       "28×28). Every image is centre-cropped to a square and resized to it",
+                                       4, 512, 28)
         self.resolutionSpin.setSuffix(" px")
         self.resolutionSpin.valueChanged.connect(self._on_resolution_changed)
-        self.sizeCombo = QComboBox()
-        for name in MODEL_SIZES:
-            self.sizeCombo.addItem(name, name)
-            self.sizeCombo.setItemData(self.sizeCombo.count() - 1, SIZE_TIPS[name], Qt.ItemDataRole.ToolTipRole)
+        self.sizeCombo = combo_box("trainModelSizeCombo", "UNet size: tiny and small train in minutes on a CPU (small "
+                                   "is the built-in model's size); base and large need hours there, or a GPU",
+                                   [(name, name, SIZE_TIPS[name]) for name in MODEL_SIZES])
         self.sizeCombo.setCurrentIndex(self.sizeCombo.findData(DEFAULTS.model_size))
-        named(self.sizeCombo, "trainModelSizeCombo", "UNet size: tiny and small train in minutes on a CPU (small is "
-              "the built-in model's size); base and large need hours there, or a GPU")
         self.sizeCombo.currentIndexChanged.connect(lambda _i: self._propose_out())
-        self.stepsSpin = self._spin("trainStepsSpin", 1, 10_000_000, DEFAULTS.steps, "Total optimizer steps of the "
-                                    "run (Resume may raise it to extend a run)", step=500)
-        self.batchSpin = self._spin("trainBatchSpin", 1, 4096, DEFAULTS.batch_size, "Images per optimizer step: "
-                                    "each gets its own t ~ U{0…T−1} and ε ~ N(0, I)")
-        self.sampleEverySpin = self._spin(
-            "trainSampleEverySpin", 0, 1_000_000, DEFAULTS.sample_every, "Draw a grid of samples from the EMA "
-            f"weights every N steps (deterministic DDIM, {DEFAULTS.sample_steps} steps, the same seed each time, so "
-            "you see the same digits sharpen); 0 = only at the end", step=100)
+        self.stepsSpin = spin_box("trainStepsSpin", "Total optimizer steps of the run (Resume may raise it to extend "
+                                  "a run)", 1, 10_000_000, DEFAULTS.steps, step=500)
+        self.batchSpin = spin_box("trainBatchSpin", TIPS["trainBatchSpin"], 1, 4096, DEFAULTS.batch_size)
+        self.sampleEverySpin = spin_box("trainSampleEverySpin", TIPS["trainSampleEverySpin"], 0, 1_000_000,
+                                        DEFAULTS.sample_every, step=100)
         self.sampleEverySpin.setSpecialValueText("at the end")
         self.sampleEverySpin.valueChanged.connect(
             lambda v: self.sampleView.image is None and not self._running and self._clear_samples(v))
@@ -554,31 +535,22 @@ class TrainPanel(JobPanel):
         self.runInfo.setStyleSheet("color: #555;")
         self.runInfo.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        self.startButton = self._button("Start", "trainStartButton", self.start, "Train a new model in the output "
-                                        "folder on a worker thread: ε-prediction, L_simple = ‖ε − ε_θ(√ᾱ_t·x_0 + "
-                                        "√(1−ᾱ_t)·ε, t)‖², AdamW, EMA weights")
+        self.startButton = self._button("Start", "trainStartButton", self.start, TIPS["trainStartButton"])
         self.stopButton = self._button("Stop", "trainStopButton", self.stop, "Stop after the step in flight and save "
                                        "a resumable checkpoint")
-        self.resumeButton = self._button("Resume", "trainResumeButton", self.resume, "Continue the run in the output "
-                                         "folder exactly where its checkpoint left off (model, EMA, optimizer, step, "
-                                         "random state), up to Steps")
+        self.resumeButton = self._button("Resume", "trainResumeButton", self.resume, TIPS["trainResumeButton"])
         self.useModelButton = self._button("Use this model", "trainUseModelButton", self.use_model, "Open the run's "
                                            "newest EMA weights (model/, else the checkpoint) in the Generate panel")
         self.progressBar = named(QProgressBar(), "trainProgress", "Optimizer steps done / total")
         self.progressBar.setFormat("step %v / %m")
-        self.statusLabel = named(QLabel(), "trainStatus", "The loss as `ddpm train` prints it (an exponential "
-                                 "average over ~50 steps) and this step's, steps per second of this session, "
-                                 "time left, learning rate (linear warm-up, then constant)")
+        self.statusLabel = named(QLabel(), "trainStatus", TIPS["trainStatus"])
         self.statusLabel.setWordWrap(True)
         self.statusLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.statusLabel.setMinimumHeight(2 * self.statusLabel.fontMetrics().lineSpacing() + 4)
         self.statusLabel.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
 
         self.lossPlot = named(pg.PlotWidget(axisItems={"left": LogAxis("left")}), "trainLossPlot",
-                              "L_simple per step (thin; a resumed run's earlier steps as means of 10) and, thick, "
-                              f"its mean over the {2 * SMOOTH_HALF + 1} steps around each step (centred, so it "
-                              "does not lag; at the live end the mean of the last steps), on a log scale. "
-                              "Wheel: zoom, drag: pan, right-click: view options")
+                              TIPS["trainLossPlot"])
         self.lossPlot.setAcceptDrops(False)
         style_plot(self.lossPlot)
         self.lossPlot.setLogMode(False, True)
@@ -605,11 +577,7 @@ class TrainPanel(JobPanel):
                               (1, 5, self.batchSpin, 1), (2, 0, "Samples every", 1), (2, 1, self.sampleEverySpin, 1),
                               (2, 2, "Device", 1), (2, 3, self.deviceCombo, 3), (3, 0, "Output", 1)):
             form.addWidget(QLabel(w) if isinstance(w, str) else w, r, c, 1, span)
-        out_row = QHBoxLayout()
-        out_row.setSpacing(2)
-        out_row.addWidget(self.outEdit, 1)
-        out_row.addWidget(self.outBrowseButton)
-        form.addLayout(out_row, 3, 1, 1, 5)
+        form.addWidget(row(self.outEdit, self.outBrowseButton, spacing=2), 3, 1, 1, 5)
         form.addWidget(self.runInfo, 4, 1, 1, 5)
         for col, stretch in ((1, 2), (3, 1), (5, 1)):
             form.setColumnStretch(col, stretch)
@@ -638,14 +606,6 @@ class TrainPanel(JobPanel):
         self.stepsSpin.valueChanged.connect(self._on_steps_changed)
         self._on_steps_changed(self.stepsSpin.value())
         self._set_status("Choose the data and a model size, then Start. Stop saves a checkpoint; Resume continues.")
-
-    @staticmethod
-    def _spin(name: str, lo: int, hi: int, value: int, tip: str, step: int = 1) -> QSpinBox:
-        spin = named(QSpinBox(), name, tip)
-        spin.setRange(lo, hi)
-        spin.setSingleStep(step)
-        spin.setValue(value)
-        return spin
 
     @staticmethod
     def _button(text: str, name: str, slot, tip: str) -> QPushButton:

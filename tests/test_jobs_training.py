@@ -252,3 +252,21 @@ def test_folder_summary_and_a_fresh_folder_name(tmp_path):
     assert new_run_folder(tmp_path, "builtin:mnist", "small") == tmp_path / "mnist-small-3"
     assert new_run_folder(tmp_path, "/data/photos", "tiny") == tmp_path / "photos-tiny"
     assert new_run_folder(tmp_path, "/", "tiny") == tmp_path / "images-tiny"
+
+
+def test_the_tabs_texts_and_the_sample_views_title():
+    from core.jobs.training import ADD_FOLDER_TIP, DEFAULTS, MNIST_TIP, SIZE_TIPS, TIPS, samples_title
+    from core.train import MODEL_SIZES
+    assert set(SIZE_TIPS) == set(MODEL_SIZES)
+    small = MODEL_SIZES["small"]
+    assert SIZE_TIPS["small"].startswith(f"small: base {small['base_channels']} channels, multipliers ")
+    assert "4,500 training images" in MNIST_TIP and "sub-folders = classes" in ADD_FOLDER_TIP
+    assert "L_simple = ‖ε − ε_θ(√ᾱ_t·x_0 + √(1−ᾱ_t)·ε, t)‖²" in TIPS["trainStartButton"]
+    assert f"DDIM, {DEFAULTS.sample_steps} steps" in TIPS["trainSampleEverySpin"]
+    assert "mean over the 51 steps" in TIPS["trainLossPlot"]
+    assert samples_title(None) == "<b>EMA samples</b> appear at the end"
+    assert samples_title(None, every=200) == "<b>EMA samples</b> appear every 200 steps and at the end"
+    n = DEFAULTS.sample_steps
+    assert samples_title(300) == f"<b>EMA samples</b> at step 300 (DDIM, {n} steps)"
+    assert samples_title(300, 10) == f"<b>EMA samples</b> at step 300 (DDIM, {n} steps; classes 0…9 by column)"
+    assert samples_title(300, 11) == f"<b>EMA samples</b> at step 300 (DDIM, {n} steps)"

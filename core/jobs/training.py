@@ -28,11 +28,40 @@ import torch
 
 from core.atomic import resolve_dir
 from core.messages import format_eta
-from core.train import STATE_JSON, TrainConfig, check_outputs, train
+from core.train import MODEL_SIZES, STATE_JSON, TrainConfig, check_outputs, train
 
 EMIT_INTERVAL_S = 0.1   # at most 10 loss updates a second reach the UI
 SMOOTH_HALF = 25        # the plot's smoothed loss: the mean over steps s−25 … s+25
 MNIST = "builtin:mnist"
+DEFAULTS = TrainConfig()  # ``ddpm train``'s defaults
+
+# What the Train tab's choices mean, with their formulas (its tooltips, by objectName, and its menus' entries).
+SIZE_TIPS = {name: f"{name}: base {s['base_channels']} channels, multipliers {s['channel_mults']}, "
+                   + ("self-attention at the lowest resolution" if s["attention"] else "no attention in the res-blocks")
+             for name, s in MODEL_SIZES.items()}
+MNIST_TIP = ("builtin:mnist: 500 digits per class from MNIST (CC BY-SA 3.0, LeCun & Cortes); 4,500 training images "
+             "with labels 0–9 (the model becomes class-conditional); the fixed 10% held out for evaluation is never "
+             "trained on")
+ADD_FOLDER_TIP = ("Any images the loader reads (searched recursively), centre-cropped and resized to the resolution; "
+                  "sub-folders = classes; remembered")
+TIPS = {
+    "trainDatasetCombo": "What to learn: the built-in MNIST digits or a folder of images (centre-cropped and resized; "
+                         "sub-folders = classes, which makes the model class-conditional)",
+    "trainResumeButton": "Continue the run in the output folder exactly where its checkpoint left off (model, EMA, "
+                         "optimizer, step, random state), up to Steps",
+    "trainBatchSpin": "Images per optimizer step: each gets its own t ~ U{0…T−1} and ε ~ N(0, I)",
+    "trainSampleEverySpin": f"Draw a grid of samples from the EMA weights every N steps (deterministic DDIM, "
+                            f"{DEFAULTS.sample_steps} steps, the same seed each time, so you see the same digits "
+                            "sharpen); 0 = only at the end",
+    "trainStartButton": "Train a new model in the output folder on a worker thread: ε-prediction, L_simple = ‖ε − "
+                        "ε_θ(√ᾱ_t·x_0 + √(1−ᾱ_t)·ε, t)‖², AdamW, EMA weights",
+    "trainStatus": "The loss as `ddpm train` prints it (an exponential average over ~50 steps) and this step's, "
+                   "steps per second of this session, time left, learning rate (linear warm-up, then constant)",
+    "trainLossPlot": f"L_simple per step (thin; a resumed run's earlier steps as means of 10) and, thick, its mean "
+                     f"over the {2 * SMOOTH_HALF + 1} steps around each step (centred, so it does not lag; at the live "
+                     "end the mean of the last steps), on a log scale. Wheel: zoom, drag: pan, right-click: view "
+                     "options",
+}
 
 
 # ----- what a run shows ----------------------------------------------------------------------------------------
@@ -187,6 +216,14 @@ def update_text(u: TrainUpdate, loss: str) -> str:
                 "in Generate")
     eta = (u.total - u.step) / u.it_per_s if u.it_per_s > 0 else float("inf")
     return f"step {u.step}/{u.total} · loss {loss} · {u.it_per_s:.3g} it/s · ETA {format_eta(eta)} · lr {u.lr:.2g}"
+
+
+def samples_title(step: int | None, num_classes: int = 0, every: int = 0) -> str:
+    """The EMA sample view's title (rich text): the grid's step, or (``step`` None) when grids will appear."""
+    if step is None:
+        return f"<b>EMA samples</b> appear {f'every {every} steps and at the end' if every else 'at the end'}"
+    by = f"; classes 0…{num_classes - 1} by column" if 0 < num_classes <= 10 else ""
+    return f"<b>EMA samples</b> at step {step} (DDIM, {DEFAULTS.sample_steps} steps{by})"
 
 
 def stopped_text(session: TrainSession | None, total: int) -> str:
