@@ -445,9 +445,7 @@ class GeneratePanel(JobPanel):
 
     # ----- UI ----------------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        self.modelCombo = ModelMenu("modelCombo", "The denoiser that runs the reverse chain p_θ(x_{t−1} | x_t): the "
-                                    "built-in model, a model folder (ours or diffusers) or the exact oracle of a "
-                                    "set of images", settings=self._settings, settings_key=RECENT_KEY)
+        self.modelCombo = ModelMenu("modelCombo", TIPS["modelCombo"], settings=self._settings, settings_key=RECENT_KEY)
         self.modelCombo.specChanged.connect(self._on_model_changed)
         self.modelCombo.openRequested.connect(self._open_dialog)
         self.modelNote = named(QLabel(""), "modelNote")
@@ -484,10 +482,7 @@ class GeneratePanel(JobPanel):
         self.cancelButton = named(QPushButton("Cancel"), "cancelButton",
                                   "Stop the run after the model call in progress (Esc)")
         self.cancelButton.clicked.connect(self.cancel)
-        self.followCheck = named(QCheckBox("slider follows t"), "followTimestepCheck", "Move the window's timestep "
-                                 "slider and the schedule plot's marker to the t of the frame shown (when the "
-                                 "model's T equals the window schedule's T; once a second during a run, every "
-                                 "frame when scrubbing)")
+        self.followCheck = named(QCheckBox("slider follows t"), "followTimestepCheck", TIPS["followTimestepCheck"])
         self.followCheck.setChecked(True)
         self.progressBar = named(QProgressBar(), "generateProgress", "Model calls done / N")
         self.progressBar.setFormat("%v / %m")
@@ -510,9 +505,7 @@ class GeneratePanel(JobPanel):
         widest = self.fontMetrics().horizontalAdvance("0000/0000 (1 step in 16 kept)")
         self.timelineLabel = named(TextLine(width=widest), "timelineLabel")
         self.timelineLabel.setText("–")
-        self.exportButton = named(QToolButton(), "exportButton", "Save the last run: GIF or APNG of every recorded "
-                                  "step, a PNG grid of the progression, the final samples, or a folder of numbered "
-                                  "PNG frames")
+        self.exportButton = named(QToolButton(), "exportButton", TIPS["exportButton"])
         self.exportButton.setText("Export ▾")
         self.exportButton.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = named(QMenu(self.exportButton), "exportMenu")

@@ -121,5 +121,6 @@ def test_panel_edits_drag_add_stretch_and_the_points_drawn():
     assert np.array_equal(x, [0, 30, 60, 99]) and np.allclose(y, np.log10(k.v))
     kl = fit_knots(s, LOGSNR)
     assert np.allclose(knot_points(kl, "alphas_cumprod", False)[1], s.alphas_cumprod[list(kl.t)])
-    assert summary_html(s, 4) == "<b>linear</b> · T = 100 · β 0.0001 → 0.02 · ᾱ<sub>T−1</sub> = 0.364 · 4 control points"
+    want = "<b>linear</b> · T = 100 · β 0.0001 → 0.02 · ᾱ<sub>T−1</sub> = 0.364 · 4 control points"
+    assert summary_html(s, 4) == want
     assert "0 (zero terminal SNR)" in summary_html(zs, 5)

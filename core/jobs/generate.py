@@ -44,6 +44,13 @@ SAMPLER_TIPS = {
                "in x̂_0; good images in 10–25 steps",
 }
 TIPS = {
+    "modelCombo": "The denoiser that runs the reverse chain p_θ(x_{t−1} | x_t): the built-in model, a model folder "
+                  "(ours or diffusers) or the exact oracle of a set of images",
+    "followTimestepCheck": "Move the window's timestep slider and the schedule plot's marker to the t of the frame "
+                           "shown (when the model's T equals the window schedule's T; once a second during a run, "
+                           "every frame when scrubbing)",
+    "exportButton": "Save the last run: GIF or APNG of every recorded step, a PNG grid of the progression, the final "
+                    "samples, or a folder of numbered PNG frames",
     "stepsSpin": "Model calls N: the sampler visits N of the T timesteps (changing the sampler resets it to that "
                  "sampler's default: DDPM T, DDIM 50, DPM-Solver++ 20)",
     "etaSpin": "DDIM's η: σ_t = η·√((1−ᾱ_{t−1})/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_{t−1}); 0 = deterministic DDIM, 1 = DDPM-like "
