@@ -50,16 +50,18 @@ def combo_box(name: str, tip: str | None, items) -> QComboBox:
 
 
 def row(*items, spacing: int = 6) -> QWidget:
-    """Widgets side by side (strings become labels); ``None`` is a stretch."""
+    """Widgets side by side (strings become labels); ``None`` is a stretch, ``(widget, n)`` a widget that takes
+    ``n`` shares of the spare width."""
     box = QWidget()
     lay = QHBoxLayout(box)
     lay.setContentsMargins(0, 0, 0, 0)
     lay.setSpacing(spacing)
     for it in items:
+        it, stretch = it if isinstance(it, tuple) else (it, 0)
         if it is None:
             lay.addStretch(1)
         else:
-            lay.addWidget(QLabel(it) if isinstance(it, str) else it)
+            lay.addWidget(QLabel(it) if isinstance(it, str) else it, stretch)
     return box
 
 
@@ -174,7 +176,8 @@ class ModelMenu(QComboBox):
                  "sample converges to the photo (32×32 unless the photo is square ≤ 256)"):
         super().__init__()
         named(self, name, tip)
-        self._settings, self._key, self._photo_tip = settings, settings_key, oracle_photo_tip
+        self._recent = RecentList(settings, settings_key, self.MAX_RECENT, convert=self._stored_spec)
+        self._photo_tip = oracle_photo_tip
         self._previous = -1
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(20)
@@ -218,7 +221,7 @@ class ModelMenu(QComboBox):
             self._add("Oracle — built-in MNIST digits", "oracle:builtin:mnist",
                       "The exact denoiser of the 4,500 training digits: E[x_0 | x_t] = Σ_i softmax_i(−‖x_t − "
                       "√ᾱ_t·x_i‖² / 2(1−ᾱ_t))·x_i — it memorises")
-            for spec in self._recent():
+            for spec in self._recent.items():
                 self._insert_recent(spec)
             self.insertSeparator(self.count())
             self._add("Open a model folder…", self._OPEN_FOLDER, "A folder with config.json + model.safetensors "
@@ -262,29 +265,18 @@ class ModelMenu(QComboBox):
     def _is_recent(spec) -> bool:
         return isinstance(spec, str) and not spec.startswith("open:") and parse_spec(spec).is_path
 
-    def _recent(self) -> list[str]:
-        """The remembered folders, newest first; a hand-edited settings file never breaks the menu. Reads the old
-        ``[kind, value]`` pairs too."""
-        if self._settings is None or not self._key:
-            return []
-        try:
-            items = json.loads(self._settings.value(self._key) or "[]")
-            out = []
-            for it in items if isinstance(items, list) else []:
-                if isinstance(it, list) and len(it) == 2 and isinstance(it[1], str):   # before specs were stored
-                    it = f"oracle:{it[1]}" if it[0] == "oracle-folder" else it[1]
-                if isinstance(it, str) and self._is_recent(it) and it not in out:
-                    out.append(it)
-            return out[:self.MAX_RECENT]
-        except Exception:  # noqa: BLE001 - nested too deeply, not JSON, …: start with no recent folders
-            return []
+    @classmethod
+    def _stored_spec(cls, item):
+        """A remembered folder's SPEC (the old ``[kind, value]`` pairs read too), or None."""
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[1], str):   # before specs were stored
+            item = f"oracle:{item[1]}" if item[0] == "oracle-folder" else item[1]
+        return item if isinstance(item, str) and cls._is_recent(item) else None
 
     def _add_recent(self, spec: str) -> int:
         with QSignalBlocker(self):
             i = self._insert_recent(spec) if self.findData(spec) < 0 else self.findData(spec)
-        if self._settings is not None and self._key and self._is_recent(spec):
-            items = [spec] + [s for s in self._recent() if s != spec]
-            self._settings.setValue(self._key, json.dumps(items[:self.MAX_RECENT]))
+        if self._is_recent(spec):
+            self._recent.add(spec)
         return i
 
     def _on_index(self, i: int) -> None:

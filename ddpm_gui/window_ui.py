@@ -8,15 +8,15 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QPainter
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
-                               QProgressBar, QPushButton, QSizePolicy, QSlider, QSpinBox, QSplitter, QTabWidget,
-                               QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QSizePolicy, QSlider, QSplitter, QTabWidget, QVBoxLayout,
+                               QWidget)
 
 from core.images import SAMPLES
 from core.messages import one_line
 from ddpm_gui.image_views import ImagePane, PixelHistogram
 from ddpm_gui.photo_intake import SAMPLE_LABELS
 from ddpm_gui.strip_view import StripView
-from ddpm_gui.widgets import named
+from ddpm_gui.widgets import combo_box, named, row, spin_box
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff *.ppm *.pgm);;All files (*)"
 CLOSED, CHAIN = "closed", "chain"   # the view's modes: eq. 5 with one ε, eq. 2 step by step
@@ -41,14 +41,9 @@ def build_view(w) -> None:
                             "The noise ε = draw_noise(shape, seed), shown with x_t's mapping "
                             "u8 = clip(127.5·x + 128): x_T ≈ ε")
     w.xtPane.viewbox.sigRangeChanged.connect(w._on_view_range)
-    w.x0Pane.link_to(w.xtPane)
-    w.noisePane.link_to(w.xtPane)
-    w.x0Pane.hide()
-    w.noisePane.hide()
-    panes = QHBoxLayout()
-    panes.setSpacing(6)
-    for p in (w.xtPane, w.x0Pane, w.noisePane):
-        panes.addWidget(p, 1)
+    for pane in (w.x0Pane, w.noisePane):
+        pane.link_to(w.xtPane)
+        pane.hide()
 
     w.showX0Check = named(QCheckBox("show x₀"), "showX0Check", "Show the clean photo x_0 beside x_t")
     w.showX0Check.toggled.connect(w.x0Pane.setVisible)
@@ -60,20 +55,18 @@ def build_view(w) -> None:
     w.fitButton = named(QPushButton("Fit"), "fitViewButton", "Fit the photo to the view (Ctrl+0)")
     w.fitButton.clicked.connect(w.fit_view)
 
-    w.modeCombo = named(QComboBox(), "modeCombo",
-                        "Closed form: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε with one ε for all t (eq. 5). "
-                        "Markov chain: x_t = √(1−β_t)·x_{t−1} + √β_t·ε_t, a new ε_t every step "
-                        "(eq. 2). They agree in distribution, not pixel for pixel.")
-    w.modeCombo.addItem("Closed form q(x_t | x_0), eq. 5 — one ε for all t", CLOSED)
-    w.modeCombo.addItem("Markov chain, eq. 2 — a new ε every step", CHAIN)
+    w.modeCombo = combo_box("modeCombo", "Closed form: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε with one ε for all t (eq. 5). "
+                            "Markov chain: x_t = √(1−β_t)·x_{t−1} + √β_t·ε_t, a new ε_t every step "
+                            "(eq. 2). They agree in distribution, not pixel for pixel.",
+                            [("Closed form q(x_t | x_0), eq. 5 — one ε for all t", CLOSED),
+                             ("Markov chain, eq. 2 — a new ε every step", CHAIN)])
     w.modeCombo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     w.modeCombo.setMinimumContentsLength(16)
     w.modeCombo.currentIndexChanged.connect(w._on_mode)
 
-    w.seedSpin = named(QSpinBox(), "noiseSeedSpin",  # "seedSpin" is the Generate panel's
-                       "Seed of ε (a seeded CPU torch.Generator: the same seed gives the same ε as "
-                       "`ddpm noise --seed` on every machine)")
-    w.seedSpin.setRange(0, 2**31 - 1)
+    w.seedSpin = spin_box("noiseSeedSpin",  # "seedSpin" is the Generate panel's
+                          "Seed of ε (a seeded CPU torch.Generator: the same seed gives the same ε as "
+                          "`ddpm noise --seed` on every machine)", 0, 2**31 - 1)
     w.seedSpin.setKeyboardTracking(False)
     w.seedSpin.valueChanged.connect(lambda _v: w._x0 is not None and w._make_noise())
     w.newNoiseButton = named(QPushButton("New noise"), "newNoiseButton", "Draw a new ε ~ N(0, I) (a random seed)")
@@ -83,16 +76,6 @@ def build_view(w) -> None:
     w.photoLabel.setStyleSheet("color: #555;")
     w.photoLabel.setMinimumWidth(40)
     w.photoLabel.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-    controls = QHBoxLayout()
-    for widget in (w.showX0Check, w.showNoiseCheck, w.fitButton):
-        controls.addWidget(widget)
-    controls.addWidget(w.photoLabel, 1)
-    controls.addStretch(1)
-    for widget in (QLabel("Seed"), w.seedSpin, w.newNoiseButton):
-        controls.addWidget(widget)
-    mode_row = QHBoxLayout()
-    mode_row.addWidget(QLabel("Mode"))
-    mode_row.addWidget(w.modeCombo, 1)
 
     w.modeNote = named(QLabel(CHAIN_NOTE), "modeNote")
     w.modeNote.setWordWrap(True)
@@ -111,16 +94,9 @@ def build_view(w) -> None:
                              "Arrows step by 1, Page Up/Down by T/20, Home/End jump to the ends.")
     w.timestepSlider.setRange(0, 999)
     w.timestepSlider.valueChanged.connect(w._on_slider)
-    w.timestepSpin = named(QSpinBox(), "timestepSpin", "Timestep t (0…T−1)")
-    w.timestepSpin.setRange(0, 999)
+    w.timestepSpin = spin_box("timestepSpin", "Timestep t (0…T−1)", 0, 999)
     w.timestepSpin.valueChanged.connect(w.timestepSlider.setValue)
     w.tMaxLabel = QLabel("/ 999")
-    slider_row = QHBoxLayout()
-    slider_row.addWidget(w.playButton)
-    slider_row.addWidget(QLabel("t"))
-    slider_row.addWidget(w.timestepSlider, 1)
-    slider_row.addWidget(w.timestepSpin)
-    slider_row.addWidget(w.tMaxLabel)
 
     w.readout = named(QLabel(), "timestepReadout",
                       "β_t; ᾱ_t = Π(1−β_s); √ᾱ_t and √(1−ᾱ_t), the scales of x_0 and ε in x_t; "
@@ -138,18 +114,23 @@ def build_view(w) -> None:
                                 "Save x_0 and x_t at the strip's timesteps as one PNG, at full resolution "
                                 "(the same pixels as `ddpm noise IMAGE --seed S`)")
     w.exportStripButton.clicked.connect(lambda: export_strip_dialog(w))
-    strip_row = QHBoxLayout()
-    strip_row.addWidget(QLabel("Strip at t ="))
-    strip_row.addWidget(w.stripEdit, 1)
-    strip_row.addWidget(w.exportStripButton)
     w.stripView = StripView()
 
     left = named(QWidget(), "imageArea")
     lv = QVBoxLayout(left)
     lv.setContentsMargins(6, 6, 6, 6)
+    panes = QHBoxLayout()   # a layout, not a row widget: a pane's view drawn inside one samples the photo differently
+    panes.setSpacing(6)
+    for pane in (w.xtPane, w.x0Pane, w.noisePane):
+        panes.addWidget(pane, 1)
     lv.addLayout(panes, 1)
-    for part in (controls, mode_row, w.modeNote, slider_row, w.readout, w.histogram, strip_row, w.stripView):
-        (lv.addLayout if isinstance(part, QHBoxLayout) else lv.addWidget)(part)
+    for part in (row(w.showX0Check, w.showNoiseCheck, w.fitButton, (w.photoLabel, 1), None, "Seed", w.seedSpin,
+                     w.newNoiseButton),
+                 row("Mode", (w.modeCombo, 1)), w.modeNote,
+                 row(w.playButton, "t", (w.timestepSlider, 1), w.timestepSpin, w.tMaxLabel),
+                 w.readout, w.histogram,
+                 row("Strip at t =", (w.stripEdit, 1), w.exportStripButton), w.stripView):
+        lv.addWidget(part)
 
     w.panelTabs = named(QTabWidget(), "panelTabs")
     w.panelTabs.setToolTip("")
