@@ -8,8 +8,8 @@ from PIL import Image
 
 from core.images import batch_grid, load_image, photo_to_model_input, save_image
 from core.jobs.generate import (EACH_CLASS, EXPORTS, GenerateJob, LivePacer, ModelRequests, Recording, RunFrame,
-                                class_labels, export_animation, export_final, export_frame_folder, export_grid, export_name,
-                                export_scale, export_writer, generate_frames, model_note, preload_model,
+                                class_labels, export_animation, export_final, export_frame_folder, export_grid,
+                                export_name, export_scale, export_writer, generate_frames, model_note, preload_model,
                                 start_input)
 from core.model_spec import ModelCache, cache_key
 from core.models.denoiser import Denoiser

@@ -66,7 +66,8 @@ def test_every_step_reaches_the_ui_once_with_cores_losses(images, tmp_path):
     started, *progress, done = ups
     assert started.kind == "started" and (started.step, started.total) == (0, 5)
     assert started.notes == ("skipped 1 file that could not be read as images",) and started.num_classes == 0
-    assert started.info.startswith("tiny UNet (") and " on " + str(images) + ": 4 images 3×8×8; cpu, fp32" in started.info
+    assert started.info.startswith("tiny UNet (")
+    assert " on " + str(images) + ": 4 images 3×8×8; cpu, fp32" in started.info
     assert len(started.history_steps) == 0
     assert [u.kind for u in progress] == ["progress"] * len(progress) and done.kind == "done"
     steps = np.concatenate([u.steps for u in ups])
