@@ -64,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
 def _screenshot(args) -> int:
     from pathlib import Path
 
-    from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from core.messages import one_line
@@ -97,22 +96,11 @@ def _screenshot(args) -> int:
     window.showNoiseCheck.setChecked("eps" in shows or "noise" in shows)
     window.show()
     if window.photo_loading:   # a large photo is decoded on a worker: wait for it (or its failure)
-        wait = QEventLoop()
-        window.photoLoaded.connect(wait.quit)
-        window.photoFailed.connect(wait.quit)
-        QTimer.singleShot(120_000, wait.quit)
-        if window.photo_loading:
-            wait.exec()
-    t = window.schedule.T // 2 if args.t is None else args.t
-    window.set_timestep(t)
-    # let layout, the first frame and the strip settle: a short event loop, then grab
-    loop = QEventLoop()
-    QTimer.singleShot(600, loop.quit)
-    loop.exec()
+        _run_events(app, 120_000, window.photoLoaded, window.photoFailed)
+    window.set_timestep(window.schedule.T // 2 if args.t is None else args.t)
+    _run_events(app, 600)   # let layout, the first frame and the strip settle, then grab
     window.fit_view()
-    loop2 = QEventLoop()
-    QTimer.singleShot(150, loop2.quit)
-    loop2.exec()
+    _run_events(app, 150)
     try:
         window.save_screenshot(out)
     except OSError as e:
@@ -123,6 +111,16 @@ def _screenshot(args) -> int:
     shutdown_all()
     exit_now_if_abandoned(EXIT_OK)
     return EXIT_OK
+
+
+def _run_events(app, ms: int, *until) -> None:
+    """Run the event loop for ``ms`` milliseconds, or until one of the signals ``until`` fires."""
+    from PySide6.QtCore import QEventLoop, QTimer
+    loop = QEventLoop(app)
+    for signal in until:
+        signal.connect(loop.quit)
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
 
 
 if __name__ == "__main__":

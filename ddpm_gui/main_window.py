@@ -1,16 +1,11 @@
 """DDPM Studio's main window: a photo, a timestep slider with live noising, and the schedule panel.
 
-The window is a thin view over ``core`` objects: the photo x_0 (:mod:`core.photo`), its fixed noise
-ε = :func:`core.forward.draw_noise` (shape, seed) and what the view caches from the pair
-(:class:`core.photo.PreparedPhoto`), the schedule (:class:`core.schedule.NoiseSchedule`, owned by the
-:class:`~ddpm_gui.schedule_panel.SchedulePanel`), :class:`core.forward.ForwardPreview`, which turns (x_0, ε, t)
-into display pixels, and the readout's numbers (:mod:`core.readout`).
-
-The slider path: a slider change only records the newest t and arms a zero-timeout timer; when the event loop
-gets to it, x_t for that newest t is rendered from the cached x_0 and ε and handed to pyqtgraph. Faster drags
-skip the intermediate t instead of queueing them. The histogram and the schedule's t marker follow, throttled;
-the strip follows a schedule or noise change, debounced. The Markov-chain mode (eq. 2 step by step) is too slow
-for that path, so it runs on a worker thread with cached checkpoints (:mod:`core.jobs.chain`).
+A thin view over ``core`` objects: the photo x_0 and what the view caches with its fixed noise ε
+(:mod:`core.photo`), the schedule (owned by the :class:`~ddpm_gui.schedule_panel.SchedulePanel`),
+:class:`core.forward.ForwardPreview` (x_0, ε, t → display pixels) and the readout (:mod:`core.readout`). A slider
+change only records the newest t; x_t is rendered when the event loop gets to it, so fast drags skip t values
+instead of queueing them. The histogram and the t marker follow, throttled; the strip, debounced. The Markov chain
+(eq. 2 step by step) runs on a worker with cached checkpoints (:mod:`core.jobs.chain`).
 
 For the panels (Generate, Train, ELBO):
 
@@ -23,12 +18,8 @@ For the panels (Generate, Train, ELBO):
 - ``input_paths()`` / ``check_output_target(path)``: the files the window has read (photo, schedule file) and the
   check every export makes before writing (never one of the inputs, through symlinks and hard links too).
 
-Opening a photo (:meth:`MainWindow.open_image`, :mod:`ddpm_gui.photo_intake`): a small file (≤ 512×512 pixels) is
-read at once; a larger one is decoded at the working size and its noise prepared on a worker, with a busy
-indicator in the status bar, while the window stays responsive; ``photoLoaded`` says when it is shown,
-``photoFailed(message)`` when it cannot be used (the photo shown before stays). The widgets and menus are built by
-:mod:`ddpm_gui.window_ui`, the strip drawn by :mod:`ddpm_gui.strip_view`, the settings kept by
-:mod:`ddpm_gui.settings`.
+Photos come in through :mod:`ddpm_gui.photo_intake` (``photoLoaded`` / ``photoFailed(message)``); the widgets and
+menus are built by :mod:`ddpm_gui.window_ui`, the settings kept by :mod:`ddpm_gui.settings`.
 """
 from __future__ import annotations
 
@@ -425,10 +416,13 @@ class MainWindow(PhotoIntake, QMainWindow):
         stride = self.display_stride
         with one_torch_thread():
             frame = self._preview_at(stride).render(t, self.schedule)  # a fresh array per frame
-        self.xtPane.set_image(frame, stride=stride, full_shape=self._x0.shape[:2])
+        self._request_aux()
+        self._show_frame(frame, stride, t)
+
+    def _show_frame(self, u8: np.ndarray, stride: int, t: int) -> None:
+        self.xtPane.set_image(u8, stride=stride, full_shape=self._x0.shape[:2])
         self.last_frame_time = time.perf_counter()
         self.frames_rendered += 1
-        self._request_aux()
         self.frameShown.emit(t)
 
     def _update_aux(self) -> None:
@@ -507,16 +501,13 @@ class MainWindow(PhotoIntake, QMainWindow):
     def _on_chain_frame(self, frame: ChainFrame | None) -> None:
         if frame is None:
             return
-        self.xtPane.set_image(frame.image, stride=self._chain_px_stride, full_shape=self._x0.shape[:2])
-        self.last_frame_time = time.perf_counter()
         if frame.sample is not None:
             self.histogram.set_values(frame.sample)
             self.histogram_t = frame.t
         self._update_readout(frame.t, mse=frame.mse)
-        self.frames_rendered += 1
         if not frame.final:
             self.modeNote.setText(f"{CHAIN_NOTE}  Walking the chain: step {frame.t} of {frame.target}…")
-        self.frameShown.emit(frame.t)
+        self._show_frame(frame.image, self._chain_px_stride, frame.t)
 
     def _on_chain_done(self) -> None:
         stride = self._chain_cache.stride if self._chain_cache else 1

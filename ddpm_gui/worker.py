@@ -5,7 +5,7 @@ a point where the run can be cancelled and a value shown. This module is the loo
 ``GeneratorWorker`` and Orange's one-task-per-widget executor:
 
 - :class:`GeneratorWorker` (a daemon ``threading.Thread``): each turn, stop if abort was requested, else advance the
-  generator once and hand the value to the UI as a :func:`copy_payload`. It ends with exactly one of
+  generator once and hand the value to the UI as a copy (:func:`core.jobs.threads.copy_payload`). It ends with one of
   ``finished(value)``, ``cancelled(n_yielded)``, ``errored(exc)``, then ``done()``; on cancel or error the generator
   is closed in the worker thread, so its ``finally`` frees memory first. A bare ``yield`` is a cancel point with
   nothing to show; a function that never yields can never be cancelled. A Python warning raised in the run is
@@ -31,7 +31,6 @@ Example::
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import inspect
 import logging
 import os
@@ -40,9 +39,9 @@ import threading
 import time
 from typing import Any, Callable
 
-import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, Slot
 
+from core.jobs.threads import copy_payload
 from core.messages import one_line, warning_router
 
 log = logging.getLogger(__name__)
@@ -52,27 +51,6 @@ __all__ = ["GeneratorWorker", "WorkerSignals", "FrameMailbox", "PaintThrottle", 
 
 CLOSE_WAIT_S = 1.0   # closing waits at most this long, in all, for the workers to stop
 EXIT_WAIT_S = 10.0   # a script that ends with workers running waits at most this long for them (atexit)
-
-
-def copy_payload(value: Any) -> Any:
-    """A copy of ``value`` that shares no memory with the worker: numpy arrays are copied, torch tensors become
-    numpy copies, tuples/lists/dicts/dataclasses are copied recursively, everything else is passed as is."""
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):  # a torch tensor
-        return value.detach().cpu().numpy().copy()
-    if isinstance(value, tuple):
-        if hasattr(value, "_fields"):  # a namedtuple
-            return type(value)(*(copy_payload(v) for v in value))
-        return tuple(copy_payload(v) for v in value)
-    if isinstance(value, list):
-        return [copy_payload(v) for v in value]
-    if isinstance(value, dict):
-        return {k: copy_payload(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: copy_payload(getattr(value, f.name))
-                                             for f in dataclasses.fields(value) if f.init})
-    return value
 
 
 # Workers whose thread may still be running, kept from start() until their thread has ended and dropped on the UI
@@ -258,7 +236,7 @@ class GeneratorWorker:
     """Runs ``fn(*args, **kwargs)`` — a generator function (or a plain function) — on its own daemon thread (see
     the module docstring). ``mailbox`` receives every value (newest wins); ``emit_yielded`` also emits each through
     ``signals.yielded``. Unlike a ``QThread``, a thread stuck in one call when the app quits never aborts the
-    process; ``start``, ``wait(ms)``, ``isRunning`` and ``isFinished`` behave as ``QThread``'s."""
+    process; ``start``, ``wait(ms)`` and ``isRunning`` behave as ``QThread``'s."""
 
     def __init__(self, fn: Callable, *args, mailbox: FrameMailbox | None = None, emit_yielded: bool = True,
                  name: str = "", **kwargs):
@@ -292,9 +270,6 @@ class GeneratorWorker:
 
     def isRunning(self) -> bool:  # noqa: N802 - QThread's name
         return self._thread is not None and self._thread.is_alive()
-
-    def isFinished(self) -> bool:  # noqa: N802 - QThread's name
-        return self._thread is not None and not self._thread.is_alive()
 
     def wait(self, ms: int | None = None) -> bool:
         """Wait up to ``ms`` milliseconds (forever when None) for the thread to end; True when it has (or never

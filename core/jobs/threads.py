@@ -8,14 +8,19 @@
   so model workers keep theirs. The pixels are the same either way.
 - :func:`background_priority`: lower the calling worker thread's CPU priority, so a long background job (decoding
   a large photo) never makes the window stutter.
+- :func:`copy_payload`: what a job yields, copied so that it shares no memory with the job, before another thread
+  (the window's) gets it.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import threading
+from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -42,3 +47,24 @@ def background_priority(nice: int = 10) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     except (OSError, AttributeError):
         pass
+
+
+def copy_payload(value: Any) -> Any:
+    """A copy of ``value`` that shares no memory with the worker: numpy arrays are copied, torch tensors become
+    numpy copies, tuples/lists/dicts/dataclasses are copied recursively, everything else is passed as is."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):  # a torch tensor
+        return value.detach().cpu().numpy().copy()
+    if isinstance(value, tuple):
+        if hasattr(value, "_fields"):  # a namedtuple
+            return type(value)(*(copy_payload(v) for v in value))
+        return tuple(copy_payload(v) for v in value)
+    if isinstance(value, list):
+        return [copy_payload(v) for v in value]
+    if isinstance(value, dict):
+        return {k: copy_payload(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: copy_payload(getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
