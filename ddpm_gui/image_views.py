@@ -10,6 +10,8 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
+from ddpm_gui.widgets import named
+
 IMAGE_BACKGROUND = "#202124"
 
 
@@ -21,11 +23,9 @@ class FrameView(pg.GraphicsView):
 
     def __init__(self, parent=None):
         super().__init__(parent, background=IMAGE_BACKGROUND)
-        self.paint_count = 0
 
     def paintEvent(self, ev):  # noqa: N802 - Qt override
         super().paintEvent(ev)
-        self.paint_count += 1
         self.painted.emit(time.perf_counter())
 
 
@@ -38,13 +38,10 @@ class ImagePane(QWidget):
     def __init__(self, title: str, object_name: str, tooltip: str, parent=None):
         super().__init__(parent)
         self.setObjectName(object_name)
-        self.title = QLabel(title)
-        self.title.setObjectName(f"{object_name}Title")
+        self.title = named(QLabel(title), f"{object_name}Title")
         self.title.setTextFormat(Qt.TextFormat.RichText)
         self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.view = FrameView()
-        self.view.setObjectName(f"{object_name}View")
-        self.view.setToolTip(tooltip)
+        self.view = named(FrameView(), f"{object_name}View", tooltip)
         self.view.setAcceptDrops(False)  # drops go to the main window
         self.view.setMinimumSize(160, 120)
         self.view.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)

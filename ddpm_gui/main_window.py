@@ -265,15 +265,9 @@ class MainWindow(PhotoIntake, QMainWindow):
 
     def input_paths(self) -> list[Path]:
         """The files the window has read and an export must never replace: the photo and the loaded schedule."""
-        out = []
-        if self._photo_path is not None:
-            out.append(self._photo_path)
-        if self._pending_photo is not None:
-            out.append(self._pending_photo[0])
-        loaded = getattr(self.schedule_panel, "loaded_path", None)
-        if loaded is not None:
-            out.append(loaded)
-        return out
+        loading = self._pending_photo[0] if self._pending_photo is not None else None
+        paths = (self._photo_path, loading, getattr(self.schedule_panel, "loaded_path", None))
+        return [p for p in paths if p is not None]
 
     def check_output_target(self, path, extra_inputs=()) -> Path:
         """Raise a one-line error unless a file may be written at ``path``: its folder is writable and it is not

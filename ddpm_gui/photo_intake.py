@@ -1,14 +1,9 @@
 """How photos come into the main window: a file (File ▸ Open, the command line, the settings, a drop), a built-in
-sample, the clipboard or an array.
-
-A small file (≤ 512×512 pixels) is read at once; a larger one is decoded at the working size (:mod:`core.photo`:
-at most 2048×2048 pixels, downscaled while decoding) and its noise prepared on a worker
-(:func:`core.photo.photo_job`), with a busy indicator in the status bar, while the window stays responsive.
+sample, the clipboard or an array (:meth:`PhotoIntake.open_image` says how a large file is opened on a worker).
 Whatever goes wrong is one line, and the photo shown before stays.
 
-:class:`PhotoIntake` is the part of :class:`~ddpm_gui.main_window.MainWindow` that does this (a mixin: its methods
-are the window's ``open_image``, ``open_sample``, ``set_image_array``, ``paste_image`` and drag-and-drop handlers);
-the window makes what it hands over current with ``_show_photo``.
+:class:`PhotoIntake` is that part of :class:`~ddpm_gui.main_window.MainWindow` (a mixin); the window makes what it
+hands over current with ``_show_photo``.
 """
 from __future__ import annotations
 

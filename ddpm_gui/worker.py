@@ -444,9 +444,16 @@ class WorkerRunner(QObject):
         if cb is not None:
             cb(*args)
 
-    def _flush_frames(self) -> None:
+    def _end(self, key: str, value) -> None:
+        """The run's outcome, after its last frame is painted; an error without ``on_error`` goes to ``error``."""
+        if not self._is_current():   # sender() still names the signal's emitter here, inside its slot
+            return
         if self._throttle is not None:
             self._throttle.flush()
+        if key == "errored" and self._callbacks.get(key) is None:
+            self.error.emit(one_line(value))
+        else:
+            self._call(key, value)
 
     @Slot(object)
     def _on_yielded(self, value) -> None:
@@ -455,25 +462,15 @@ class WorkerRunner(QObject):
 
     @Slot(object)
     def _on_finished(self, result) -> None:
-        if self._is_current():
-            self._flush_frames()
-            self._call("finished", result)
+        self._end("finished", result)
 
     @Slot(int)
     def _on_cancelled(self, n: int) -> None:
-        if self._is_current():
-            self._flush_frames()
-            self._call("cancelled", n)
+        self._end("cancelled", n)
 
     @Slot(object)
     def _on_errored(self, exc) -> None:
-        if not self._is_current():
-            return
-        self._flush_frames()
-        if self._callbacks.get("errored") is not None:
-            self._call("errored", exc)
-        else:
-            self.error.emit(one_line(exc))
+        self._end("errored", exc)
 
     @Slot(str)
     def _on_warned(self, line: str) -> None:
