@@ -42,9 +42,12 @@ def write_tokenizer(folder: Path, max_length: int = 16) -> Path:
 
 
 def tiny_components(seed: int = 0, prediction_type: str = "epsilon", scheduler_config: dict | None = None,
-                    tmp: Path | None = None):
-    """(unet, vae, text_encoder, tokenizer, scheduler) of a tiny SD pipeline; weights drawn with ``seed``."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+                    tmp: Path | None = None, scheduler_class: str = "DDIMScheduler"):
+    """(unet, vae, text_encoder, tokenizer, scheduler) of a tiny SD pipeline; weights drawn with ``seed``. The
+    scheduler is SD 1.x's DDIM config (updated by ``scheduler_config``) as a ``scheduler_class`` (e.g.
+    ``EulerDiscreteScheduler``, as SD-Turbo ships)."""
+    import diffusers
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
@@ -65,7 +68,7 @@ def tiny_components(seed: int = 0, prediction_type: str = "epsilon", scheduler_c
     config = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                   clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
     config.update(scheduler_config or {})
-    scheduler = DDIMScheduler(**config)
+    scheduler = getattr(diffusers, scheduler_class).from_config(config)  # keys another class lacks are dropped
     return unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, scheduler
 
 

@@ -45,6 +45,9 @@ PARTS = {
 TILE_ABOVE = 1024  # decode in tiles when the image is larger than this on a side
 MAX_CONFIG_INT = 10_000_000
 MAX_LAYERS = 256
+#: At most this many layers (resnets × transformer depth, over all levels; SD 1.5 has 20, SDXL 150) in a UNet or
+#: VAE config: sizing a deeper one on the meta device would take seconds before its weights refuse it anyway.
+MAX_DEPTH = 300
 MAX_PROMPT_CHARS = 10_000
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -112,7 +115,8 @@ class LatentPipeline:
     def latent_size(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
         """(h, w) of the latents for an image of ``height`` × ``width`` pixels (multiples of the VAE's factor)."""
         f = self.vae_scale_factor
-        height, width = height or self.default_size, width or self.default_size
+        height = self.default_size if height is None else height  # 0 is an error, not the default
+        width = self.default_size if width is None else width
         for name, v in (("height", height), ("width", width)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < f or v % f:
                 raise ValueError(f"{name} = {v!r} must be a positive multiple of {f} (the VAE's downsampling)")
@@ -188,7 +192,7 @@ class LatentPipeline:
 
 
 def _texts(value, what: str) -> list[str]:
-    texts = [value] if isinstance(value, str) else list(value)
+    texts = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
     if not texts or not all(isinstance(t, str) for t in texts):
         raise ValueError(f"the {what} must be text")
     for t in texts:
@@ -280,6 +284,8 @@ def check_pipeline_folder(folder: Path) -> dict[str, _Part]:
         config = read_json(where / config_name, f"{name} config") if config_name else {}
         if config_name:
             _check_config_numbers(config, where / config_name)
+            if name in ("unet", "vae"):
+                _check_depth(config, where / config_name)
         weights, variant = _weights(where, weight_names, name) if weight_names else (None, None)
         parts[name] = _Part(name, where, cls, config, weights, variant)
     if not (parts["tokenizer"].folder / "tokenizer.json").is_file() and not all(
@@ -324,6 +330,22 @@ def _check_config_numbers(config: dict, where: Path) -> None:
         walk(key, v)
         if ("layers" in key or key.endswith("_per_block")) and isinstance(v, numbers.Integral) and v > MAX_LAYERS:
             raise ModelLoadError(f"{where}: {key} = {v} layers is not plausible (at most {MAX_LAYERS})")
+
+
+def _check_depth(config: dict, where: Path) -> None:
+    """Refuse a UNet/VAE config of more than :data:`MAX_DEPTH` layers: levels × (2·layers_per_block + 1) ×
+    transformer_layers_per_block (the largest of each), roughly the resnets and attention layers it builds."""
+    def largest(v, default=1):
+        if isinstance(v, (list, tuple)):
+            return max((largest(x, default) for x in v), default=default)
+        return int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 else default
+    levels = max(largest([len(config.get(k) or ()) for k in ("block_out_channels", "down_block_types",
+                                                               "up_block_types")], 1), 1)
+    per_block, attention = largest(config.get("layers_per_block")), largest(config.get("transformer_layers_per_block"))
+    depth = levels * (2 * per_block + 1) * attention
+    if depth > MAX_DEPTH:
+        raise ModelLoadError(f"{where}: {levels} levels × {per_block} layers per block × {attention} transformer "
+                             f"layers describe about {depth} layers; at most {MAX_DEPTH} are plausible")
 
 
 def _check_size(part: _Part) -> None:
@@ -377,10 +399,23 @@ def _load_part(cls, part: _Part, dtype):
     kwargs["low_cpu_mem_usage"] = importlib.util.find_spec("accelerate") is not None
     if part.variant:
         kwargs["variant"] = part.variant
+    if part.name == "text_encoder":  # transformers: a tensor of another shape is listed below, not a vague error
+        kwargs["ignore_mismatched_sizes"] = True
     try:
-        net = cls.from_pretrained(str(part.folder), torch_dtype=dtype, **kwargs)
+        net, info = cls.from_pretrained(str(part.folder), torch_dtype=dtype, output_loading_info=True, **kwargs)
     except Exception as e:  # noqa: BLE001 - the libraries raise many kinds for bad files
         raise _cannot(part, "load it", e) from None
+    # the libraries fill tensors the weights lack with a random init (or leave them on the meta device) and only
+    # log it: a network that is partly random is refused here
+    missing = sorted(set(info.get("missing_keys") or ()) | {k[0] if isinstance(k, tuple) else k
+                                                            for k in info.get("mismatched_keys") or ()})
+    missing += [n for n, t in list(net.named_parameters()) + list(net.named_buffers())
+                if t.is_meta and n not in missing]
+    if missing:
+        shown = printable(", ".join(k[:80] for k in missing[:3])) + (f" … ({len(missing)} in all)"
+                                                                     if len(missing) > 3 else "")
+        raise ModelLoadError(f"{part.folder}: {part.weights.name} does not fit the network its config describes "
+                             f"(missing, or of another shape: {shown})")
     return net
 
 
