@@ -189,8 +189,7 @@ class MainWindow(PhotoIntake, QMainWindow):
         return self.xtPane.image
 
     def set_timestep(self, t: int) -> None:
-        t = int(min(max(int(t), 0), self.schedule.T - 1))
-        self.timestepSlider.setValue(t)
+        self.timestepSlider.setValue(min(max(int(t), 0), self.schedule.T - 1))
 
     def set_seed(self, seed: int) -> None:
         self.seedSpin.setValue(int(seed))
@@ -311,13 +310,12 @@ class MainWindow(PhotoIntake, QMainWindow):
         """Make ``photo`` current (UI thread; the heavy work is in ``prepared``, made beforehand)."""
         path = photo.path if path is True else path
         x0 = np.ascontiguousarray(photo.x0, dtype=np.float32)
-        fw, fh = photo.file_size
-        self._x0_full_shape = (fh, fw)
+        self._x0_full_shape = photo.file_size[::-1]
         self._x0 = x0
         self._photo_gen += 1
         self._noise_runner.discard()
         self._photo_path, self._photo_label, self._sample_name = path, label, sample
-        h, w = x0.shape[:2]
+        w, h = photo.size
         self.x0Pane.set_image(prepared.x0_u8 if prepared is not None else to_uint8(x0))
         self.photoLabel.setText(f"{label} · {w}×{h}")
         self.photoLabel.setToolTip(f"{path or label} ({w}×{h} pixels)")
@@ -326,8 +324,7 @@ class MainWindow(PhotoIntake, QMainWindow):
             self._use_noise(prepared)
         else:
             self._make_noise()
-        note = f": photo {fw}×{fh} shown at {w}×{h}" if (fw, fh) != (w, h) else f": {w}×{h}"
-        self.statusBar().showMessage(f"Opened {label}{note}", 8000)
+        self.statusBar().showMessage(f"Opened {label}: {photo.note or f'{w}×{h}'}", 8000)
         self.photoLoaded.emit(label)
 
     def _use_noise(self, p: PreparedPhoto) -> None:

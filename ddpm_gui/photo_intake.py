@@ -116,8 +116,7 @@ class PhotoIntake:
         else:
             ev.ignore()
 
-    def dragMoveEvent(self, ev):  # noqa: N802 - Qt override
-        self.dragEnterEvent(ev)
+    dragMoveEvent = dragEnterEvent  # noqa: N815 - Qt override
 
     def dropEvent(self, ev):  # noqa: N802 - Qt override
         mime = ev.mimeData()
