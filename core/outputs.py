@@ -93,7 +93,11 @@ def spec_paths(spec: str | None, limit: int = 10_000) -> list[Path]:
     else:
         path = Path(target)
     if not path.exists():
-        return []
+        from core.models.load import model_folder
+        try:  # a Hugging Face repo id: the snapshot's files
+            path = model_folder(target)
+        except ValueError:
+            return []
     if not path.is_dir():
         return [path]
     found = [path]

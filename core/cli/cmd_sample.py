@@ -1,5 +1,6 @@
 """``ddpm sample --model SPEC … -o OUT.png|.gif|.npz``: run the reverse process (DDPM, DDIM or DPM-Solver++) and
-write a grid, the denoising animation, or the raw samples."""
+write a grid, the denoising animation, or the raw samples. A Stable Diffusion SPEC takes ``--prompt`` and runs in
+latent space (:mod:`core.cli.sample_latent`); ``--list-models`` lists what is on disk."""
 from __future__ import annotations
 
 import time
@@ -14,6 +15,9 @@ from core.messages import printable
 from core.outputs import check_output_file, refuse_overwriting_inputs, spec_paths
 
 OUTPUTS = (".png", ".gif", ".npz")
+PREVIEWS = ("approx", "taesd", "vae")
+LATENT_ONLY = ("prompt", "negative_prompt", "height", "width", "preview", "taesd", "strength")
+PIXEL_ONLY = ("class_", "schedule", "resolution")
 MAX_GIF_FRAMES = 60
 
 
@@ -22,22 +26,40 @@ def register(sub) -> None:
     from core.samplers.timesteps import SPACINGS
     p = sub.add_parser("sample", help="generate images with a model (DDPM, DDIM or DPM-Solver++)",
                        description="Generate images by running the reverse process. SPEC: builtin:NAME, a model "
-                       "folder (ours or diffusers), or oracle:PATH (the exact denoiser of an image, a folder of "
-                       "images, or builtin:mnist). Writes .png (a grid), .gif (x_t beside x̂_0 at each step) or "
-                       ".npz (images: N×C×H×W float32 in [−1, 1]).")
-    p.add_argument("--model", default="builtin:mnist", metavar="SPEC", help="model to sample (default builtin:mnist)")
-    p.add_argument("--sampler", default="ddpm", choices=SAMPLERS, help="ddpm (ancestral), ddim, dpmpp2m "
-                   "(DPM-Solver++ 2M); default ddpm")
+                       "folder (ours or diffusers), oracle:PATH (the exact denoiser of an image, a folder of "
+                       "images, or builtin:mnist), a Stable Diffusion pipeline folder, or a Hugging Face repo id "
+                       "already in the local cache (nothing is downloaded). Writes .png (a grid), .gif (x_t beside "
+                       "x̂_0 at each step) or .npz (images: N×C×H×W float32 in [−1, 1]; Stable Diffusion adds "
+                       "latents).")
+    p.add_argument("--model", default=None, metavar="SPEC", help="model to sample (default builtin:mnist)")
+    p.add_argument("--list-models", action="store_true", help="list the pipelines and pixel models in the Hugging "
+                   "Face cache and the folders given with --model, then exit")
+    p.add_argument("--sampler", default=None, choices=SAMPLERS, help="ddpm (ancestral), ddim, dpmpp2m "
+                   "(DPM-Solver++ 2M); default ddpm (Stable Diffusion: ddim)")
     p.add_argument("--steps", type=STEPS, help="model calls (default: ddpm all T, ddim 50, dpmpp2m 20)")
     p.add_argument("--eta", type=ETA, default=0.0, help="DDIM's η: 0 deterministic … 1 DDPM-like (default 0)")
     p.add_argument("--seed", type=SEED, default=0, help="noise seed (same images on every device; default 0)")
-    p.add_argument("--n", type=BATCH, default=16, help="number of images (default 16)")
+    p.add_argument("--n", type=BATCH, default=None, help="number of images (default 16; Stable Diffusion: 1)")
     p.add_argument("--class", dest="class_", metavar="C", help="class label, or a comma list with one per image "
                    "(class-conditional models; -1 = no class)")
-    p.add_argument("--guidance", type=GUIDANCE, default=1.0, help="classifier-free guidance scale w (default 1)")
+    p.add_argument("--guidance", type=GUIDANCE, default=None, help="classifier-free guidance scale w (default 1; "
+                   "Stable Diffusion: 7.5, and w ≤ 1 means the prompt alone)")
+    p.add_argument("--prompt", help="Stable Diffusion: the text to draw")
+    p.add_argument("--negative-prompt", help="Stable Diffusion: text to steer away from (guidance's other side)")
+    p.add_argument("--height", type=int_in(8, 4096), help="Stable Diffusion: image height in pixels, a multiple of "
+                   "8 (default: the model's size)")
+    p.add_argument("--width", type=int_in(8, 4096), help="Stable Diffusion: image width (default: the model's size)")
+    p.add_argument("--preview", choices=PREVIEWS, default=None, help="Stable Diffusion: how .gif frames decode "
+                   "x_t and x̂_0 — vae (exact, slow), taesd (TAESD, if you have it) or approx (a linear map fitted "
+                   "to the VAE; default); the final image always uses the full VAE")
+    p.add_argument("--taesd", metavar="FOLDER", help="a TAESD (AutoencoderTiny) folder or repo id for --preview "
+                   "taesd (default: madebyollin/taesd from the Hugging Face cache)")
+    p.add_argument("--strength", type=float_in(0.0, 1.0), help="with --from, instead of --t: diffusers' img2img "
+                   "strength s (denoise the last s·steps of the usual timesteps)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                   help="network precision (reduced precision is for GPUs; default fp32)")
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
+                   help="network precision (reduced precision is for GPUs; default fp32; Stable Diffusion: fp16 "
+                   "on CUDA)")
     p.add_argument("--spacing", choices=SPACINGS, help="timestep spacing (default: the model's, else the "
                    "sampler's diffusers default)")
     p.add_argument("--variance", choices=("fixed_small", "fixed_large"), help="DDPM variance: β̃_t or β_t")
@@ -54,7 +76,7 @@ def register(sub) -> None:
                    "size, else 32)")
     p.add_argument("--scale", type=int_in(1, 64), help="enlarge the output by an integer factor (default: 1 for .png, "
                    "at least 256 pixels for .gif)")
-    p.add_argument("-o", "--output", required=True, help="OUT.png, OUT.gif or OUT.npz")
+    p.add_argument("-o", "--output", help="OUT.png, OUT.gif or OUT.npz (required unless --list-models)")
     p.set_defaults(func=run)
 
 
@@ -79,6 +101,25 @@ def _frame(x_t, x0, scale: int) -> np.ndarray:
 
 
 def run(args) -> int:
+    from core.models.load import is_latent_spec
+    if args.list_models:
+        from core.cli.sample_latent import list_models
+        return list_models(args.model)
+    if args.output is None:
+        raise ValueError("-o OUT.png|.gif|.npz is required")
+    args.model = args.model or "builtin:mnist"
+    latent = is_latent_spec(args.model)
+    for name in LATENT_ONLY if not latent else PIXEL_ONLY:
+        if getattr(args, name) is not None:
+            flag = "--" + name.rstrip("_").replace("_", "-")
+            raise ValueError(f"{flag} is for {'Stable Diffusion pipelines' if not latent else 'pixel models'}; "
+                             f"{args.model} is {'a pixel model' if not latent else 'a Stable Diffusion pipeline'}")
+    if latent:
+        from core.cli.sample_latent import run_latent
+        return run_latent(args)
+    args.sampler, args.n = args.sampler or "ddpm", args.n or 16
+    args.guidance = 1.0 if args.guidance is None else args.guidance
+    args.precision = args.precision or "fp32"
     from core.device import pick_device
     from core.images import save_animation, save_image
     from core.models.load import load_model

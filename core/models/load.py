@@ -4,7 +4,11 @@ SPEC is one of
 - ``builtin:NAME``   a model folder shipped in ``resources/models/NAME/`` (default ``builtin:mnist``);
 - ``oracle:PATH``    the exact denoiser of a set of images: PATH is an image file, a folder of images, or
                      ``builtin:mnist`` (the built-in digits' training split, class-conditional);
-- a path to one of our model folders, a diffusers UNet2DModel folder, or a diffusers pipeline folder.
+- a path to one of our model folders, a diffusers UNet2DModel folder, or a diffusers pipeline folder;
+- a Hugging Face repo id (``google/ddpm-cifar10-32``) already in the local cache (:mod:`core.hf_cache`).
+
+Stable Diffusion pipelines (:func:`is_latent_spec`) are not a :class:`Denoiser` alone: they load with
+:func:`core.latent.pipeline.load_pipeline` (``load_latent``).
 
 Loading is offline only; every failure is a :class:`ModelLoadError` with one line.
 """
@@ -55,10 +59,7 @@ def load_model(spec: str = DEFAULT_MODEL, device="cpu", resolution: int | None =
             raise ModelLoadError(f"built-in model {spec!r} is not installed (no resources/models/{name}/; "
                                  f"installed: {have})")
         return load_checkpoint(folder, device=dev)
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise ModelLoadError(f"{spec}: no such model folder (give builtin:NAME, oracle:PATH or a local folder; "
-                             "nothing is downloaded)")
+    path = model_folder(spec)
     if path.is_file():
         if path.suffix.lower() in PICKLE_SUFFIXES:
             raise refuse_pickle(path)
@@ -66,9 +67,49 @@ def load_model(spec: str = DEFAULT_MODEL, device="cpu", resolution: int | None =
             return load_model(str(path.parent), device=dev)
         raise ModelLoadError(f"{path}: a model is a folder (config.json + weights), not a single file")
     from core.models.diffusers_adapter import is_diffusers_folder, load_diffusers
+    from core.latent.pipeline import is_latent_pipeline
+    if is_latent_pipeline(path):
+        raise ModelLoadError(f"{printable(spec)} is a Stable Diffusion pipeline (text-to-image in latent space); "
+                             "use it with ddpm sample --prompt, or ddpm noise --model")
     if is_diffusers_folder(path):
         return load_diffusers(path, device=dev)
     return load_checkpoint(path, device=dev)
+
+
+def model_folder(spec: str) -> Path:
+    """A folder SPEC as a path on disk: the path itself, or a Hugging Face repo id resolved from the local cache
+    (its snapshot, checked complete). One line naming where it looked when neither exists."""
+    from core import hf_cache
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    if hf_cache.valid_repo_id(spec):
+        try:
+            snapshot = hf_cache.resolve_repo(spec)
+        except ModelLoadError as e:
+            raise ModelLoadError(f"{printable(spec)}: no such model folder, and {e}") from None
+        return hf_cache.check_complete(snapshot)
+    raise ModelLoadError(f"{printable(spec)}: no such model folder (give builtin:NAME, oracle:PATH, a local folder "
+                         "or a Hugging Face repo id in the local cache; nothing is downloaded)")
+
+
+def is_latent_spec(spec: str | None) -> bool:
+    """True when SPEC names a Stable Diffusion pipeline (a folder, or a cached repo id); False for anything else,
+    including a SPEC that does not resolve (its loader then says why)."""
+    from core.latent.pipeline import is_latent_pipeline
+    spec = (spec or "").strip()
+    if not spec or spec.startswith(("builtin:", "oracle:")) or spec == "photo":
+        return False
+    try:
+        return is_latent_pipeline(model_folder(spec))
+    except ModelLoadError:
+        return False
+
+
+def load_latent(spec: str, device="cpu", precision: str | None = None):
+    """A Stable Diffusion SPEC (folder or cached repo id) → a :class:`~core.latent.pipeline.LatentPipeline`."""
+    from core.latent.pipeline import load_pipeline
+    return load_pipeline(model_folder(spec), device=device, precision=precision)
 
 
 def oracle_for_array(x0: np.ndarray, device="cpu", name: str = "oracle:pasted photo") -> Denoiser:
