@@ -17,8 +17,8 @@ from conftest import save_tiny_unet  # noqa: E402
 from sd_tiny import save_tiny_pipeline  # noqa: E402
 
 from core.latent.generate import text_to_image  # noqa: E402
-from core.latent.pipeline import (check_pipeline_folder, is_latent_pipeline, load_pipeline,  # noqa: E402
-                                  pixels_to_vae_input)
+from core.latent.parts import check_pipeline_folder, is_latent_pipeline  # noqa: E402
+from core.latent.pipeline import load_pipeline, pixels_to_vae_input  # noqa: E402
 from core.models.checkpoint import ModelLoadError  # noqa: E402
 from core.samplers import SamplerError, run_to_end, sample  # noqa: E402
 from core.samplers.guidance import TextCondition  # noqa: E402

@@ -30,7 +30,7 @@ def list_models(extra_spec: str | None) -> int:
 
 def describe_spec(spec: str) -> str:
     """What a SPEC is, in a few words, without loading any network."""
-    from core.latent.pipeline import is_latent_pipeline
+    from core.latent.parts import is_latent_pipeline
     from core.models.load import model_folder
     if spec.startswith(("builtin:", "oracle:")):
         return "a built-in model" if spec.startswith("builtin:") else "an oracle (exact denoiser of images)"

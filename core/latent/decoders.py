@@ -108,7 +108,7 @@ def find_taesd(explicit=None) -> Path | None:
 def load_taesd(folder, device="cpu", dtype=torch.float32):
     """diffusers' ``AutoencoderTiny`` from ``folder`` (config.json + safetensors weights), checked first as the
     pipeline's parts are (class, plausible config, size on the meta device); pickles are refused unopened."""
-    from core.latent.pipeline import _check_config_numbers, _check_size, _load_part, _offline, _Part
+    from core.latent.parts import Part, check_config_numbers, check_part_size, load_part, offline
     folder = Path(folder)
     shown = printable(folder)
     if not folder.is_dir():
@@ -122,16 +122,16 @@ def load_taesd(folder, device="cpu", dtype=torch.float32):
     if cls != "AutoencoderTiny":
         raise ModelLoadError(f"{shown}: config.json describes a {printable(str(cls))[:80]}, not an AutoencoderTiny "
                              "(TAESD)")
-    _check_config_numbers(config, config_path)
+    check_config_numbers(config, config_path)
     weights = next((folder / n for n in TAESD_WEIGHTS if (folder / n).is_file()), None)
     if weights is None:
         pickles = sorted(p for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         if pickles:
             raise refuse_pickle(pickles[0])
         raise ModelLoadError(f"{shown}: missing — no {TAESD_WEIGHTS[0]} (the TAESD weights)")
-    part = _Part("taesd", folder, "AutoencoderTiny", config, weights,
+    part = Part("taesd", folder, "AutoencoderTiny", config, weights,
                  "fp16" if ".fp16." in weights.name else None)
-    _check_size(part)
+    check_part_size(part)
     try:
         import diffusers
     except ImportError:
@@ -142,8 +142,8 @@ def load_taesd(folder, device="cpu", dtype=torch.float32):
     quirk = _DropConfigQuirk()
     config_log.addFilter(quirk)
     try:
-        with one_line_library_messages(folder), _offline():
-            vae = _load_part(diffusers.AutoencoderTiny, part, dtype)
+        with one_line_library_messages(folder), offline():
+            vae = load_part(diffusers.AutoencoderTiny, part, dtype)
     finally:
         config_log.removeFilter(quirk)
     return vae.to(device).eval()
@@ -234,7 +234,7 @@ def fit_latent_rgb(pipe, latents: torch.Tensor | None = None) -> tuple[torch.Ten
 
 def vae_weights_file(pipe) -> Path | None:
     """The VAE weights file the pipeline loaded (``folder/vae/…safetensors``), or None when it has none on disk."""
-    from core.latent.pipeline import PARTS
+    from core.latent.parts import PARTS
     folder = getattr(pipe, "folder", None)
     if folder is None:
         return None

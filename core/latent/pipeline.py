@@ -5,19 +5,15 @@ The folder holds ``model_index.json`` and ``unet/`` (UNet2DConditionModel), ``va
 ``text_encoder/`` (CLIPTextModel) + ``tokenizer/`` (CLIP) and ``scheduler/``, whose config (betas, prediction
 type, spacing, offset, clipping, ``set_alpha_to_one``) becomes the samplers' defaults. SD 1.x, 2.x (ε- and
 v-prediction) and distilled SD-Turbo-style models load; SDXL and others are refused in one line. Loading is
-offline only and safetensors only: every part is checked (present, no pickle, a config whose network fits its
-weights, sized on the meta device before anything is built) before diffusers or transformers read it. A
-safety checker, if the folder has one, is not loaded.
+offline only and safetensors only, every part checked first (:mod:`core.latent.parts`). A safety checker, if the
+folder has one, is not loaded.
 
 fp16 on CUDA (bf16 if asked), fp32 on the CPU; attention is PyTorch's SDPA (diffusers' and transformers'
 default); the VAE decodes in tiles above :data:`TILE_ABOVE` pixels.
 """
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import numbers
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,42 +22,14 @@ import torch
 
 from core.device import pick_device
 from core.messages import printable
-from core.models.checkpoint import (MAX_PARAMETERS, PICKLE_SUFFIXES, ModelLoadError, check_capacity, read_json,
-                                    refuse_pickle)
+from core.latent.parts import cannot, check_pipeline_folder, load_part, offline
+from core.models.checkpoint import ModelLoadError
 from core.models.denoiser import Denoiser
 from core.samplers.guidance import TextCondition
 
-INDEX = "model_index.json"
-# part → (accepted class names, config file, weights file names in order of preference)
-PARTS = {
-    "unet": (("UNet2DConditionModel",), "config.json", ("diffusion_pytorch_model.safetensors",
-                                                         "diffusion_pytorch_model.fp16.safetensors")),
-    "vae": (("AutoencoderKL",), "config.json", ("diffusion_pytorch_model.safetensors",
-                                               "diffusion_pytorch_model.fp16.safetensors")),
-    "text_encoder": (("CLIPTextModel",), "config.json", ("model.safetensors", "model.fp16.safetensors")),
-    "tokenizer": (("CLIPTokenizer", "CLIPTokenizerFast"), None, ()),
-    "scheduler": (None, "scheduler_config.json", ()),
-}
 TILE_ABOVE = 1024  # decode in tiles when the image is larger than this on a side
-MAX_CONFIG_INT = 10_000_000
-MAX_LAYERS = 256
-#: At most this many layers (resnets × transformer depth, over all levels; SD 1.5 has 20, SDXL 150) in a UNet or
-#: VAE config: sizing a deeper one on the meta device would take seconds before its weights refuse it anyway.
-MAX_DEPTH = 300
 MAX_PROMPT_CHARS = 10_000
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def is_latent_pipeline(folder) -> bool:
-    """True for a folder whose ``model_index.json`` names a cross-attention UNet (a Stable Diffusion pipeline)."""
-    index = Path(folder) / INDEX
-    if not index.is_file():
-        return False
-    try:
-        entry = read_json(index, "diffusers pipeline index").get("unet")
-    except ModelLoadError:
-        return False
-    return isinstance(entry, list) and len(entry) == 2 and entry[1] == "UNet2DConditionModel"
 
 
 class TextDenoiser(Denoiser):
@@ -224,16 +192,16 @@ def load_pipeline(folder, device="cpu", precision: str | None = None) -> LatentP
     from core.models.diffusers_adapter import one_line_library_messages, scheduler_defaults
     defaults = scheduler_defaults(folder / "scheduler" / "scheduler_config.json")
     set_alpha_to_one = defaults.pop("set_alpha_to_one")
-    with one_line_library_messages(folder, loggers=("diffusers", "transformers")), _offline():
-        unet = _load_part(diffusers.UNet2DConditionModel, parts["unet"], dtype)
+    with one_line_library_messages(folder, loggers=("diffusers", "transformers")), offline():
+        unet = load_part(diffusers.UNet2DConditionModel, parts["unet"], dtype)
         vae_dtype = torch.float32 if dtype == torch.float16 and parts["vae"].config.get("force_upcast") else dtype
-        vae = _load_part(diffusers.AutoencoderKL, parts["vae"], vae_dtype)
-        text_encoder = _load_part(getattr(transformers, parts["text_encoder"].cls), parts["text_encoder"], dtype)
+        vae = load_part(diffusers.AutoencoderKL, parts["vae"], vae_dtype)
+        text_encoder = load_part(getattr(transformers, parts["text_encoder"].cls), parts["text_encoder"], dtype)
         try:
             tokenizer = getattr(transformers, parts["tokenizer"].cls).from_pretrained(
                 str(parts["tokenizer"].folder), local_files_only=True)
         except Exception as e:  # noqa: BLE001 - transformers raises many kinds for a bad tokenizer
-            raise _cannot(parts["tokenizer"], "read the tokenizer", e) from None
+            raise cannot(parts["tokenizer"], "read the tokenizer", e) from None
     size = unet.config.sample_size
     size = size if isinstance(size, int) else int(size[0])
     name = printable(folder.name if folder.name not in ("", ".") else str(folder))
@@ -247,212 +215,6 @@ def load_pipeline(folder, device="cpu", precision: str | None = None) -> LatentP
     den.dynamic_threshold, den.set_alpha_to_one = defaults["dynamic_threshold"], set_alpha_to_one
     pipe = LatentPipeline(den, vae.eval(), text_encoder.eval(), tokenizer, name, folder)
     return pipe.to(dev)
-
-
-@dataclass
-class _Part:
-    name: str
-    folder: Path
-    cls: str | None
-    config: dict
-    weights: Path | None
-    variant: str | None
-
-
-def check_pipeline_folder(folder: Path) -> dict[str, _Part]:
-    """Every part's folder, class, config and weights, checked before any library reads them: one line naming
-    the part that is missing, pickled, unsupported or whose config does not fit its weights."""
-    if not folder.is_dir():
-        raise ModelLoadError(f"{folder}: no such pipeline folder")
-    index = read_json(folder / INDEX, "diffusers pipeline index")
-    kind = str(index.get("_class_name", "a pipeline"))
-    if "XL" in kind or "text_encoder_2" in index:
-        raise ModelLoadError(f"{folder}: {printable(kind)} (SDXL, two text encoders) is not supported yet; "
-                             "Stable Diffusion 1.x and 2.x pipelines are")
-    parts = {}
-    for name, (classes, config_name, weight_names) in PARTS.items():
-        entry = index.get(name)
-        where = folder / name
-        if not (isinstance(entry, list) and len(entry) == 2 and entry[1] is not None):
-            raise ModelLoadError(f"{folder}/{INDEX}: the pipeline has no {name} (it names {printable(str(entry))[:80]})")
-        cls = str(entry[1])
-        if classes is not None and cls not in classes:
-            raise ModelLoadError(f"{folder}/{INDEX}: the {name} is a {printable(cls)[:80]}; supported: "
-                                 f"{', '.join(classes)} (Stable Diffusion 1.x/2.x)")
-        if not where.is_dir():
-            raise ModelLoadError(f"{where}: missing — the pipeline's {name} ({printable(cls)[:80]}) is not there")
-        config = read_json(where / config_name, f"{name} config") if config_name else {}
-        if config_name:
-            _check_config_numbers(config, where / config_name)
-            if name in ("unet", "vae"):
-                _check_depth(config, where / config_name)
-        weights, variant = _weights(where, weight_names, name) if weight_names else (None, None)
-        parts[name] = _Part(name, where, cls, config, weights, variant)
-    if not (parts["tokenizer"].folder / "tokenizer.json").is_file() and not all(
-            (parts["tokenizer"].folder / f).is_file() for f in ("vocab.json", "merges.txt")):
-        raise ModelLoadError(f"{parts['tokenizer'].folder}: missing — the tokenizer needs vocab.json and merges.txt "
-                             "(or tokenizer.json)")
-    unet = parts["unet"].config
-    if unet.get("in_channels", 4) != parts["vae"].config.get("latent_channels", 4):
-        raise ModelLoadError(f"{folder}/unet: in_channels {unet.get('in_channels')} does not match the VAE's "
-                             f"latent_channels {parts['vae'].config.get('latent_channels', 4)} (inpainting and "
-                             "depth UNets are not supported)")
-    for name in ("unet", "vae", "text_encoder"):
-        _check_size(parts[name])
-    return parts
-
-
-def _weights(where: Path, names: tuple, part: str) -> tuple[Path, str | None]:
-    for name in names:
-        if (where / name).is_file():
-            return where / name, ("fp16" if ".fp16." in name else None)
-    if any(where.glob("*.safetensors.index.json")):
-        raise ModelLoadError(f"{where}: sharded weights are not supported")
-    pickles = sorted(p for p in where.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-    if pickles:
-        raise refuse_pickle(pickles[0])
-    raise ModelLoadError(f"{where}: missing — no {names[0]} (the pipeline's {part} weights)")
-
-
-def _check_config_numbers(config: dict, where: Path) -> None:
-    """Refuse absurd integers (sizes, layer counts) before a library sizes a network by them."""
-    def walk(key, v):
-        if isinstance(v, bool):
-            return
-        if isinstance(v, numbers.Integral) and abs(v) > MAX_CONFIG_INT:
-            raise ModelLoadError(f"{where}: {key} = {v} is not a plausible size")
-        if isinstance(v, (list, tuple)):
-            if len(v) > 64:
-                raise ModelLoadError(f"{where}: {key} lists {len(v)} values, too many")
-            for x in v:
-                walk(key, x)
-    for key, v in config.items():
-        walk(key, v)
-        if ("layers" in key or key.endswith("_per_block")) and isinstance(v, numbers.Integral) and v > MAX_LAYERS:
-            raise ModelLoadError(f"{where}: {key} = {v} layers is not plausible (at most {MAX_LAYERS})")
-
-
-def _check_depth(config: dict, where: Path) -> None:
-    """Refuse a UNet/VAE config of more than :data:`MAX_DEPTH` layers: levels × (2·layers_per_block + 1) ×
-    transformer_layers_per_block (the largest of each), roughly the resnets and attention layers it builds."""
-    def largest(v, default=1):
-        if isinstance(v, (list, tuple)):
-            return max((largest(x, default) for x in v), default=default)
-        return int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 else default
-    levels = max(largest([len(config.get(k) or ()) for k in ("block_out_channels", "down_block_types",
-                                                               "up_block_types")], 1), 1)
-    per_block, attention = largest(config.get("layers_per_block")), largest(config.get("transformer_layers_per_block"))
-    depth = levels * (2 * per_block + 1) * attention
-    if depth > MAX_DEPTH:
-        raise ModelLoadError(f"{where}: {levels} levels × {per_block} layers per block × {attention} transformer "
-                             f"layers describe about {depth} layers; at most {MAX_DEPTH} are plausible")
-
-
-def _check_size(part: _Part) -> None:
-    """The part's parameter count, from its config on the meta device (nothing allocated), against
-    :data:`MAX_PARAMETERS` and what its weights file holds."""
-    try:
-        import diffusers
-        import transformers
-    except ImportError:
-        return  # load_pipeline says what is missing
-    where = part.folder / ("config.json")
-    try:
-        with torch.device("meta"), one_line_quiet():
-            if part.name == "text_encoder":
-                cls = getattr(transformers, part.cls)
-                net = cls(cls.config_class(**{k: v for k, v in part.config.items() if not k.startswith("_")}))
-            else:
-                net = getattr(diffusers, part.cls).from_config(part.config)
-            params = sum(p.numel() for p in net.parameters())
-    except ModelLoadError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a config the library cannot build
-        raise _cannot(part, "build the network from its config", e) from None
-    if params > MAX_PARAMETERS:
-        raise ModelLoadError(f"{where}: the config describes a network of {params:.3g} parameters, more than the "
-                             f"{MAX_PARAMETERS:.3g} this program loads")
-    check_capacity(where, params, part.weights)
-
-
-@contextlib.contextmanager
-def one_line_quiet():
-    """Silence the libraries' logging and warnings while a config is sized on the meta device."""
-    import logging
-    import warnings
-    logs = [logging.getLogger(n) for n in ("diffusers", "transformers")]
-    levels = [log.level for log in logs]
-    for log in logs:
-        log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for log, level in zip(logs, levels):
-            log.setLevel(level)
-
-
-def _load_part(cls, part: _Part, dtype):
-    kwargs = dict(local_files_only=True, use_safetensors=True)
-    # accelerate builds the network on the meta device and loads into it: no random init of every weight
-    kwargs["low_cpu_mem_usage"] = importlib.util.find_spec("accelerate") is not None
-    if part.variant:
-        kwargs["variant"] = part.variant
-    if part.name == "text_encoder":  # transformers: a tensor of another shape is listed below, not a vague error
-        kwargs["ignore_mismatched_sizes"] = True
-    try:
-        net, info = cls.from_pretrained(str(part.folder), torch_dtype=dtype, output_loading_info=True, **kwargs)
-    except Exception as e:  # noqa: BLE001 - the libraries raise many kinds for bad files
-        raise _cannot(part, "load it", e) from None
-    # the libraries fill tensors the weights lack with a random init (or leave them on the meta device) and only
-    # log it: a network that is partly random is refused here
-    missing = sorted(set(info.get("missing_keys") or ()) | {k[0] if isinstance(k, tuple) else k
-                                                            for k in info.get("mismatched_keys") or ()})
-    missing += [n for n, t in list(net.named_parameters()) + list(net.named_buffers())
-                if t.is_meta and n not in missing]
-    if missing:
-        shown = printable(", ".join(k[:80] for k in missing[:3])) + (f" … ({len(missing)} in all)"
-                                                                     if len(missing) > 3 else "")
-        raise ModelLoadError(f"{part.folder}: {part.weights.name} does not fit the network its config describes "
-                             f"(missing, or of another shape: {shown})")
-    return net
-
-
-def _cannot(part: _Part, what: str, e: BaseException) -> ModelLoadError:
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return ModelLoadError(f"{part.folder}: cannot {what} ({printable(reason)[:200]})")
-
-
-@contextlib.contextmanager
-def _offline():
-    """The Hugging Face libraries' offline switches, on while they read: nothing is ever fetched."""
-    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: "1" for k in keys})
-    bars = _progress_bars(False)
-    try:
-        yield
-    finally:
-        _progress_bars(bars)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _progress_bars(on: bool) -> bool:
-    """Switch the libraries' tqdm bars (they would print over our own progress); returns the old state."""
-    try:
-        from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
-    except ImportError:
-        return on
-    old = tlog.is_progress_bar_enabled()
-    for lib in (dlog, tlog):
-        lib.enable_progress_bar() if on else lib.disable_progress_bar()
-    return old
 
 
 def pixels_to_vae_input(image: np.ndarray, multiple: int) -> torch.Tensor:

@@ -67,7 +67,7 @@ def load_model(spec: str = DEFAULT_MODEL, device="cpu", resolution: int | None =
             return load_model(str(path.parent), device=dev)
         raise ModelLoadError(f"{path}: a model is a folder (config.json + weights), not a single file")
     from core.models.diffusers_adapter import is_diffusers_folder, load_diffusers
-    from core.latent.pipeline import is_latent_pipeline
+    from core.latent.parts import is_latent_pipeline
     if is_latent_pipeline(path):
         raise ModelLoadError(f"{printable(spec)} is a Stable Diffusion pipeline (text-to-image in latent space); "
                              "use it with ddpm sample --prompt, or ddpm noise --model")
@@ -96,7 +96,7 @@ def model_folder(spec: str) -> Path:
 def is_latent_spec(spec: str | None) -> bool:
     """True when SPEC names a Stable Diffusion pipeline (a folder, or a cached repo id); False for anything else,
     including a SPEC that does not resolve (its loader then says why)."""
-    from core.latent.pipeline import is_latent_pipeline
+    from core.latent.parts import is_latent_pipeline
     spec = (spec or "").strip()
     if not spec or spec.startswith(("builtin:", "oracle:")) or spec == "photo":
         return False
