@@ -13,14 +13,12 @@ adds the "ELBO" tab to a :class:`~ddpm_gui.main_window.MainWindow`.
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPointF, QSignalBlocker, Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
-                               QProgressBar, QPushButton, QSizePolicy, QVBoxLayout)
+from PySide6.QtCore import QEvent, QPointF, Qt, Signal
+from PySide6.QtWidgets import QCheckBox, QGridLayout, QLabel, QProgressBar, QSizePolicy, QVBoxLayout
 from superqt.utils import qdebounced
 
 from core.device import pick_device
@@ -31,7 +29,7 @@ from core.jobs.bound import (DATASET, NO_PHOTO, OPEN_FOLDER, PHOTO_ORACLE_TIP, S
 from core.messages import one_line
 from core.model_spec import ORACLE, PHOTO, ModelCache, parse_spec
 from core.schedule import NoiseSchedule
-from ddpm_gui.widgets import JobPanel, ModelMenu, combo_box, named, spin_box
+from ddpm_gui.widgets import FolderMenu, JobPanel, ModelMenu, button, combo_box, hbox, named, spin_box
 from ddpm_gui.worker import WorkerRunner
 
 MAX_IMAGES = 256
@@ -70,12 +68,12 @@ class ElboPanel(JobPanel):
         self.partial: ElboProgress | None = None  # the run in flight, as far as it got
         self._running = False
         self._job: ElboJob | None = None
-        self._prev_source_index = 0
         self.hover_k: int | None = None
         self._key_memo: tuple | None = None      # (what the key was made from, the photo, the key): _loaded_model
         self._auto_later = qdebounced(self._auto_compute, timeout=AUTO_DELAY_MS, parent=self)
         self._build_ui()
-        self._fill_sources()
+        self.sourceCombo.set_quietly(1 if parse_spec(self.modelCombo.spec()).kind == "builtin" else 0)
+        self._on_source_changed()
         self._update_model_note()
         self._set_running(False)
         self._set_status("Choose a model and images, then Compute.")
@@ -104,14 +102,7 @@ class ElboPanel(JobPanel):
     def select_source(self, spec: str, n: int | None = None) -> None:
         """``photo`` (the loaded photo), ``builtin:mnist`` (its held-out digits) or a folder of images; ``n`` the
         number of dataset images (the first n)."""
-        combo = self.sourceCombo
-        i = combo.findData(spec)
-        if i < 0:
-            i = combo.count() - 2  # before the separator and the "…" entry
-            with QSignalBlocker(combo):
-                combo.insertItem(i, f"Folder — {Path(spec).name or spec}", spec)
-                combo.setItemData(i, spec, Qt.ItemDataRole.ToolTipRole)
-        combo.setCurrentIndex(i)
+        self.sourceCombo.select(spec)
         if n is not None:
             self.countSpin.setValue(int(n))
 
@@ -204,42 +195,13 @@ class ElboPanel(JobPanel):
         return self.plot.getViewBox().mapViewToScene(QPointF(*xy))
 
     # ----- model and image lists -------------------------------------------------------------------------------
-    def _fill_sources(self) -> None:
-        combo = self.sourceCombo
-        with QSignalBlocker(combo):
-            for label, spec, tip in SOURCES:
-                if spec == OPEN_FOLDER:
-                    combo.insertSeparator(combo.count())
-                combo.addItem(label, spec)
-                combo.setItemData(combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
-            start = 1 if parse_spec(self.modelCombo.spec()).kind == "builtin" else 0
-            combo.setCurrentIndex(start)
-            self._prev_source_index = start
-        self._on_source_changed(start)
-
     def _model_accepts_any_schedule(self) -> bool:
         """The oracle works with any schedule; a trained model is tied to its own (known once it is loaded)."""
         model = self._loaded_model()
         return model.schedule is None if model is not None else accepts_any_schedule(self.modelCombo.spec())
 
-    def _on_open_requested(self, what: str) -> None:
-        """The menu's "Open a model folder…" / "Oracle over a folder of images…"."""
-        folder = QFileDialog.getExistingDirectory(
-            self, "Open a model folder" if what == "folder" else "Oracle over a folder of images", "")
-        if folder:
-            self.select_model(folder if what == "folder" else f"oracle:{folder}")
-
-    def _on_source_changed(self, i: int) -> None:
-        spec = self.sourceCombo.currentData() or PHOTO
-        if spec == OPEN_FOLDER:
-            folder = QFileDialog.getExistingDirectory(self, "A folder of images", "")
-            with QSignalBlocker(self.sourceCombo):
-                self.sourceCombo.setCurrentIndex(self._prev_source_index)
-            if folder:
-                self.select_source(folder)
-            return
-        self._prev_source_index = i
-        self.countSpin.setEnabled(spec != PHOTO)
+    def _on_source_changed(self, _spec: str = "") -> None:
+        self.countSpin.setEnabled((self.sourceCombo.currentData() or PHOTO) != PHOTO)
 
     def _update_model_note(self) -> None:
         any_schedule = self._model_accepts_any_schedule()
@@ -435,29 +397,27 @@ class ElboPanel(JobPanel):
     def _build_ui(self) -> None:
         rich = Qt.TextFormat.RichText
         selectable = Qt.TextInteractionFlag.TextSelectableByMouse
-        self.modelCombo = ModelMenu("elboModelCombo", TIPS["elboModelCombo"], oracle_photo_tip=PHOTO_ORACLE_TIP)
+        self.modelCombo = ModelMenu("elboModelCombo", TIPS["elboModelCombo"], oracle_photo_tip=PHOTO_ORACLE_TIP,
+                                    oracle_title="Oracle over a folder of images")
         self.modelCombo.setMinimumContentsLength(18)
         if not self.modelCombo.spec().startswith("builtin:"):   # the built-in model is not installed yet
             self.modelCombo.select(PHOTO)
         self.modelCombo.specChanged.connect(self._update_model_note)
-        self.modelCombo.openRequested.connect(self._on_open_requested)
         self.modelNote = named(QLabel(""), "elboModelNote")
         self.modelNote.setWordWrap(True)
         self.modelNote.setStyleSheet("color: #555;")
 
-        self.sourceCombo = named(QComboBox(), "elboSourceCombo", TIPS["elboSourceCombo"])
-        self.sourceCombo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.sourceCombo.setMinimumContentsLength(18)
-        self.sourceCombo.currentIndexChanged.connect(self._on_source_changed)
+        ask = [source + ("A folder of images", str) for source in SOURCES if source[1] == OPEN_FOLDER]
+        self.sourceCombo = FolderMenu("elboSourceCombo", TIPS["elboSourceCombo"],
+                                      [source for source in SOURCES if source[1] != OPEN_FOLDER], ask, contents=18)
+        self.sourceCombo.chosen.connect(self._on_source_changed)
         self.countSpin = spin_box("elboCountSpin", TIPS["elboCountSpin"], 1, MAX_IMAGES, value=1)
         self.varianceCombo = combo_box("elboVarianceCombo", TIPS["elboVarianceCombo"], VARIANCES)
         self.seedSpin = spin_box("elboSeedSpin", TIPS["elboSeedSpin"], 0, 2**31 - 1)
 
-        self.computeButton = named(QPushButton("Compute"), "elboComputeButton", TIPS["elboComputeButton"])
-        self.computeButton.clicked.connect(self.compute)
-        self.cancelButton = named(QPushButton("Cancel"), "elboCancelButton",
-                                  "Stop computing the bound; the curve from before stays")
-        self.cancelButton.clicked.connect(self.cancel)
+        self.computeButton = button("Compute", "elboComputeButton", TIPS["elboComputeButton"], self.compute)
+        self.cancelButton = button("Cancel", "elboCancelButton", "Stop computing the bound; the curve from before "
+                                   "stays", self.cancel)
         self.autoCheck = named(QCheckBox("on schedule edits"), "elboAutoCheck", "Recompute the bound whenever the "
                                "window's schedule β_t changes (for models that accept any schedule, like the "
                                "oracle); the previous curve stays faint")
@@ -538,14 +498,11 @@ class ElboPanel(JobPanel):
             form.addWidget(QLabel(widget) if isinstance(widget, str) else widget, *at)
         form.setColumnStretch(1, 2)
         form.setColumnStretch(3, 1)
-        buttons = QHBoxLayout()
-        for widget, stretch in ((self.computeButton, 2), (self.cancelButton, 1), (self.autoCheck, 0),
-                                (self.keepCheck, 0), (self.logXCheck, 0)):
-            buttons.addWidget(widget, stretch)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(form)
-        layout.addLayout(buttons)
+        layout.addLayout(hbox((self.computeButton, 2), (self.cancelButton, 1), self.autoCheck, self.keepCheck,
+                              self.logXCheck))
         for widget in (self.progressBar, self.statusLabel, self.totalLabel, self.breakdownLabel):
             layout.addWidget(widget)
         layout.addWidget(self.plot, 1)

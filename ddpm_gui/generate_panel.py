@@ -30,7 +30,7 @@ from core.outputs import check_output_file, refuse_overwriting_inputs, spec_path
 from core.samplers import SAMPLER_NAMES, SAMPLERS, default_steps
 from core.samplers.timesteps import max_steps
 from ddpm_gui.image_views import ImagePane
-from ddpm_gui.widgets import JobPanel, ModelMenu, TextLine, combo_box, device_combo, named, spin_box
+from ddpm_gui.widgets import JobPanel, ModelMenu, TextLine, button, combo_box, device_combo, hbox, named, spin_box
 from ddpm_gui.worker import WorkerRunner
 
 ORACLE_FOLDER = "oracle-folder"   # current_model()'s kind for an oracle over a photo file or a folder of images
@@ -201,13 +201,6 @@ class GeneratePanel(JobPanel):
         self._update_class_widgets()
         self._on_model_T()
         self._preload()
-
-    def _open_dialog(self, what: str) -> None:
-        """The menu's "Open a model folder…" (``folder``) and "Oracle over a folder of images…" (``oracle``)."""
-        title = "Open a model folder" if what == "folder" else "A folder of images for the oracle"
-        folder = QFileDialog.getExistingDirectory(self, title, "")
-        if folder:
-            self.select_model(folder if what == "folder" else f"oracle:{folder}")
 
     def _device(self) -> str:
         return str(pick_device(self.deviceCombo.currentData() or "auto"))
@@ -447,7 +440,6 @@ class GeneratePanel(JobPanel):
     def _build_ui(self) -> None:
         self.modelCombo = ModelMenu("modelCombo", TIPS["modelCombo"], settings=self._settings, settings_key=RECENT_KEY)
         self.modelCombo.specChanged.connect(self._on_model_changed)
-        self.modelCombo.openRequested.connect(self._open_dialog)
         self.modelNote = named(QLabel(""), "modelNote")
         self.modelNote.setWordWrap(True)
         self.modelNote.setStyleSheet("color: #555;")
@@ -458,9 +450,7 @@ class GeneratePanel(JobPanel):
         self.stepsSpin = spin_box("stepsSpin", TIPS["stepsSpin"], 1, 1000)
         self.etaSpin = spin_box("etaSpin", TIPS["etaSpin"], 0.0, 1.0, step=0.1, decimals=2)
         self.seedSpin = spin_box("seedSpin", TIPS["seedSpin"], 0, 2**31 - 1)
-        self.diceButton = named(QToolButton(), "diceButton", "A random seed")
-        self.diceButton.setText("⚄")
-        self.diceButton.clicked.connect(self._roll_seed)
+        self.diceButton = button("⚄", "diceButton", "A random seed", self._roll_seed, QToolButton)
         self.batchSpin = spin_box("batchSpin", TIPS["batchSpin"], 1, MAX_BATCH, value=1)
         self.deviceCombo = device_combo()
         self.deviceCombo.currentIndexChanged.connect(lambda _i: self._preload())
@@ -475,13 +465,11 @@ class GeneratePanel(JobPanel):
         self.startNote = named(TextLine(color="#555"), "startNote")
         self.startNote.setText("x_T ~ N(0, I)")
 
-        self.generateButton = named(QPushButton("Generate"), "generateButton",
-                                    "Run the reverse chain x_T → x_0 on a worker thread (Ctrl+G)")
+        self.generateButton = button("Generate", "generateButton", "Run the reverse chain x_T → x_0 on a worker "
+                                     "thread (Ctrl+G)", self.generate)
         self.generateButton.setDefault(True)
-        self.generateButton.clicked.connect(self.generate)
-        self.cancelButton = named(QPushButton("Cancel"), "cancelButton",
-                                  "Stop the run after the model call in progress (Esc)")
-        self.cancelButton.clicked.connect(self.cancel)
+        self.cancelButton = button("Cancel", "cancelButton", "Stop the run after the model call in progress (Esc)",
+                                   self.cancel)
         self.followCheck = named(QCheckBox("slider follows t"), "followTimestepCheck", TIPS["followTimestepCheck"])
         self.followCheck.setChecked(True)
         self.progressBar = named(QProgressBar(), "generateProgress", "Model calls done / N")
@@ -517,7 +505,7 @@ class GeneratePanel(JobPanel):
 
         form = QGridLayout()
         form.setHorizontalSpacing(8)
-        seed_row = _hbox((self.seedSpin, 1), (self.diceButton, 0), spacing=2)
+        seed_row = hbox((self.seedSpin, 1), (self.diceButton, 0), spacing=2)
         wide = 5   # columns a wide cell spans
         for r, cells in enumerate((("Model", (self.modelCombo, wide)), (None, (self.modelNote, wide)),
                                    ("Sampler", self.samplerCombo, "Steps", self.stepsSpin, "η", self.etaSpin),
@@ -536,12 +524,12 @@ class GeneratePanel(JobPanel):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(form)
-        layout.addLayout(_hbox((self.generateButton, 2), (self.cancelButton, 1), (self.followCheck, 0)))
+        layout.addLayout(hbox((self.generateButton, 2), (self.cancelButton, 1), (self.followCheck, 0)))
         layout.addWidget(self.progressBar)
         layout.addWidget(self.statusLabel)
-        layout.addLayout(_hbox((self.xtPane, 1), (self.x0Pane, 1), spacing=6), 1)
+        layout.addLayout(hbox((self.xtPane, 1), (self.x0Pane, 1), spacing=6), 1)
         layout.addWidget(self.stepLabel)
-        layout.addLayout(_hbox((self.replayButton, 0), (self.timelineSlider, 1), (self.timelineLabel, 0),
+        layout.addLayout(hbox((self.replayButton, 0), (self.timelineSlider, 1), (self.timelineLabel, 0),
                                (self.exportButton, 0)))
         for w in (self.classCombo, self.guidanceSpin, self.classLabel, self.guidanceLabel):
             w.setVisible(False)
@@ -556,16 +544,6 @@ class GeneratePanel(JobPanel):
     def _shortcut_generate(self) -> None:
         self.window_.show_panel(self)
         self.generate()
-
-
-def _hbox(*items, spacing: int | None = None) -> QHBoxLayout:
-    """A row of (widget, stretch) pairs."""
-    box = QHBoxLayout()
-    if spacing is not None:
-        box.setSpacing(spacing)
-    for w, stretch in items:
-        box.addWidget(w, stretch)
-    return box
 
 
 def _set_progress(bar: QProgressBar, value: int) -> None:

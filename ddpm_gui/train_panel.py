@@ -18,8 +18,8 @@ import numpy as np
 import pyqtgraph as pg
 import torch
 from PySide6.QtCore import QEvent, QObject, QSettings, QSignalBlocker, QStandardPaths, Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-                               QPushButton, QSizePolicy, QSpinBox, QSplitter, QToolButton, QVBoxLayout)
+from PySide6.QtWidgets import (QFileDialog, QGridLayout, QLabel, QLineEdit, QProgressBar, QSizePolicy, QSpinBox,
+                               QSplitter, QToolButton, QVBoxLayout)
 
 from core.jobs.training import (ADD_FOLDER_TIP, DEFAULTS, MNIST, MNIST_TIP, SIZE_TIPS, SMOOTH_HALF, TIPS, LossCurve,
                                 TrainSession, TrainUpdate, check_resume, check_start, folder_summary, new_run_folder,
@@ -29,15 +29,20 @@ from core.messages import one_line
 from core.train import MODEL_SIZES, TrainConfig
 from ddpm_gui import settings as settings_mod
 from ddpm_gui.image_views import ImagePane, style_plot
-from ddpm_gui.widgets import JobPanel, LogAxis, RecentList, combo_box, device_combo, named, row, spin_box
+from ddpm_gui.widgets import (FolderMenu, JobPanel, LogAxis, button, combo_box, device_combo, hbox, named, row,
+                              spin_box)
 from ddpm_gui.worker import WorkerRunner
 
 BUILTIN, FOLDER, ADD_FOLDER = "builtin", "folder", "add-folder"
 RECENT_KEY = "train/recentFolders"
-MAX_RECENT = 8
 CLOSE_WAIT_S = 300.0                 # closing waits this long for the step in flight and the checkpoint
 RAW_PEN = pg.mkPen((120, 160, 220), width=1)
 SMOOTH_PEN = pg.mkPen((214, 39, 40), width=2)
+
+
+def _data_entry(spec: str) -> tuple[str, str]:
+    """The dataset menu's item data for ``builtin:mnist`` or a folder."""
+    return (BUILTIN if spec == MNIST else FOLDER, spec)
 
 
 def runs_root() -> Path:
@@ -68,7 +73,6 @@ class TrainPanel(JobPanel):
         super().__init__(window, parent)
         self.setObjectName("trainPanel")
         self._settings = settings
-        self._folders = RecentList(settings, RECENT_KEY, MAX_RECENT)
         self.runner: WorkerRunner = window.create_runner("train")
         warned = getattr(self.runner, "warned", None)  # the worker's one-line warnings of the current run
         if warned is not None:
@@ -78,7 +82,6 @@ class TrainPanel(JobPanel):
         self._started = False         # the run has built its model (so a stop saves a checkpoint)
         self._session: TrainSession | None = None
         self._out_auto = True         # the output folder was proposed by the panel (not typed or browsed)
-        self._prev_data_index = 0
         self._curve = LossCurve()
         self._total = 0
         self._last_update: TrainUpdate | None = None
@@ -87,9 +90,8 @@ class TrainPanel(JobPanel):
         self.warning_text = ""
         self._notes: tuple[str, ...] = ()   # the current run's own notes (skipped image files)
         self._build_ui()
-        self._fill_datasets()
         self._restore()
-        self._on_data_changed(self.dataCombo.currentIndex(), propose=self._out_auto)
+        self._on_data_changed(propose=self._out_auto)
         self._set_running(False)
 
     # ----- public API ------------------------------------------------------------------------------------------
@@ -103,12 +105,7 @@ class TrainPanel(JobPanel):
 
     def select_data(self, spec: str) -> None:
         """``builtin:mnist`` or a folder path (added to the remembered folders if new)."""
-        spec = str(spec)
-        kind = BUILTIN if spec.startswith("builtin:") else FOLDER
-        i = self._find_data(kind, spec)
-        if i < 0:
-            i = self._add_recent(spec)
-        self.dataCombo.setCurrentIndex(i)
+        self.dataCombo.select(str(spec))
 
     def set_out(self, path) -> None:
         """Use ``path`` as the output folder (as if typed)."""
@@ -345,52 +342,8 @@ class TrainPanel(JobPanel):
         self.sampleView.title.setText(samples_title(None, every=every))
 
     # ----- datasets and the output folder ----------------------------------------------------------------------
-    def _fill_datasets(self) -> None:
-        combo = self.dataCombo
-        with QSignalBlocker(combo):
-            combo.clear()
-            combo.addItem("Built-in MNIST (4,500 digits, 28×28)", (BUILTIN, MNIST))
-            combo.setItemData(0, MNIST_TIP, Qt.ItemDataRole.ToolTipRole)
-            for folder in self._folders.items():
-                self._insert_recent_item(folder)
-            combo.insertSeparator(combo.count())
-            combo.addItem("Choose a folder of images…", (ADD_FOLDER, None))
-            combo.setItemData(combo.count() - 1, ADD_FOLDER_TIP, Qt.ItemDataRole.ToolTipRole)
-            combo.setCurrentIndex(0)
-
-    def _find_data(self, kind: str, value) -> int:
-        for i in range(self.dataCombo.count()):
-            d = self.dataCombo.itemData(i)
-            if d and d[0] == kind and d[1] == value:
-                return i
-        return -1
-
-    def _insert_recent_item(self, folder: str) -> int:
-        combo = self.dataCombo
-        at = 1
-        while at < combo.count() and (combo.itemData(at) or (None,))[0] == FOLDER:
-            at += 1
-        combo.insertItem(at, f"Folder — {Path(folder).name or folder}", (FOLDER, folder))
-        combo.setItemData(at, folder, Qt.ItemDataRole.ToolTipRole)
-        return at
-
-    def _add_recent(self, folder: str) -> int:
-        with QSignalBlocker(self.dataCombo):
-            i = self._insert_recent_item(folder)
-        self._folders.add(folder)
-        return i
-
-    def _on_data_changed(self, i: int, propose: bool = True) -> None:
-        kind, _ = self.dataCombo.itemData(i) or (BUILTIN, MNIST)
-        if kind == ADD_FOLDER:
-            folder = QFileDialog.getExistingDirectory(self, "A folder of images to train on", "")
-            with QSignalBlocker(self.dataCombo):
-                self.dataCombo.setCurrentIndex(self._prev_data_index)
-            if folder:
-                self.select_data(folder)
-            return
-        self._prev_data_index = i
-        is_folder = kind == FOLDER
+    def _on_data_changed(self, _data=None, propose: bool = True) -> None:
+        is_folder = (self.dataCombo.currentData() or (BUILTIN,))[0] == FOLDER
         self.resolutionSpin.setEnabled(is_folder and not self._running)
         with QSignalBlocker(self.resolutionSpin):
             self.resolutionSpin.setValue(self._folder_resolution if is_folder else 28)
@@ -436,17 +389,11 @@ class TrainPanel(JobPanel):
                 self.sizeCombo.setCurrentIndex(self.sizeCombo.findData(size))
         if isinstance(batch, int) and self.batchSpin.minimum() <= batch <= self.batchSpin.maximum():
             self.batchSpin.setValue(batch)
-        if isinstance(data, str) and data:
-            kind = BUILTIN if data.startswith("builtin:") else FOLDER
-            i = self._find_data(kind, data)
-            if i < 0 and kind == FOLDER:
-                i = self._add_recent(data)
-            if i >= 0:
-                if kind == FOLDER and isinstance(cfg.get("resolution"), int):
-                    self._folder_resolution = cfg["resolution"]
-                with QSignalBlocker(self.dataCombo):
-                    self.dataCombo.setCurrentIndex(i)
-                self._on_data_changed(i, propose=False)
+        if isinstance(data, str) and data and (data == MNIST or not data.startswith("builtin:")):
+            if data != MNIST and isinstance(cfg.get("resolution"), int):
+                self._folder_resolution = cfg["resolution"]
+            self.dataCombo.set_quietly(self.dataCombo.add(data))
+            self._on_data_changed(propose=False)
 
     def _browse_out(self) -> None:
         start = str(self.out_path().parent) if self.outEdit.text().strip() else str(runs_root())
@@ -460,10 +407,8 @@ class TrainPanel(JobPanel):
         if s is None:
             return
         data = s.value("train/data")
-        if isinstance(data, str) and data:
-            if data == MNIST or self._find_data(FOLDER, data) >= 0:
-                with QSignalBlocker(self.dataCombo):
-                    self.dataCombo.setCurrentIndex(self._find_data(BUILTIN if data == MNIST else FOLDER, data))
+        if isinstance(data, str) and data and self.dataCombo.find(_data_entry(data)) >= 0:
+            self.dataCombo.set_quietly(self.dataCombo.find(_data_entry(data)))
         size = s.value("train/modelSize")
         if isinstance(size, str) and self.sizeCombo.findData(size) >= 0:
             self.sizeCombo.setCurrentIndex(self.sizeCombo.findData(size))
@@ -499,10 +444,12 @@ class TrainPanel(JobPanel):
 
     # ----- UI --------------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        self.dataCombo = named(QComboBox(), "trainDatasetCombo", TIPS["trainDatasetCombo"])
-        self.dataCombo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.dataCombo.setMinimumContentsLength(20)
-        self.dataCombo.currentIndexChanged.connect(self._on_data_changed)
+        self.dataCombo = FolderMenu("trainDatasetCombo", TIPS["trainDatasetCombo"],
+                                    [("Built-in MNIST (4,500 digits, 28×28)", (BUILTIN, MNIST), MNIST_TIP)],
+                                    [("Choose a folder of images…", (ADD_FOLDER, None), ADD_FOLDER_TIP,
+                                      "A folder of images to train on", str)],
+                                    self._settings, RECENT_KEY, data=_data_entry)
+        self.dataCombo.chosen.connect(self._on_data_changed)
         self.resolutionSpin = spin_box("trainResolutionSpin", "Image size the model trains at (folders; MNIST is "
                                        "28×28). Every image is centre-cropped to a square and resized to it",
                                        4, 512, 28)
@@ -526,21 +473,19 @@ class TrainPanel(JobPanel):
         self.outEdit = named(QLineEdit(), "trainOutEdit", "The run's folder: checkpoint/ (resumable), "
                              "samples/step_N.png and, at the end, model/ — the same layout as `ddpm train --out`")
         self.outEdit.textEdited.connect(self._on_out_typed)
-        self.outBrowseButton = named(QToolButton(), "trainOutBrowseButton", "Choose the output folder (an existing "
-                                     "run there can be resumed)")
-        self.outBrowseButton.setText("…")
-        self.outBrowseButton.clicked.connect(self._browse_out)
+        self.outBrowseButton = button("…", "trainOutBrowseButton", "Choose the output folder (an existing run there "
+                                      "can be resumed)", self._browse_out, QToolButton)
         self.runInfo = named(QLabel(), "trainRunInfo")
         self.runInfo.setWordWrap(True)
         self.runInfo.setStyleSheet("color: #555;")
         self.runInfo.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        self.startButton = self._button("Start", "trainStartButton", self.start, TIPS["trainStartButton"])
-        self.stopButton = self._button("Stop", "trainStopButton", self.stop, "Stop after the step in flight and save "
-                                       "a resumable checkpoint")
-        self.resumeButton = self._button("Resume", "trainResumeButton", self.resume, TIPS["trainResumeButton"])
-        self.useModelButton = self._button("Use this model", "trainUseModelButton", self.use_model, "Open the run's "
-                                           "newest EMA weights (model/, else the checkpoint) in the Generate panel")
+        self.startButton = button("Start", "trainStartButton", TIPS["trainStartButton"], self.start)
+        self.stopButton = button("Stop", "trainStopButton", "Stop after the step in flight and save a resumable "
+                                 "checkpoint", self.stop)
+        self.resumeButton = button("Resume", "trainResumeButton", TIPS["trainResumeButton"], self.resume)
+        self.useModelButton = button("Use this model", "trainUseModelButton", "Open the run's newest EMA weights "
+                                     "(model/, else the checkpoint) in the Generate panel", self.use_model)
         self.progressBar = named(QProgressBar(), "trainProgress", "Optimizer steps done / total")
         self.progressBar.setFormat("step %v / %m")
         self.statusLabel = named(QLabel(), "trainStatus", TIPS["trainStatus"])
@@ -582,11 +527,6 @@ class TrainPanel(JobPanel):
         for col, stretch in ((1, 2), (3, 1), (5, 1)):
             form.setColumnStretch(col, stretch)
 
-        buttons = QHBoxLayout()
-        for b, stretch in ((self.startButton, 2), (self.stopButton, 1), (self.resumeButton, 1),
-                           (self.useModelButton, 2)):
-            buttons.addWidget(b, stretch)
-
         self.viewSplitter = named(QSplitter(Qt.Orientation.Vertical), "trainViewSplitter")
         self.viewSplitter.addWidget(self.lossPlot)
         self.viewSplitter.addWidget(self.sampleView)
@@ -597,7 +537,8 @@ class TrainPanel(JobPanel):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(form)
-        layout.addLayout(buttons)
+        layout.addLayout(hbox((self.startButton, 2), (self.stopButton, 1), (self.resumeButton, 1),
+                              (self.useModelButton, 2)))
         layout.addWidget(self.progressBar)
         layout.addWidget(self.statusLabel)
         layout.addWidget(self.viewSplitter, 1)
@@ -606,9 +547,3 @@ class TrainPanel(JobPanel):
         self.stepsSpin.valueChanged.connect(self._on_steps_changed)
         self._on_steps_changed(self.stepsSpin.value())
         self._set_status("Choose the data and a model size, then Start. Stop saves a checkpoint; Resume continues.")
-
-    @staticmethod
-    def _button(text: str, name: str, slot, tip: str) -> QPushButton:
-        button = named(QPushButton(text), name, tip)
-        button.clicked.connect(slot)
-        return button

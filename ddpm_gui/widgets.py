@@ -1,14 +1,17 @@
-"""Widgets more than one panel uses, each written once: the model menu, the device menu, a log axis that stays
-legible, a text line that repaints cheaply, one-call naming, a remembered-folders list (:class:`RecentList`), and
-the base of every panel that runs a job (:class:`JobPanel`: status line, one-line failures)."""
+"""Widgets more than one panel uses, each written once: a menu with "choose a folder…" entries
+(:class:`FolderMenu`) and the model menu built on it, the device menu, a log axis that stays legible, a text line
+that repaints cheaply, one-call naming and buttons, a remembered-folders list (:class:`RecentList`), and the base of
+every panel that runs a job (:class:`JobPanel`: status line, one-line failures)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyqtgraph as pg
 from PySide6.QtCore import QSettings, QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QStandardItemModel
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSizePolicy, QSpinBox, QWidget
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy,
+                               QSpinBox, QWidget)
 
 from core.device import DEVICES, available_devices
 from core.model_spec import PHOTO, parse_spec
@@ -49,20 +52,35 @@ def combo_box(name: str, tip: str | None, items) -> QComboBox:
     return combo
 
 
-def row(*items, spacing: int = 6) -> QWidget:
+def hbox(*items, spacing: int | None = None) -> QHBoxLayout:
     """Widgets side by side (strings become labels); ``None`` is a stretch, ``(widget, n)`` a widget that takes
-    ``n`` shares of the spare width."""
-    box = QWidget()
-    lay = QHBoxLayout(box)
-    lay.setContentsMargins(0, 0, 0, 0)
-    lay.setSpacing(spacing)
+    ``n`` shares of the spare width. ``spacing`` None: the style's."""
+    lay = QHBoxLayout()
+    if spacing is not None:
+        lay.setSpacing(spacing)
     for it in items:
         it, stretch = it if isinstance(it, tuple) else (it, 0)
         if it is None:
             lay.addStretch(1)
         else:
             lay.addWidget(QLabel(it) if isinstance(it, str) else it, stretch)
+    return lay
+
+
+def row(*items, spacing: int = 6) -> QWidget:
+    """:func:`hbox` as a widget of its own, without margins."""
+    box = QWidget()
+    box.setLayout(hbox(*items, spacing=spacing))
+    box.layout().setContentsMargins(0, 0, 0, 0)
     return box
+
+
+def button(text: str, name: str, tip: str, slot, kind=QPushButton):
+    """A named push button (or ``kind``, e.g. :class:`QToolButton`) showing ``text`` that calls ``slot``."""
+    b = named(kind(), name, tip)
+    b.setText(text)
+    b.clicked.connect(slot)
+    return b
 
 
 class TextLine(QWidget):
@@ -148,41 +166,120 @@ class RecentList:
             return []
 
     def add(self, item: str) -> None:
-        """Remember ``item`` first (moving it up if it was there), dropping the oldest beyond ``max_items``."""
-        if self.settings is None or not self.key:
+        """Remember ``item`` first (moving it up if it was there), dropping the oldest beyond ``max_items``; an
+        item that would not read back as an entry is not stored."""
+        if self.settings is None or not self.key or self._convert(item) is None:
             return
         entries = [item] + [v for v in self.items() if v != item]
         self.settings.setValue(self.key, json.dumps(entries[:self.max_items]))
         self.settings.sync()
 
 
-class ModelMenu(QComboBox):
-    """The model menu of Generate and ELBO: built-in models, the oracle over the loaded photo and over the
-    built-in digits, folders opened from disk (remembered under ``settings_key``), and two actions that ask the
-    panel for a folder. Every entry's data is its SPEC string (:mod:`core.model_spec`).
+class FolderMenu(QComboBox):
+    """Fixed ``entries`` ``(text, data, tooltip)``, folders chosen from disk (remembered under ``settings_key``),
+    a separator and ``asks`` ``(text, data, tooltip, dialog title, folder → key)``. Picking an ask goes back to the
+    previous choice, opens a folder dialog and selects the folder as an entry known by its key (what :meth:`select`
+    takes and the list remembers; item data ``data(key)``, text ``label(key)``, default "Folder — name").
+    ``chosen(data)``: another entry was chosen (never an ask); :meth:`set_quietly` chooses one without it."""
 
-    Signals: ``specChanged(str)`` when another model is chosen, ``openRequested(str)`` with ``"folder"`` or
-    ``"oracle"`` when an action entry is picked (the menu then returns to the previous model until the panel
-    calls :meth:`select`)."""
+    chosen = Signal(object)
+
+    def __init__(self, name: str, tip: str, entries, asks, settings: QSettings | None = None,
+                 settings_key: str | None = None, convert=None, label=None, data=None, contents: int = 20):
+        super().__init__()
+        named(self, name, tip)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(contents)
+        self._recent = RecentList(settings, settings_key, convert=convert)
+        self._label = label or (lambda key: f"Folder — {Path(key).name or key}")
+        self._data = data or (lambda key: key)
+        self._asks = {ask[1]: ask[3:] for ask in asks}
+        for text, value, item_tip in entries:
+            self._add(text, value, item_tip)
+        self.insertSeparator(self.count())
+        for text, value, item_tip, *_ in asks:
+            self._add(text, value, item_tip)
+        for key in self._recent.items():
+            self._insert(key)
+        self._previous = 0
+        self.currentIndexChanged.connect(self._on_index)
+
+    def select(self, key: str) -> None:
+        """Choose the entry for ``key``, adding it as a folder entry (and remembering it) if it is new."""
+        self.setCurrentIndex(self.add(key))
+
+    def add(self, key: str) -> int:
+        """The index of the entry for ``key``, a new folder entry (remembered) if there was none."""
+        i = self.find(self._data(key))
+        if i < 0:
+            with QSignalBlocker(self):
+                i = self._insert(key)
+            self._recent.add(key)
+        return i
+
+    def set_quietly(self, i: int) -> None:
+        """Choose entry ``i`` without emitting ``chosen`` (an ask then goes back to it)."""
+        with QSignalBlocker(self):
+            self.setCurrentIndex(i)
+        self._previous = i
+
+    def find(self, value) -> int:
+        """The index of the entry whose data is ``value`` (``findData`` misses tuples), or −1."""
+        return next((i for i in range(self.count()) if self.itemData(i) == value), -1)
+
+    def _add(self, text: str, value, tip: str) -> None:
+        self.addItem(text, value)
+        self.setItemData(self.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+
+    def _insert(self, key: str) -> int:
+        at = self.count() - len(self._asks) - 1   # before the separator
+        self.insertItem(at, self._label(key), self._data(key))
+        self.setItemData(at, key, Qt.ItemDataRole.ToolTipRole)
+        return at
+
+    def _on_index(self, i: int) -> None:
+        ask = self._asks.get(self.itemData(i))
+        if ask is None:
+            self._previous = i
+            self.chosen.emit(self.itemData(i))
+            return
+        self.set_quietly(self._previous)
+        folder = QFileDialog.getExistingDirectory(self, ask[0], "")
+        if folder:
+            self.select(ask[1](folder))
+
+
+class ModelMenu(FolderMenu):
+    """The model menu of Generate and ELBO: built-in models, the oracle over the loaded photo and over the
+    built-in digits, folders opened from disk (remembered under ``settings_key``), and two entries that open a
+    folder dialog (the oracle's titled ``oracle_title``). Every entry's data is its SPEC string
+    (:mod:`core.model_spec`). ``specChanged(str)`` when another model is chosen."""
 
     specChanged = Signal(str)
-    openRequested = Signal(str)
     aboutToShowPopup = Signal()
-    MAX_RECENT = 8
-    _OPEN_FOLDER, _OPEN_ORACLE = "open:folder", "open:oracle"
 
     def __init__(self, name: str, tip: str, settings: QSettings | None = None, settings_key: str | None = None,
                  oracle_photo_tip: str = "The exact denoiser of one image: E[x_0 | x_t] is that image, so every "
-                 "sample converges to the photo (32×32 unless the photo is square ≤ 256)"):
-        super().__init__()
-        named(self, name, tip)
-        self._recent = RecentList(settings, settings_key, self.MAX_RECENT, convert=self._stored_spec)
-        self._photo_tip = oracle_photo_tip
-        self._previous = -1
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(20)
-        self._fill()
-        self.currentIndexChanged.connect(self._on_index)
+                 "sample converges to the photo (32×32 unless the photo is square ≤ 256)",
+                 oracle_title: str = "A folder of images for the oracle"):
+        installed = builtin_models()
+        builtins = sorted(set(installed) | {"builtin:mnist"})
+        entries = [self._builtin_entry(spec, spec in installed) for spec in builtins]
+        entries.append(("Oracle — the loaded photo", PHOTO, oracle_photo_tip))
+        entries.append(("Oracle — built-in MNIST digits", "oracle:builtin:mnist", "The exact denoiser of the 4,500 "
+                        "training digits: E[x_0 | x_t] = Σ_i softmax_i(−‖x_t − √ᾱ_t·x_i‖² / 2(1−ᾱ_t))·x_i — it "
+                        "memorises"))
+        asks = [("Open a model folder…", "open:folder", "A folder with config.json + model.safetensors (ours) or a "
+                 "diffusers UNet2DModel / pipeline folder; remembered", "Open a model folder", str),
+                ("Oracle over a folder of images…", "open:oracle", "The exact denoiser of every image in a folder "
+                 "(sub-folders are classes); remembered", oracle_title, lambda folder: f"oracle:{folder}")]
+        super().__init__(name, tip, entries, asks, settings, settings_key, convert=self._stored_spec,
+                         label=lambda spec: parse_spec(spec).label)
+        for i, spec in enumerate(builtins):
+            if spec not in installed:
+                self.model().item(i).setEnabled(False)
+        self.set_quietly(self.findData("builtin:mnist" if "builtin:mnist" in installed else "oracle:builtin:mnist"))
+        self.chosen.connect(self.specChanged.emit)
 
     # ----- public ------------------------------------------------------------------------------------------
     def spec(self) -> str:
@@ -192,11 +289,7 @@ class ModelMenu(QComboBox):
     def select(self, spec: str) -> None:
         """Choose the entry for ``spec`` (any SPEC :func:`core.model_spec.parse_spec` takes), adding a folder or an
         oracle folder to the remembered list if it is new."""
-        text = str(parse_spec(spec))
-        i = self.findData(text)
-        if i < 0:
-            i = self._add_recent(text)
-        self.setCurrentIndex(i)
+        super().select(str(parse_spec(spec)))
 
     def showPopup(self):  # noqa: N802 - Qt override
         self.aboutToShowPopup.emit()
@@ -204,39 +297,14 @@ class ModelMenu(QComboBox):
         super().showPopup()
 
     # ----- entries -----------------------------------------------------------------------------------------
-    def _fill(self) -> None:
-        with QSignalBlocker(self):
-            installed = builtin_models()
-            for spec in sorted(set(installed) | {"builtin:mnist"}):
-                name = spec.split(":", 1)[1]
-                ok = spec in installed
-                label = f"Built-in {name.upper() if name == 'mnist' else name} model"
-                self._add(label if ok else f"{label} — not installed yet", spec,
-                          f"{spec}: the model that ships with DDPM Studio (resources/models/{name}/)" if ok else
-                          f"{spec} is not installed yet: it appears in resources/models/{name}/ once trained "
-                          "(ddpm train … then install it). Until then, try an oracle or a model folder.")
-                if not ok:
-                    self.model().item(self.count() - 1).setEnabled(False)
-            self._add("Oracle — the loaded photo", PHOTO, self._photo_tip)
-            self._add("Oracle — built-in MNIST digits", "oracle:builtin:mnist",
-                      "The exact denoiser of the 4,500 training digits: E[x_0 | x_t] = Σ_i softmax_i(−‖x_t − "
-                      "√ᾱ_t·x_i‖² / 2(1−ᾱ_t))·x_i — it memorises")
-            for spec in self._recent.items():
-                self._insert_recent(spec)
-            self.insertSeparator(self.count())
-            self._add("Open a model folder…", self._OPEN_FOLDER, "A folder with config.json + model.safetensors "
-                      "(ours) or a diffusers UNet2DModel / pipeline folder; remembered")
-            self._add("Oracle over a folder of images…", self._OPEN_ORACLE, "The exact denoiser of every image in "
-                      "a folder (sub-folders are classes); remembered")
-            start = self.findData("builtin:mnist")
-            if start < 0 or not self._enabled(start):
-                start = self.findData("oracle:builtin:mnist")
-            self.setCurrentIndex(start)
-            self._previous = start
-
-    def _add(self, label: str, spec: str, tip: str) -> None:
-        self.addItem(label, spec)
-        self.setItemData(self.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+    @staticmethod
+    def _builtin_entry(spec: str, ok: bool) -> tuple[str, str, str]:
+        name = spec.split(":", 1)[1]
+        label = f"Built-in {name.upper() if name == 'mnist' else name} model"
+        if ok:
+            return label, spec, f"{spec}: the model that ships with DDPM Studio (resources/models/{name}/)"
+        return (f"{label} — not installed yet", spec, f"{spec} is not installed yet: it appears in resources/models/"
+                f"{name}/ once trained (ddpm train … then install it). Until then, try an oracle or a model folder.")
 
     def _enabled(self, i: int) -> bool:
         model = self.model()
@@ -248,46 +316,17 @@ class ModelMenu(QComboBox):
         for i in range(self.count()):
             spec = self.itemData(i)
             if isinstance(spec, str) and spec in installed and not self._enabled(i):
-                name = spec.split(":", 1)[1]
-                self.setItemText(i, f"Built-in {name.upper() if name == 'mnist' else name} model")
+                self.setItemText(i, self._builtin_entry(spec, True)[0])
                 self.setItemData(i, f"{spec}: the model that ships with DDPM Studio", Qt.ItemDataRole.ToolTipRole)
                 self.model().item(i).setEnabled(True)
 
-    def _insert_recent(self, spec: str) -> int:
-        at = self.findData("oracle:builtin:mnist") + 1
-        while at < self.count() and self._is_recent(self.itemData(at)):
-            at += 1
-        self.insertItem(at, parse_spec(spec).label, spec)
-        self.setItemData(at, spec, Qt.ItemDataRole.ToolTipRole)
-        return at
-
     @staticmethod
-    def _is_recent(spec) -> bool:
-        return isinstance(spec, str) and not spec.startswith("open:") and parse_spec(spec).is_path
-
-    @classmethod
-    def _stored_spec(cls, item):
+    def _stored_spec(item):
         """A remembered folder's SPEC (the old ``[kind, value]`` pairs read too), or None."""
         if isinstance(item, list) and len(item) == 2 and isinstance(item[1], str):   # before specs were stored
             item = f"oracle:{item[1]}" if item[0] == "oracle-folder" else item[1]
-        return item if isinstance(item, str) and cls._is_recent(item) else None
-
-    def _add_recent(self, spec: str) -> int:
-        with QSignalBlocker(self):
-            i = self._insert_recent(spec) if self.findData(spec) < 0 else self.findData(spec)
-        if self._is_recent(spec):
-            self._recent.add(spec)
-        return i
-
-    def _on_index(self, i: int) -> None:
-        spec = self.itemData(i)
-        if spec in (self._OPEN_FOLDER, self._OPEN_ORACLE):
-            with QSignalBlocker(self):
-                self.setCurrentIndex(self._previous)
-            self.openRequested.emit("folder" if spec == self._OPEN_FOLDER else "oracle")
-            return
-        self._previous = i
-        self.specChanged.emit(spec)
+        on_disk = isinstance(item, str) and not item.startswith("open:") and parse_spec(item).is_path
+        return item if on_disk else None
 
 
 class JobPanel(QWidget):
