@@ -211,6 +211,19 @@ def photo_to_model_input(img: np.ndarray, resolution: int, channels: int, on_uin
     return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
 
 
+def beside(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Two uint8 H×W×3 images of one height side by side with a white ``gap`` (x_t beside x̂_0 in every
+    animation and export)."""
+    pad = np.full((left.shape[0], gap, 3), 255, np.uint8)
+    return np.concatenate([left, pad, right], axis=1)
+
+
+def evenly_spaced(total: int, most: int) -> set[int]:
+    """At most ``most`` of the indices 1…``total``, evenly spaced, always with the first and the last (which
+    steps of a run an animation shows)."""
+    return set(np.linspace(1, total, min(most, total)).round().astype(int).tolist())
+
+
 def batch_grid(batch, scale: int = 1) -> np.ndarray:
     """A model batch (N×C×H×W tensor or array in [−1, 1]) as the uint8 grid ``ddpm sample`` writes (pad 1),
     enlarged by an integer ``scale``."""

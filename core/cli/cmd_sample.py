@@ -3,14 +3,13 @@ write a grid, the denoising animation, or the raw samples. A Stable Diffusion SP
 latent space (:mod:`core.cli.sample_latent`); ``--list-models`` lists what is on disk."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
 from core.atomic import atomic_path
 from core.cli.options import BATCH, ETA, GUIDANCE, SEED, STEPS, float_in, int_in
-from core.cli.progress import Progress
+from core.cli.progress import drive
 from core.messages import printable
 from core.outputs import check_output_file, refuse_overwriting_inputs, spec_paths
 
@@ -94,10 +93,8 @@ def parse_classes(text: str | None):
 
 def _frame(x_t, x0, scale: int) -> np.ndarray:
     """x_t (left) beside x̂_0 (right)."""
-    from core.images import batch_grid
-    a, b = batch_grid(x_t, scale), batch_grid(x0, scale)
-    gap = np.full((a.shape[0], 4 * scale, 3), 255, np.uint8)
-    return np.concatenate([a, gap, b], axis=1)
+    from core.images import batch_grid, beside
+    return beside(batch_grid(x_t, scale), batch_grid(x0, scale), 4 * scale)
 
 
 def run(args) -> int:
@@ -123,7 +120,7 @@ def run(args) -> int:
     from core.device import pick_device
     from core.images import save_animation, save_image
     from core.models.load import load_model
-    from core.images import batch_grid, load_image, photo_to_model_input
+    from core.images import batch_grid, evenly_spaced, load_image, photo_to_model_input
     from core.samplers import SAMPLER_NAMES, sample
     from core.schedule import model_schedule, parse_schedule_spec
 
@@ -150,22 +147,16 @@ def run(args) -> int:
                    timestep_spacing=args.spacing, x_start=x_start, t_start=args.t, device=device,
                    precision=args.precision)
     gif = out.suffix.lower() == ".gif"
-    frames, last, keep = [], None, None
-    scale = args.scale or 1
-    start = time.perf_counter()
-    with Progress(0, f"{SAMPLER_NAMES[args.sampler]} on {device.type}", unit="step") as bar:
-        for step in steps:
-            if keep is None:
-                bar.total = step.total
-                keep = set(np.linspace(1, step.total, min(MAX_GIF_FRAMES, step.total)).round().astype(int).tolist())
-                if gif and args.scale is None:
-                    side = batch_grid(step.x_t, 1).shape[0]
-                    scale = max(1, -(-256 // side))
-            if gif and step.index in keep:
-                frames.append(_frame(step.x_t, step.x0_pred, scale))
-            bar.update(step.index, t=step.t)
-            last = step
-    elapsed = time.perf_counter() - start
+    frames, scale = [], args.scale or 1
+
+    def record(step):
+        nonlocal scale
+        if gif and step.index == 1 and args.scale is None:  # GIF frames at least 256 pixels high
+            scale = max(1, -(-256 // batch_grid(step.x_t, 1).shape[0]))
+        if gif and step.index in evenly_spaced(step.total, MAX_GIF_FRAMES):
+            frames.append(_frame(step.x_t, step.x0_pred, scale))
+
+    last, elapsed = drive(steps, f"{SAMPLER_NAMES[args.sampler]} on {device.type}", each=record)
     images = last.x_t.detach().float().cpu().clamp(-1, 1)
     if gif:
         save_animation(out, frames, duration_ms=[80] * (len(frames) - 1) + [1500])  # hold the result

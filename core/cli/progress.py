@@ -7,6 +7,21 @@ import time
 from core.messages import format_eta
 
 
+def drive(steps, label: str, unit: str = "step", each=None):
+    """Run a sampler generator under a :class:`Progress` bar; ``each(step)`` sees every step first. Returns the
+    last step (the sample) and the seconds taken."""
+    last = None
+    start = time.perf_counter()
+    with Progress(0, label, unit=unit) as bar:
+        for step in steps:
+            bar.total = step.total
+            if each is not None:
+                each(step)
+            bar.update(step.index, t=step.t)
+            last = step
+    return last, time.perf_counter() - start
+
+
 class Progress:
     """``with Progress(total, "sampling") as bar: bar.update(k, loss=…)`` — redraws at most 10×/s on a TTY,
     every 10% otherwise (so logs stay short)."""

@@ -2,13 +2,12 @@
 pipeline, and ``--list-models``. Argparse lives in :mod:`core.cli.cmd_sample`; this is the run and its printing."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
 from core.atomic import atomic_path
-from core.cli.progress import Progress
+from core.cli.progress import drive
 from core.messages import printable
 from core.outputs import check_output_file, refuse_overwriting_inputs, spec_paths
 
@@ -42,15 +41,13 @@ def describe_spec(spec: str) -> str:
 
 def _frame(x_t: np.ndarray, x0: np.ndarray) -> np.ndarray:
     """Decoded x_t (left) beside decoded x̂_0 (right), uint8."""
-    from core.images import batch_grid
-    a, b = batch_grid(x_t), batch_grid(x0)
-    gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
-    return np.concatenate([a, gap, b], axis=1)
+    from core.images import batch_grid, beside
+    return beside(batch_grid(x_t), batch_grid(x0))
 
 
 def run_latent(args) -> int:
     from core.device import pick_device
-    from core.images import batch_grid, load_image, save_animation, save_image
+    from core.images import batch_grid, evenly_spaced, load_image, save_animation, save_image
     from core.latent.generate import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, text_to_image
     from core.models.load import load_latent
     from core.samplers import SAMPLER_NAMES
@@ -89,18 +86,13 @@ def run_latent(args) -> int:
                           steps=args.steps, eta=args.eta, init_image=init, t_start=args.t, strength=args.strength,
                           variance_type=args.variance, clip_sample=args.clip, dynamic_threshold=args.threshold,
                           use_clipped_model_output=args.use_clipped_model_output, timestep_spacing=args.spacing)
-    frames, keep, last = [], None, None
-    start = time.perf_counter()
-    with Progress(0, f"{SAMPLER_NAMES[sampler]} on {device.type}", unit="it") as bar:
-        for step in steps:
-            if keep is None:
-                bar.total = step.total
-                keep = set(np.linspace(1, step.total, min(MAX_GIF_FRAMES, step.total)).round().astype(int).tolist())
-            if gif and step.index in keep and step.index < step.total:
-                frames.append(_frame(preview.decode(step.x_t), preview.decode(step.x0_pred)))
-            bar.update(step.index, t=step.t)
-            last = step
-    elapsed = time.perf_counter() - start
+    frames = []
+
+    def record(step):  # the last frame is decoded by the full VAE below
+        if gif and step.index < step.total and step.index in evenly_spaced(step.total, MAX_GIF_FRAMES):
+            frames.append(_frame(preview.decode(step.x_t), preview.decode(step.x0_pred)))
+
+    last, elapsed = drive(steps, f"{SAMPLER_NAMES[sampler]} on {device.type}", unit="it", each=record)
     images = pipe.decode(last.x_t).clamp(-1, 1).cpu()  # the result: always the full VAE
     if gif:
         frames.append(_frame(images, pipe.decode(last.x0_pred).clamp(-1, 1).cpu()))

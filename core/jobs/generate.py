@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from core.atomic import atomic_dir
-from core.images import batch_grid, load_image, make_grid, photo_to_model_input, save_animation, save_image, to_uint8
+from core.images import batch_grid, beside, load_image, make_grid, photo_to_model_input, save_animation, save_image, to_uint8
 from core.messages import format_eta
 from core.model_spec import PHOTO, ModelCache, cache_key
 from core.samplers import SAMPLER_NAMES, sample
@@ -366,8 +366,7 @@ def side_by_side(frame: RunFrame, scale: int = 1, caption: bool = True) -> np.nd
     if scale > 1:
         a = np.repeat(np.repeat(a, scale, axis=0), scale, axis=1)
         b = np.repeat(np.repeat(b, scale, axis=0), scale, axis=1)
-    gap = np.full((a.shape[0], 4 * scale, 3), 255, np.uint8)
-    img = np.concatenate([a, gap, b], axis=1)
+    img = beside(a, b, 4 * scale)
     if not caption:
         return img
     return np.concatenate([img, _caption(f"step {frame.index}/{frame.total}  t = {frame.t}", img.shape[1])], axis=0)
