@@ -342,3 +342,13 @@ def test_sdedit_start_from_t(pipe):
     photo = np.random.default_rng(1).integers(0, 256, (16, 24, 3), dtype=np.uint8)
     steps = list(text_to_image(pipe, "a cat", sampler="ddim", steps=5, init_image=photo, t_start=400))
     assert steps[0].t == 400 and len(steps) == 5 and steps[-1].x_t.shape == (1, 4, 8, 12)
+
+
+def test_loading_yields_each_stage_then_the_pipeline(good):
+    from core.latent.pipeline import LOAD_STAGES, LatentPipeline, loading
+    seen = list(loading(good))
+    assert seen[:-1] == list(LOAD_STAGES)
+    assert isinstance(seen[-1], LatentPipeline)
+    gen = loading(good)
+    assert next(gen) == LOAD_STAGES[0] and next(gen) == LOAD_STAGES[1]
+    gen.close()  # a cancel between parts: nothing else is loaded, nothing raised

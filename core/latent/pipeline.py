@@ -170,9 +170,22 @@ def _texts(value, what: str) -> list[str]:
 
 
 # ----- loading ----------------------------------------------------------------------------------------------
+LOAD_STAGES = ("checking the folder", "the text encoder", "the UNet", "the VAE")
+
+
 def load_pipeline(folder, device="cpu", precision: str | None = None) -> LatentPipeline:
     """Load the Stable Diffusion pipeline in ``folder`` (see the module docstring) onto ``device``.
     ``precision``: fp32 | fp16 | bf16 (default fp16 on CUDA, else fp32). Failures are one-line ModelLoadErrors."""
+    pipe = None
+    for pipe in loading(folder, device, precision):
+        pass
+    return pipe
+
+
+def loading(folder, device="cpu", precision: str | None = None):
+    """:func:`load_pipeline` as a generator for a worker: yields the name of each stage (:data:`LOAD_STAGES`)
+    before it runs, so a window can show progress and cancel between parts, and finally the
+    :class:`LatentPipeline`."""
     folder = Path(folder)
     dev = pick_device(device)
     precision = precision or ("fp16" if dev.type == "cuda" else "fp32")
@@ -181,6 +194,7 @@ def load_pipeline(folder, device="cpu", precision: str | None = None) -> LatentP
     if precision == "fp16" and dev.type == "cpu":
         raise ModelLoadError("fp16 needs a GPU; use fp32 (or bf16) on the CPU")
     dtype = PRECISION_DTYPES[precision]
+    yield LOAD_STAGES[0]
     parts = check_pipeline_folder(folder)
     try:
         import diffusers
@@ -192,16 +206,21 @@ def load_pipeline(folder, device="cpu", precision: str | None = None) -> LatentP
     from core.models.diffusers_adapter import one_line_library_messages, scheduler_defaults
     defaults = scheduler_defaults(folder / "scheduler" / "scheduler_config.json")
     set_alpha_to_one = defaults.pop("set_alpha_to_one")
+    yield LOAD_STAGES[1]
     with one_line_library_messages(folder, loggers=("diffusers", "transformers")), offline():
-        unet = load_part(diffusers.UNet2DConditionModel, parts["unet"], dtype)
-        vae_dtype = torch.float32 if dtype == torch.float16 and parts["vae"].config.get("force_upcast") else dtype
-        vae = load_part(diffusers.AutoencoderKL, parts["vae"], vae_dtype)
         text_encoder = load_part(getattr(transformers, parts["text_encoder"].cls), parts["text_encoder"], dtype)
         try:
             tokenizer = getattr(transformers, parts["tokenizer"].cls).from_pretrained(
                 str(parts["tokenizer"].folder), local_files_only=True)
         except Exception as e:  # noqa: BLE001 - transformers raises many kinds for a bad tokenizer
             raise cannot(parts["tokenizer"], "read the tokenizer", e) from None
+    yield LOAD_STAGES[2]
+    with one_line_library_messages(folder, loggers=("diffusers", "transformers")), offline():
+        unet = load_part(diffusers.UNet2DConditionModel, parts["unet"], dtype)
+    yield LOAD_STAGES[3]
+    with one_line_library_messages(folder, loggers=("diffusers", "transformers")), offline():
+        vae_dtype = torch.float32 if dtype == torch.float16 and parts["vae"].config.get("force_upcast") else dtype
+        vae = load_part(diffusers.AutoencoderKL, parts["vae"], vae_dtype)
     size = unet.config.sample_size
     size = size if isinstance(size, int) else int(size[0])
     name = printable(folder.name if folder.name not in ("", ".") else str(folder))
@@ -214,7 +233,7 @@ def load_pipeline(folder, device="cpu", precision: str | None = None) -> LatentP
     den.timestep_spacing, den.steps_offset = defaults["timestep_spacing"], defaults["steps_offset"]
     den.dynamic_threshold, den.set_alpha_to_one = defaults["dynamic_threshold"], set_alpha_to_one
     pipe = LatentPipeline(den, vae.eval(), text_encoder.eval(), tokenizer, name, folder)
-    return pipe.to(dev)
+    yield pipe.to(dev)
 
 
 def pixels_to_vae_input(image: np.ndarray, multiple: int) -> torch.Tensor:
