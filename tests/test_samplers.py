@@ -289,3 +289,24 @@ def test_plan_timesteps_is_what_a_run_visits():
             assert visited == plan_timesteps(100, sampler, kw.get("steps"), kw.get("timestep_spacing"),
                                              t_start=kw.get("t_start")).tolist()
     assert plan_timesteps(1000, "dpmpp2m")[:2].tolist() == [999, 949]
+
+
+def test_guidance_parts_are_the_unconditional_and_conditional_x0(one_torch_thread):
+    """x̂_0 is linear in the model output, so the guided x̂_0 = lerp(x̂_0 uncond, x̂_0 cond, w) (before clipping)."""
+    from core.models.oracle import OracleDenoiser
+    from core.schedule import NoiseSchedule
+    rng = torch.Generator().manual_seed(0)
+    data = torch.rand(6, 1, 4, 4, generator=rng) * 2 - 1
+    den = OracleDenoiser(data, labels=np.array([0, 0, 0, 1, 1, 1]), num_classes=2)
+    sched = NoiseSchedule.preset("linear", T=50)
+    w = 3.0
+    plain = list(sample(den, schedule=sched, sampler="ddim", steps=5, n=2, class_labels=[0, 1], guidance=w,
+                        clip_sample=False))
+    kept = list(sample(den, schedule=sched, sampler="ddim", steps=5, n=2, class_labels=[0, 1], guidance=w,
+                       clip_sample=False, keep_guidance_parts=True))
+    for a, b in zip(plain, kept):
+        assert a.x0_parts is None and torch.equal(a.x_t, b.x_t)
+        uncond, cond = b.x0_parts
+        assert torch.allclose(torch.lerp(uncond, cond, w), b.x0_pred, atol=1e-5)
+    uncond, cond = kept[0].x0_parts  # at high noise the class changes the posterior mean
+    assert (uncond - cond).abs().max() > 0.05

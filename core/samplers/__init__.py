@@ -20,6 +20,7 @@ import torch
 
 from core.device import autocast, pick_device
 from core.models.denoiser import check_training_T
+from core.models.prediction import to_x0
 from core.samplers.clipping import parse_threshold, process_x0
 from core.samplers.ddim import DDIMSolver
 from core.samplers.ddpm import VARIANCE_TYPES, DDPMSolver
@@ -49,6 +50,7 @@ class SamplerStep:
     t: int
     x_t: torch.Tensor
     x0_pred: torch.Tensor
+    x0_parts: tuple | None = None  # with keep_guidance_parts: (unconditional x̂_0, conditional x̂_0), unclipped
 
 
 def default_steps(sampler: str, T: int = 1000) -> int:
@@ -161,7 +163,8 @@ def sample(denoiser, schedule=None, sampler: str = "ddpm", steps: int | None = N
            clip_sample: bool | None = None, dynamic_threshold=None, timestep_spacing: str | None = None,
            x_start=None, t_start: int | None = None, device=None, precision: str = "fp32",
            channels_last: bool = False, use_clipped_model_output: bool = False, size=None, condition=None,
-           timesteps=None, generator: torch.Generator | None = None) -> Iterator[SamplerStep]:
+           timesteps=None, generator: torch.Generator | None = None,
+           keep_guidance_parts: bool = False) -> Iterator[SamplerStep]:
     """Generate ``n`` images with ``denoiser``; returns a generator of :class:`SamplerStep`.
 
     - ``schedule``: default the denoiser's own (required for the oracle, which works on any schedule).
@@ -183,6 +186,8 @@ def sample(denoiser, schedule=None, sampler: str = "ddpm", steps: int | None = N
       the image is noised to the first one — diffusers' img2img ``strength`` picks a tail of the usual spacing).
     - ``generator``: a CPU ``torch.Generator`` to draw from instead of a fresh one seeded with ``seed`` (so a
       caller's earlier draws, e.g. a VAE's latent sample, come first in the same stream, as in diffusers).
+    - ``keep_guidance_parts``: each guided step also yields ``x0_parts``, the x̂_0 of the unconditional and the
+      conditional prediction (what guidance extrapolates between); None when the step is not guided.
     """
     _check_sampler(sampler)
     schedule = schedule if schedule is not None else denoiser.schedule
@@ -245,7 +250,7 @@ def sample(denoiser, schedule=None, sampler: str = "ddpm", steps: int | None = N
         denoiser.to(dev)
     if channels_last and hasattr(denoiser, "net"):
         denoiser.net.to(memory_format=torch.channels_last)
-    model = GuidedModel(denoiser, schedule, cond, guidance, ctx)
+    model = GuidedModel(denoiser, schedule, cond, guidance, ctx, keep_parts=bool(keep_guidance_parts))
     gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     shape = (n, denoiser.channels, height, width)
     return _run(denoiser, solver, model, timesteps, ab, shape, gen, x_start, clip, threshold, dev,
@@ -286,12 +291,16 @@ def _run(denoiser, solver, model, timesteps, ab, shape, gen, x_start, clip, thre
                 if solver.needs_eps:
                     eps = torch.mul(x, s).add_(out, alpha=a)
                 x0 = torch.mul(x, a).add_(out, alpha=-s)
+            parts = None
+            if model.parts is not None:
+                parts = tuple(to_x0(p, x, a, s, ptype) for p in model.parts)
+                model.parts = None
             x0 = process_x0(x0, clip, threshold)
             if eps_from_clipped and eps is not None:
                 eps = torch.mul(x0, -a).add_(x).div_(s)
             noise = torch.randn(shape, generator=gen).to(dev) if solver.draws_noise(i) else None
             x = solver.step(i, x, x0, eps, noise)
-        yield SamplerStep(i + 1, total, int(timesteps[i]), x, x0)
+        yield SamplerStep(i + 1, total, int(timesteps[i]), x, x0, parts)
 
 
 def run_to_end(steps: Iterator[SamplerStep]) -> SamplerStep:

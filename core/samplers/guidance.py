@@ -30,9 +30,11 @@ class GuidedModel:
     are built once. ``cond`` is a (B,) label tensor or a :class:`TextCondition`, passed to the model as its third
     argument (``class_labels``, or a cross-attention UNet's ``encoder_hidden_states``)."""
 
-    def __init__(self, denoiser, schedule, cond, guidance: float, autocast):
+    def __init__(self, denoiser, schedule, cond, guidance: float, autocast, keep_parts: bool = False):
         self.denoiser, self.schedule, self.autocast = denoiser, schedule, autocast
         self.w = float(guidance)
+        self.keep_parts = keep_parts
+        self.parts = None  # (unconditional, conditional) outputs of the last guided call, when keep_parts
         if isinstance(cond, TextCondition):
             self.guided = self.w > 1.0
             self.cond = torch.cat([cond.negative, cond.embeds]) if self.guided else cond.embeds
@@ -49,6 +51,8 @@ class GuidedModel:
                 both = self.denoiser.model_output(torch.cat([x, x]), t, self.cond, schedule=self.schedule)
                 uncond, cond = both.chunk(2)
                 out = torch.lerp(uncond.float(), cond.float(), self.w)
+                if self.keep_parts:
+                    self.parts = (uncond.float(), cond.float())
         return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
