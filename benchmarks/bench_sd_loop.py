@@ -15,9 +15,10 @@ Variants, run interleaved in one process (the order reverses every repeat: A B C
 
 - ``diffusers``: ``pipe(prompt, …, output_type="np")`` with the progress bar disabled — the baseline;
 - ``ours``: ``text_to_image`` drained, then ``pipe.decode`` of the result (clamped, to an H×W×3 array in [0, 1]);
-- ``ours+approx`` / ``ours+taesd``: the same with a preview decoded at every step — x_t and x̂_0 both, each made
-  into a uint8 grid and put side by side, as ``ddpm sample … -o OUT.gif`` builds its frames;
-- ``ours+taesd, one call on [x_t; x̂_0]``: the same frame from one batched decode; ``ours+taesd, x̂_0 only``:
+- ``ours+approx`` / ``ours+taesd``: the same with a preview frame decoded at every step, as ``ddpm sample … -o
+  OUT.gif`` builds it (``decode_step``: approx decodes x_t and x̂_0 in one call; TAESD decodes x̂_0 and shows x_t
+  through the linear map), each made into a uint8 grid and put side by side;
+- ``ours+taesd, both by TAESD``: two TAESD decodes a step; ``ours+taesd, one call on [x_t; x̂_0]``: the same frame from one batched decode; ``ours+taesd, x̂_0 only``:
   one decode per step, x̂_0 alone (what ComfyUI's live preview shows); ``ours+taesd x̂_0, approx x_t``: the GIF
   frame with x̂_0 through TAESD and x_t through the linear map.
 
@@ -161,7 +162,13 @@ def side_by_side(x_t: torch.Tensor, x0: torch.Tensor) -> np.ndarray:
 
 
 def gif_frame(preview, step) -> np.ndarray:
-    """One GIF frame as ``ddpm sample … -o OUT.gif`` builds it: two decodes, x_t and x̂_0."""
+    """One GIF frame as ``ddpm sample … -o OUT.gif`` builds it: ``decode_step`` (approx: x_t and x̂_0 in one call;
+    TAESD: x̂_0 by TAESD, x_t by the linear map)."""
+    return side_by_side(*preview.decode_step(step.x_t, step.x0_pred))
+
+
+def gif_frame_two_decodes(preview, step) -> np.ndarray:
+    """The frame with both images decoded by ``preview`` itself (two TAESD calls a step)."""
     return side_by_side(preview.decode(step.x_t), preview.decode(step.x0_pred))
 
 
@@ -209,6 +216,7 @@ def make_runs(ours, theirs, steps: int, guidance: float, decoders: dict):
     for name, dec in decoders.items():
         runs[f"ours+{name}"] = with_preview(dec)
     if "taesd" in decoders:
+        runs["ours+taesd, both by TAESD"] = with_preview(decoders["taesd"], gif_frame_two_decodes)
         runs["ours+taesd, one call on [x_t; x̂_0]"] = with_preview(decoders["taesd"], gif_frame_batched)
         runs["ours+taesd, x̂_0 only"] = with_preview(decoders["taesd"], x0_frame)
         runs["ours+taesd x̂_0, approx x_t"] = with_preview((decoders["taesd"], decoders["approx"]), mixed_frame)

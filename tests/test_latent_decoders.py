@@ -320,3 +320,28 @@ def test_fit_time_is_reported(pipe):
     start = time.perf_counter()
     dec = D.LinearDecoder.for_pipeline(pipe, cache=False)
     assert dec.fit_seconds is not None and dec.fit_seconds <= time.perf_counter() - start
+
+
+def test_decode_step_is_both_images_and_taesd_decodes_x0_only(tmp_path, monkeypatch):
+    """A preview frame: the VAE and the linear map decode x_t and x̂_0; TAESD decodes x̂_0, and x_t through the
+    linear map it was given."""
+    from core.latent.decoders import LinearDecoder, TaesdDecoder, VaeDecoder
+    torch.manual_seed(0)
+    z = torch.randn(2, 4, 3, 5)
+    x0 = torch.randn(2, 4, 3, 5)
+    lin = LinearDecoder(torch.randn(3, 4), torch.randn(3), 2)
+    a, b = lin.decode_step(z, x0)
+    assert torch.allclose(a, lin.decode(z), atol=1e-6) and torch.allclose(b, lin.decode(x0), atol=1e-6)
+
+    class FakePipe:
+        def decode(self, latents):
+            return latents[:, :3] * 0.5
+    vae = VaeDecoder(FakePipe())
+    a, b = vae.decode_step(z, x0)
+    assert torch.equal(a, vae.decode(z)) and torch.equal(b, vae.decode(x0))
+    calls = []
+    tiny = TaesdDecoder.__new__(TaesdDecoder)
+    monkeypatch.setattr(TaesdDecoder, "decode", lambda self, latents: calls.append(latents) or latents[:, :3])
+    tiny.noisy = lin
+    a, b = tiny.decode_step(z, x0)
+    assert len(calls) == 1 and calls[0] is x0 and torch.allclose(a, lin.decode(z), atol=1e-6)

@@ -90,12 +90,12 @@ def run_latent(args) -> int:
 
     def record(step):  # the last frame is decoded by the full VAE below
         if gif and step.index < step.total and step.index in evenly_spaced(step.total, MAX_GIF_FRAMES):
-            frames.append(_frame(preview.decode(step.x_t), preview.decode(step.x0_pred)))
+            frames.append(_frame(*preview.decode_step(step.x_t, step.x0_pred)))
 
     last, elapsed = drive(steps, f"{SAMPLER_NAMES[sampler]} on {device.type}", unit="it", each=record)
     images = pipe.decode(last.x_t).clamp(-1, 1).cpu()  # the result: always the full VAE
     if gif:
-        frames.append(_frame(images, pipe.decode(last.x0_pred).clamp(-1, 1).cpu()))
+        frames.append(_frame(images, preview.decode(last.x0_pred).cpu()))  # the result itself: the full VAE
         save_animation(out, frames, duration_ms=[80] * (len(frames) - 1) + [1500])
     elif suffix == ".png":
         save_image(out, batch_grid(images))

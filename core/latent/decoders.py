@@ -11,7 +11,10 @@ per call with :func:`make_decoder` — the previews ComfyUI (``latent_preview.py
   (:func:`fit_latent_rgb`, well under a second on a CPU) and cached in :func:`core.app_cache.cache_dir`
   ("latent-rgb"), keyed by the VAE's config and its weights file — never written into the model folder.
 
-Every decoder has ``name`` (its ``--preview`` word), ``exact`` (True only for the VAE) and ``decode(latents)``.
+Every decoder has ``name`` (its ``--preview`` word), ``exact`` (True only for the VAE), ``decode(latents)`` and
+``decode_step(x_t, x0)`` for a preview frame: the VAE and the linear map decode both; TAESD decodes x̂_0 and shows
+x_t — mostly noise — through the linear map, one TAESD call a step as ComfyUI's preview (two would cost ≈ 28% of
+a Stable Diffusion step; benchmarks/bench_sd_loop.py).
 Loading failures are one-line :class:`~core.models.checkpoint.ModelLoadError`.
 """
 from __future__ import annotations
@@ -57,6 +60,10 @@ class VaeDecoder:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.pipe.decode(latents).clamp(-1.0, 1.0)
 
+    def decode_step(self, x_t: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A preview frame's two images: decoded x_t and decoded x̂_0."""
+        return self.decode(x_t), self.decode(x0)
+
 
 # ----- TAESD --------------------------------------------------------------------------------------------------
 class TaesdDecoder:
@@ -82,12 +89,18 @@ class TaesdDecoder:
         self.scale = float(getattr(cfg, "scaling_factor", 1.0) or 1.0)
         self.shift = float(getattr(cfg, "shift_factor", 0.0) or 0.0)
 
+    noisy = None  # the decoder of x_t in preview frames (make_decoder sets the pipeline's linear map)
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         p = next(self.vae.parameters())
         z = latents.to(p.device, p.dtype) / self.scale + self.shift
         with torch.inference_mode():
             x = self.vae.decode(z, return_dict=False)[0]
         return x.float().clamp(-1.0, 1.0)
+
+    def decode_step(self, x_t: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x̂_0 by TAESD; x_t by the linear map (:attr:`noisy`), or by TAESD when there is none."""
+        return (self.noisy or self).decode(x_t), self.decode(x0)
 
 
 def find_taesd(explicit=None) -> Path | None:
@@ -198,6 +211,11 @@ class LinearDecoder:
             if self.factor > 1:
                 rgb = F.interpolate(rgb, scale_factor=self.factor, mode="bilinear", align_corners=False)
             return rgb.clamp(-1.0, 1.0)
+
+    def decode_step(self, x_t: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded x_t and x̂_0 in one call."""
+        both = self.decode(torch.cat([x_t, x0]))
+        return both[:len(x_t)], both[len(x_t):]
 
 
 def fit_latents(pipe, side: int = FIT_SIDE, seed: int = 0) -> torch.Tensor:
@@ -332,7 +350,9 @@ def make_decoder(pipe, kind: str, taesd=None):
                              f"{looked}; nothing is downloaded); give --taesd FOLDER or use --preview approx")
     vae = pipe.vae
     try:
-        return TaesdDecoder(folder, device=pipe.device, dtype=vae.dtype,
-                            latent_channels=int(vae.config.latent_channels), scale_factor=pipe.vae_scale_factor)
+        decoder = TaesdDecoder(folder, device=pipe.device, dtype=next(vae.parameters()).dtype,
+                               latent_channels=int(vae.config.latent_channels), scale_factor=pipe.vae_scale_factor)
     except ModelLoadError as e:
         raise ModelLoadError(f"--preview taesd: {e}") from None
+    decoder.noisy = LinearDecoder.for_pipeline(pipe)
+    return decoder
