@@ -39,7 +39,8 @@ def builtin_models() -> list[str]:
     root = builtin_root()
     if not root.is_dir():
         return []
-    return [f"builtin:{p.name}" for p in sorted(root.iterdir()) if (p / CONFIG).is_file()]
+    return [f"builtin:{p.name}" for p in sorted(root.iterdir())
+            if (p / CONFIG).is_file() or (p / "model_index.json").is_file()]
 
 
 def load_model(spec: str = DEFAULT_MODEL, device="cpu", resolution: int | None = None) -> Denoiser:
@@ -50,14 +51,10 @@ def load_model(spec: str = DEFAULT_MODEL, device="cpu", resolution: int | None =
     if spec.startswith("oracle:"):
         return load_oracle(spec[len("oracle:"):], resolution=resolution).to(dev)
     if spec.startswith("builtin:"):
-        name = spec[len("builtin:"):]
-        folder = builtin_root() / name
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise ModelLoadError(f"{spec!r} is not a built-in model name")
-        if not (folder / CONFIG).is_file():
-            have = ", ".join(builtin_models()) or "none"
-            raise ModelLoadError(f"built-in model {spec!r} is not installed (no resources/models/{name}/; "
-                                 f"installed: {have})")
+        folder = builtin_folder(spec)
+        if (folder / "model_index.json").is_file():
+            raise ModelLoadError(f"{spec} is a Stable Diffusion pipeline (text-to-image in latent space); use it "
+                                 "with ddpm sample --prompt, or ddpm noise --model")
         return load_checkpoint(folder, device=dev)
     path = model_folder(spec)
     if path.is_file():
@@ -76,10 +73,25 @@ def load_model(spec: str = DEFAULT_MODEL, device="cpu", resolution: int | None =
     return load_checkpoint(path, device=dev)
 
 
+def builtin_folder(spec: str) -> Path:
+    """``builtin:NAME`` → its folder in resources/models/ (one line if the name is bad or not installed)."""
+    name = spec[len("builtin:"):]
+    folder = builtin_root() / name
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ModelLoadError(f"{spec!r} is not a built-in model name")
+    if not ((folder / CONFIG).is_file() or (folder / "model_index.json").is_file()):
+        have = ", ".join(builtin_models()) or "none"
+        raise ModelLoadError(f"built-in model {spec!r} is not installed (no resources/models/{name}/; "
+                             f"installed: {have})")
+    return folder
+
+
 def model_folder(spec: str) -> Path:
-    """A folder SPEC as a path on disk: the path itself, or a Hugging Face repo id resolved from the local cache
-    (its snapshot, checked complete). One line naming where it looked when neither exists."""
+    """A folder SPEC as a path on disk: a built-in model's folder, the path itself, or a Hugging Face repo id
+    resolved from the local cache (its snapshot, checked complete). One line naming where it looked otherwise."""
     from core import hf_cache
+    if spec.startswith("builtin:"):
+        return builtin_folder(spec)
     path = Path(spec).expanduser()
     if path.exists():
         return path
@@ -98,7 +110,7 @@ def is_latent_spec(spec: str | None) -> bool:
     including a SPEC that does not resolve (its loader then says why)."""
     from core.latent.parts import is_latent_pipeline
     spec = (spec or "").strip()
-    if not spec or spec.startswith(("builtin:", "oracle:")) or spec == "photo":
+    if not spec or spec.startswith("oracle:") or spec == "photo":
         return False
     try:
         return is_latent_pipeline(model_folder(spec))
