@@ -352,3 +352,13 @@ def test_loading_yields_each_stage_then_the_pipeline(good):
     gen = loading(good)
     assert next(gen) == LOAD_STAGES[0] and next(gen) == LOAD_STAGES[1]
     gen.close()  # a cancel between parts: nothing else is loaded, nothing raised
+
+
+def test_without_the_extra_one_line_names_it(good, monkeypatch):
+    """diffusers/transformers missing: one line with the install hint, nothing half-loaded."""
+    import sys
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # `import diffusers` now raises ImportError
+    with pytest.raises(ModelLoadError) as e:
+        load_pipeline(good)
+    text = str(e.value)
+    assert "\n" not in text and "diffusers" in text and "pip install" in text
