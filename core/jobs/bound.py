@@ -5,6 +5,9 @@ L_VLB = L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (DDPM notes, eq. 9–14), every term 
 and the window evaluate; :func:`model_request` names and loads the model a SPEC asks for (``photo`` resolved to the
 window's file or pixels); :func:`elbo_events` is the generator a worker drives: it loads the model (cached), makes
 x_0, yields an :class:`ElboProgress` per batch (copies) and returns an :class:`ElboRun` with the bound's numbers.
+For a Stable Diffusion pipeline, :func:`latent_elbo_events` does the same in latent space (:mod:`core.vlb.latent`):
+it loads the pipeline through the shared cache (:func:`core.jobs.pipelines.load_pipeline_job`, stage by stage),
+encodes the images with the VAE, yields the run's estimate, then the batches.
 """
 from __future__ import annotations
 
@@ -66,6 +69,12 @@ TIPS = {
                 "  L_0 = −log p_θ(x_0 | x_1), a discretized Gaussian over the 256 pixel bins (drawn at t = 1)\n"
                 "  L_T = KL(q(x_T | x_0) ‖ N(0, I)), closed form, no network (drawn at t = T + 1)\n"
                 "Log y axis. Hover a point for its value and share of the total; click it to show that x_t.",
+    "elboPromptEdit": "The prompt c of the Stable Diffusion UNet whose bound is computed: ε̂ = ε_θ(z_t, t, τ(c)); "
+                      "empty = the unconditional model τ(\"\"). Classifier-free guidance does not enter: the bound "
+                      "is of one model p_θ(z_0 | c)",
+    "elboLatentNote": "A pipeline's bound is of its latents z_0 = s·E(x) (the VAE posterior mean), not of the "
+                      "pixels; L_0 = −log N(z_0; μ_θ(z_1, 1), σ²) is a continuous density, so it can be negative. "
+                      "The VAE's own reconstruction D(z_0/s) is shown as PSNR",
     "elboHoverLabel": "The term under the mouse: its formula, its value in bits/dim and its share L_k / L_VLB of the "
                       "total",
 }
@@ -148,6 +157,16 @@ class ElboProgress:
     total: int
     terms: np.ndarray
     elapsed: float
+    note: str = ""                   # the run's estimate line (a pipeline's bound), shown beside the progress
+
+
+@dataclass(frozen=True)
+class ElboStage:
+    """A step before a pipeline's first batch (loading a part, encoding the images); ``note`` the estimate line
+    once it is known."""
+
+    text: str
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -167,6 +186,15 @@ class ElboRun:
     dims: int
     any_schedule: bool
     seconds: float
+    space: str = "pixel"             # or "latent": a pipeline's bound, per latent dimension
+    prompt: str = ""
+    vae_psnr_db: float | None = None
+    estimate_s: float | None = None
+    latent_shape: tuple | None = None
+
+    @property
+    def latent(self) -> bool:
+        return self.space == "latent"
 
     @property
     def bits_per_dim(self) -> float:
@@ -225,6 +253,106 @@ def elbo_events(job: ElboJob, cache: ModelCache):
     raise RuntimeError("the bound ended without a result")
 
 
+# ----- a Stable Diffusion pipeline's bound, in latent space ----------------------------------------------------
+@dataclass(frozen=True)
+class LatentElboJob:
+    """A pipeline's bound, from the widgets (as :class:`ElboJob`): the pipeline SPEC (a folder or a cached repo
+    id) loaded on ``device`` through the shared cache, the images, the prompt (empty: unconditional)."""
+
+    spec: str
+    device: str
+    source: str                      # PHOTO or DATASET
+    photo_path: str | None = None
+    photo_array: np.ndarray | None = None
+    data: str | None = None
+    n: int = 1
+    prompt: str = ""
+    variance: str | None = None
+    seed: int = 0
+    precision: str | None = None
+
+
+def load_latent_images(pipe, *, image=None, data: str | None = None, n: int | None = None,
+                       split: str | None = None):
+    """(N×3×H×W pixels in [−1, 1] for ``pipe``'s VAE, a short description). A photo (a file, or H×W×3 in [−1, 1])
+    keeps its aspect, scaled down to the model's trained size and floored to the VAE's factor
+    (:func:`core.latent.forward.fit_photo`, as the latent slider and img2img see it); dataset images are
+    centre-cropped to the model's square size. One-line ``ValueError`` for a combination that makes no sense."""
+    import torch
+
+    from core.images import load_image
+    from core.latent.forward import fit_photo
+    from core.latent.pipeline import pixels_to_vae_input
+    side = pipe.default_size
+    if image is not None:
+        if n is not None or split is not None:
+            raise ValueError("--n and --split go with --data, not --image")
+        photo = np.asarray(image) if isinstance(image, np.ndarray) else load_image(image)
+        pixels = pixels_to_vae_input(fit_photo(photo, side), pipe.vae_scale_factor)
+        name = "the pasted photo" if isinstance(image, np.ndarray) else str(image)
+        return pixels, f"{name} at {pixels.shape[3]}×{pixels.shape[2]}"
+    if data is None:
+        raise ValueError("give a photo or a dataset (--image or --data)")
+    n = DEFAULT_N if n is None else n
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_N:
+        raise ValueError(f"--n must be an integer in 1…{MAX_N}, got {n!r}")
+    from core.data import load_dataset
+    builtin = data.startswith("builtin:")
+    split = split or ("heldout" if builtin else "all")
+    images = load_dataset(data, resolution=side, split=split, channels=3)
+    if n > len(images):
+        raise ValueError(f"--n {n}: {data} ({split}) has only {len(images)} images")
+    return torch.from_numpy(np.ascontiguousarray(images.images[:n], dtype=np.float32)), \
+        f"{data} ({split}, first {n}) at {side}×{side}"
+
+
+def latent_elbo_events(job: LatentElboJob):
+    """The worker for a pipeline: load it (shared cache; a stage per part), make the pixels, then the latent bound
+    (:func:`core.vlb.latent.latent_bound_events`): :class:`ElboStage` events up to the estimate, an
+    :class:`ElboProgress` per batch (``note`` the estimate), and last an :class:`ElboRun` with ``space="latent"``.
+    Closing it stops after the call in flight."""
+    from core.jobs.pipelines import load_pipeline_job
+    from core.vlb.latent import BoundEstimate, LatentBound, latent_bound_events
+    pipe = None
+    for item in load_pipeline_job(job.spec, job.device, job.precision):
+        if isinstance(item, str):
+            yield ElboStage(f"Loading the pipeline: {item}…")
+        else:
+            pipe = item
+    yield ElboStage("Reading the images…")
+    if job.source == PHOTO:
+        image = job.photo_path if job.photo_path is not None else job.photo_array
+        if image is None:
+            raise ValueError(NO_PHOTO)
+        pixels, source = load_latent_images(pipe, image=image)
+        if job.photo_path is not None:
+            source = Path(job.photo_path).name + source[len(job.photo_path):]
+    else:
+        pixels, source = load_latent_images(pipe, data=job.data, n=job.n)
+    start, note, est = time.perf_counter(), "", None
+    events = latent_bound_events(pipe, pixels, job.prompt, job.variance, seed=job.seed)
+    try:
+        for ev in events:
+            if isinstance(ev, str):
+                yield ElboStage(ev[0].upper() + ev[1:] + "…")
+            elif isinstance(ev, BoundEstimate):
+                note, est = ev.line(), ev.seconds
+                start = time.perf_counter()
+                yield ElboStage("Computing the bound…", note)
+            elif isinstance(ev, LatentBound):
+                r = ev.result
+                return ElboRun(terms=r.terms.copy(), per_image=r.per_image.copy(), model_name=pipe.name,
+                               source=source, schedule_name=r.schedule.name, T=r.T, variance=r.variance,
+                               seed=r.seed, clip_denoised=r.clip_denoised, dims=r.dims, any_schedule=False,
+                               seconds=time.perf_counter() - start, space="latent", prompt=job.prompt,
+                               vae_psnr_db=ev.vae_psnr_db, estimate_s=est, latent_shape=ev.latent_shape)
+            else:
+                yield ElboProgress(ev.done, ev.total, ev.terms.copy(), time.perf_counter() - start, note)
+    finally:
+        events.close()
+    raise RuntimeError("the bound ended without a result")
+
+
 # ----- what the ELBO tab says about a bound: rich text for its labels and the plot's range, no Qt ---------------
 def term_name(k: int, T: int) -> str:
     """The notes' name of term k (0…T) as rich text."""
@@ -256,14 +384,28 @@ def progress_line(p: ElboProgress) -> str:
         return f"Computing the bound: {p.total} terms…"
     rate = p.done / p.elapsed if p.elapsed > 0 else 0.0
     eta = (p.total - p.done) / rate if rate > 0 else float("inf")
-    return f"{p.done}/{p.total} terms · {rate:.0f} terms/s · ETA {format_eta(eta)}"
+    line = f"{p.done}/{p.total} terms · {rate:.3g} terms/s · ETA {format_eta(eta)}"
+    return f"{line} · {p.note}" if p.note else line
+
+
+def stage_line(stage: ElboStage) -> str:
+    """The status line before a pipeline's first batch: the stage, and the estimate once it is known."""
+    return f"{stage.text} {stage.note}." if stage.note else stage.text
+
+
+LATENT_NOTE = ("Latent space: this bounds −log p(latents z<sub>0</sub> = s·E(x)), not pixels. L<sub>0</sub> is a "
+               "continuous Gaussian density (latents have no 8-bit bins), so it — and the total — may be negative. "
+               "Classifier-free guidance does not enter: the bound is of the UNet conditioned on the prompt "
+               "(empty = unconditional).")
 
 
 def done_line(run: ElboRun, old: ElboRun | None, old_kept: bool) -> str:
     """The status line of a finished run; ``old`` the curve it replaces (kept faint when ``old_kept``)."""
     n = run.per_image.shape[0]
-    msg = (f"Done: {run.model_name} on {run.source}, {n} image{'s' * (n != 1)}, {run.T} timesteps, "
-           f"seed {run.seed} ({run.seconds:.1f} s)")
+    where = " (latent space)" if run.latent else ""
+    est = f"; estimated {run.estimate_s:.1f} s" if run.estimate_s is not None else ""
+    msg = (f"Done: {run.model_name} on {run.source}{where}, {n} image{'s' * (n != 1)}, {run.T} timesteps, "
+           f"seed {run.seed} ({run.seconds:.1f} s{est})")
     if not run.any_schedule and old is not None and old_kept and old.model_name == run.model_name \
             and old.schedule_name == run.schedule_name and old.T == run.T:
         msg += ". This model is tied to its training schedule, so a schedule edit does not move its bound."
@@ -295,6 +437,7 @@ def totals_text(run: ElboRun | None, previous: ElboRun | None, live: ElboProgres
     if run is None:
         return "L<sub>VLB</sub> = – bits/dim", ""
     r, f = run, format_bits
+    unit = "bits/latent-dim" if r.latent else "bits/dim"
     total, T = r.bits_per_dim, r.T
     kl = float(r.terms[1:T].sum())
     pct = (lambda v: f"{100 * v / total:.3g} %") if total else (lambda v: "–")
@@ -306,7 +449,8 @@ def totals_text(run: ElboRun | None, previous: ElboRun | None, live: ElboProgres
     small = min(10, T - 1)
     kl_small = float(r.terms[1:small + 1].sum())
     zero = int((r.terms[1:T] <= 0).sum())
-    lines = [f"L<sub>0</sub> {f(float(r.terms[0]))} ({pct(float(r.terms[0]))}) · "
+    lines = [f"L<sub>0</sub>{' (continuous)' if r.latent else ''} {f(float(r.terms[0]))} "
+             f"({pct(float(r.terms[0]))}) · "
              f"Σ L<sub>1</sub>…L<sub>{T - 1}</sub> {f(kl)} ({pct(kl)}) · "
              f"L<sub>T</sub> {f(float(r.terms[T]))} ({pct(float(r.terms[T]))})"]
     if kl > 0 and T > 11:
@@ -314,10 +458,20 @@ def totals_text(run: ElboRun | None, previous: ElboRun | None, live: ElboProgres
     lines.append(f"{r.model_name} · {html.escape(r.source)} · schedule {html.escape(r.schedule_name)}, "
                  f"T = {T}{'' if r.any_schedule else ' (its own)'} · σ<sub>t</sub>² = "
                  f"{'β̃<sub>t</sub>' if r.variance == 'small' else 'β<sub>t</sub>'} · "
-                 f"{total * r.dims:.5g} bits per image")
+                 f"{total * r.dims:.5g} bits per {'latent' if r.latent else 'image'}")
     if zero:
         lines.append(f"{zero} KL term{'s are' if zero > 1 else ' is'} exactly 0 (not drawn on the log axis)")
-    return f"L<sub>VLB</sub> = <b>{f(total)}</b> bits/dim{delta}", "<br>".join(lines)
+    if r.latent:
+        shape = "×".join(str(v) for v in r.latent_shape or ())
+        prompt = f"prompt “{html.escape(r.prompt)}”" if r.prompt else "unconditional (empty prompt)"
+        lines.append(f"bounds −log p(latents), not pixels: z<sub>0</sub> = s·E(x) of {shape} = {r.dims} dims, "
+                     f"{prompt} · L<sub>0</sub> is a continuous density"
+                     + (" — negative here, so not drawn on the log axis" if r.terms[0] <= 0 else
+                        " (it may be negative)"))
+        if r.vae_psnr_db is not None:
+            lines.append(f"the VAE's own reconstruction D(z<sub>0</sub>/s): PSNR <b>{r.vae_psnr_db:.2f} dB</b> "
+                         "(not part of the bound)")
+    return f"L<sub>VLB</sub> = <b>{f(total)}</b> {unit}{delta}", "<br>".join(lines)
 
 
 def hover_text(run: ElboRun, k: int, previous: ElboRun | None) -> tuple[str, str]:

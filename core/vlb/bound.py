@@ -214,6 +214,23 @@ def variational_bound(denoiser, x0, schedule: NoiseSchedule | None = None, varia
 
 
 def _bound_events(denoiser, x, schedule, variance, batch_size, seed, device, labels, clip):
+    def call(x_in, t, images):
+        lab = None if labels is None else labels[images].to(device)
+        return denoiser.model_output(x_in.to(device), t.to(device), class_labels=lab, schedule=schedule)
+    return bound_events(call, denoiser.prediction_type, x, schedule, variance, batch_size, seed, clip,
+                        discretized_decoder_nll)
+
+
+def discretized_decoder_nll(x0, mean, log_scale):
+    """L_0 of 8-bit images in nats per dimension: −log of the Gaussian's mass on each pixel's bin (eq. 13)."""
+    return -discretized_gaussian_log_likelihood(x0, mean, log_scale)
+
+
+def bound_events(call, prediction_type, x, schedule, variance, batch_size, seed, clip, decoder_nll):
+    """The term-by-term loop every bound shares (pixels here, latents in :mod:`core.vlb.latent`): ``x`` N×C×H×W
+    float64 data, ``call(x_t, t, images)`` the model's output for a batch (``images`` the rows' image indices),
+    ``decoder_nll(x_0, mean, log_scale)`` the elementwise −log p_θ(x_0 | x_1) in nats. Yields BoundProgress
+    events, then the BoundResult."""
     n, T = len(x), schedule.T
     per_image = np.full((n, T + 1), np.nan)
     per_image[:, T] = prior_bits_per_dim(x, schedule).numpy()
@@ -227,8 +244,8 @@ def _bound_events(denoiser, x, schedule, variance, batch_size, seed, device, lab
         noise = torch.stack([draw_noise(x.shape[1:], noise_seed(seed, i, t), dtype=torch.float64)
                              for i, t in zip(images.tolist(), ts.tolist())])
         t = torch.from_numpy(ts.copy())
-        per_image[images, ts] = _terms(denoiser, x[images], t, noise, tables, device,
-                                       None if labels is None else labels[images], schedule, clip)
+        per_image[images, ts] = _terms(call, prediction_type, x[images], t, torch.from_numpy(images.copy()),
+                                       noise, tables, clip, decoder_nll)
         yield BoundProgress(int(flat[-1]) + 1, total, _finished_terms(per_image))
     yield BoundResult(per_image, variance, schedule, seed, clip, int(x[0].numel()))
 
@@ -258,18 +275,17 @@ class _Tables:
         return getattr(self, name)[t].reshape(-1, 1, 1, 1)
 
 
-def _terms(denoiser, x0, t, noise, tab: _Tables, device, labels, schedule, clip) -> np.ndarray:
+def _terms(call, prediction_type, x0, t, images, noise, tab: _Tables, clip, decoder_nll) -> np.ndarray:
     """Bits/dim of term t (decoder at t = 0, KL otherwise) for a batch of (image, timestep) pairs."""
     c = x0.shape[1]
     x_in = (tab.at("sqrt_ab", t) * x0 + tab.at("sqrt_1m_ab", t) * noise).float()  # eq. 5, as the network sees it
     with torch.inference_mode():
-        out = denoiser.model_output(x_in.to(device), t.to(device),
-                                    class_labels=None if labels is None else labels.to(device), schedule=schedule)
+        out = call(x_in, t, images)
     out = out.detach().to("cpu", torch.float64)
     if out.shape[1] != c:
         raise ValueError(f"the model returned {out.shape[1]} channels for {c}-channel images")
     x_t = x_in.double()
-    x0_hat = to_x0(out, x_t, tab.at("sqrt_ab", t), tab.at("sqrt_1m_ab", t), denoiser.prediction_type)
+    x0_hat = to_x0(out, x_t, tab.at("sqrt_ab", t), tab.at("sqrt_1m_ab", t), prediction_type)
     if clip:
         x0_hat = x0_hat.clamp(-1.0, 1.0)
     model_mean = tab.at("coef1", t) * x0_hat + tab.at("coef2", t) * x_t  # μ_θ = μ̃_t(x_t, x̂_0), eq. 14
@@ -278,6 +294,6 @@ def _terms(denoiser, x0, t, noise, tab: _Tables, device, labels, schedule, clip)
     bits = normal_kl(true_mean, tab.at("true_logvar", t), model_mean, model_logvar).flatten(1).mean(1) / _LN2
     first = t == 0
     if first.any():
-        nll = -discretized_gaussian_log_likelihood(x0[first], model_mean[first], 0.5 * model_logvar[first])
+        nll = decoder_nll(x0[first], model_mean[first], 0.5 * model_logvar[first])
         bits[first] = nll.flatten(1).mean(1) / _LN2
     return bits.numpy()

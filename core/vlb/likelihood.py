@@ -7,6 +7,9 @@
   [x − 1/255, x + 1/255], except that the edge bins are open-ended: u = 0 takes (−∞, −1 + 1/255] and u = 255 takes
   [1 − 1/255, +∞). So the 256 bin probabilities sum to exactly 1 (Ho et al. 2020, eq. 13; Nichol & Dhariwal's
   ``discretized_gaussian_log_likelihood``).
+- :func:`gaussian_log_likelihood` — the same decoder for continuous data (a latent diffusion model's latents
+  z_0 = s·E(x)): the Gaussian's log-density at x itself, log N(x; μ, σ²). A density, not a probability, so
+  −log p can be negative (whenever σ is small and the mean close); the bound is then of a differential entropy.
 
 Both return nats, elementwise; callers average over dimensions and divide by ln 2 for bits/dim.
 
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+import math
+
 BIN_HALF_WIDTH = 1.0 / 255.0
 LEVELS = 256
 
@@ -30,6 +35,13 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
     """
     mean1, logvar1, mean2, logvar2 = (torch.as_tensor(v, dtype=torch.float64) for v in (mean1, logvar1, mean2, logvar2))
     return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
+
+
+def gaussian_log_likelihood(x, means, log_scales):
+    """log N(x; means, e^(2·log_scales)) in nats, elementwise: −½·log 2π − log σ − ½·((x − μ)/σ)²."""
+    x, means, log_scales = (torch.as_tensor(v, dtype=torch.float64) for v in (x, means, log_scales))
+    z = (x - means) * torch.exp(-log_scales)
+    return -0.5 * math.log(2.0 * math.pi) - log_scales - 0.5 * z * z
 
 
 def _log1mexp(z: torch.Tensor) -> torch.Tensor:
