@@ -19,11 +19,18 @@ HIST_SAMPLES = 65_536   # the histogram shows x_t at this many fixed pixels (all
 HIST_SEED = 12345       # which ones: the same for every photo of a size, so the histogram never flickers
 
 
-def psnr_db(mse: float) -> float:
-    """10·log10(4 / MSE) dB (peak-to-peak 2 on the [−1, 1] scale); ∞ for MSE ≤ 0, NaN for NaN (not known yet)."""
+def psnr_db(mse: float, peak: float = 2.0) -> float:
+    """10·log10(peak² / MSE) dB (default peak-to-peak 2: the [−1, 1] scale); ∞ for MSE ≤ 0, NaN for NaN (not
+    known yet)."""
     if math.isnan(mse):
         return math.nan
-    return math.inf if mse <= 0 else 10.0 * math.log10(4.0 / mse)
+    return math.inf if mse <= 0 else 10.0 * math.log10(peak * peak / mse)
+
+
+def normal_density(x) -> np.ndarray:
+    """φ(x) = exp(−x²/2)/√(2π), the N(0, 1) density the histogram draws its values against."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
 
 
 def moments(x0: np.ndarray, noise: np.ndarray, chunk: int = 1 << 20) -> tuple[float, float, float]:
@@ -62,9 +69,10 @@ def readout_values(schedule: NoiseSchedule, t: int, psnr: float) -> dict:
                 snr_db=(-math.inf if snr <= 0 else 10 * math.log10(snr)), psnr_db=psnr)
 
 
-def readout_cells(values: dict) -> list[tuple[str, str]]:
+def readout_cells(values: dict, latent_peak: float | None = None) -> list[tuple[str, str]]:
     """:func:`readout_values` as (rich-text name, text) pairs, in the order shown: ``−∞`` dB at zero SNR, ``∞`` dB
-    for an exact PSNR, ``…`` while it is not known yet (the chain's PSNR arrives with its frame)."""
+    for an exact PSNR, ``…`` while it is not known yet (the chain's PSNR arrives with its frame). With
+    ``latent_peak`` the PSNR is the latents' PSNR(z_t, z_0), in latent units with that peak-to-peak."""
     v = values
     snr_db = "−∞" if v["snr_db"] == -math.inf else f"{v['snr_db']:+.2f}"
     psnr = v["psnr_db"]
@@ -72,7 +80,9 @@ def readout_cells(values: dict) -> list[tuple[str, str]]:
     return [("t", f"{v['t']}"), ("β<sub>t</sub>", f"{v['beta']:.5g}"), ("ᾱ<sub>t</sub>", f"{v['alpha_bar']:.5g}"),
             ("√ᾱ<sub>t</sub>", f"{v['sqrt_alpha_bar']:.4f}"),
             ("√(1−ᾱ<sub>t</sub>)", f"{v['sqrt_one_minus_alpha_bar']:.4f}"),
-            ("SNR", f"{snr_db} dB"), ("PSNR(x<sub>t</sub>, x<sub>0</sub>)", f"{psnr_txt} dB")]
+            ("SNR", f"{snr_db} dB"),
+            ("PSNR(x<sub>t</sub>, x<sub>0</sub>)", f"{psnr_txt} dB") if latent_peak is None else
+            (f"PSNR(z<sub>t</sub>, z<sub>0</sub>) <small>(latents, peak {latent_peak:g})</small>", f"{psnr_txt} dB")]
 
 
 def histogram_index(size: int, n: int = HIST_SAMPLES) -> np.ndarray:
