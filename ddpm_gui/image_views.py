@@ -10,6 +10,7 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
+from core.readout import normal_density
 from ddpm_gui.widgets import named
 
 IMAGE_BACKGROUND = "#202124"
@@ -117,9 +118,6 @@ class PixelHistogram(pg.PlotWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setObjectName("pixelHistogram")
-        self.setToolTip("Histogram of x_t's values (a fixed sample of up to 65,536 values, before display clipping) "
-                        "against the standard normal density φ(x) = exp(−x²/2)/√(2π): as t → T, "
-                        "x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε drifts to N(0, I).")
         self.setAcceptDrops(False)
         style_plot(self)
         self.setMenuEnabled(False)
@@ -131,14 +129,35 @@ class PixelHistogram(pg.PlotWidget):
         self.hist = self.plot(self.edges, np.zeros(self.BINS), stepMode="center", fillLevel=0, name="x<sub>t</sub>",
                               brush=pg.mkBrush(70, 130, 220, 110), pen=pg.mkPen(40, 90, 180, width=1))
         xs = np.linspace(-self.RANGE, self.RANGE, 241)
-        self.normal = self.plot(xs, np.exp(-xs**2 / 2) / math.sqrt(2 * math.pi),
+        self.normal = self.plot(xs, normal_density(xs),
                                 pen=pg.mkPen(215, 60, 40, width=2), name="N(0, 1) density")
         self.setXRange(-self.RANGE, self.RANGE, padding=0)
-        self.setLabel("bottom", "value of a pixel of x<sub>t</sub> (before display clipping)")
         self.setLabel("left", "density")
         self.getPlotItem().getViewBox().setLimits(xMin=-self.RANGE, xMax=self.RANGE)
         self.counts = np.zeros(self.BINS)
         self._top = None
+        self.set_subject(latent=False)
+
+    def set_subject(self, latent: bool) -> None:
+        """What the values are: pixels of x_t, or (``latent``) the latents z_t of a Stable Diffusion VAE."""
+        if latent:
+            tip = ("Histogram of the latents z_t (every value of the C×h×w latents, or a fixed sample of 65,536) "
+                   "against the standard normal density φ(z) = exp(−z²/2)/√(2π): SD's scaled latents z_0 = s·E(x) "
+                   "have σ ≈ 1, and z_t = √ᾱ_t·z_0 + √(1−ᾱ_t)·ε drifts to N(0, I) as t → T.")
+            label = "value of a latent of z<sub>t</sub>"
+        else:
+            tip = ("Histogram of x_t's values (a fixed sample of up to 65,536 values, before display clipping) "
+                   "against the standard normal density φ(x) = exp(−x²/2)/√(2π): as t → T, "
+                   "x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε drifts to N(0, I).")
+            label = "value of a pixel of x<sub>t</sub> (before display clipping)"
+        self.setToolTip(tip)
+        self.setLabel("bottom", label)
+        self.hist.opts["name"] = "z<sub>t</sub>" if latent else "x<sub>t</sub>"
+        legend = self.getPlotItem().legend
+        if legend is not None:
+            for sample, text in legend.items:
+                if sample.item is self.hist:
+                    text.setText(self.hist.opts["name"])
 
     def set_values(self, values: np.ndarray) -> None:
         counts, _ = np.histogram(values, bins=self.edges)

@@ -18,6 +18,10 @@ For the panels (Generate, Train, ELBO):
 - ``input_paths()`` / ``check_output_target(path)``: the files the window has read (photo, schedule file) and the
   check every export makes before writing (never one of the inputs, through symlinks and hard links too).
 
+With a Stable Diffusion pipeline chosen in Generate, the "Latent space" toggle shows the photo's latents under the
+slider instead (:mod:`ddpm_gui.latent_view`, ``window.latent``; ``set_pipeline(pipe)`` is the Generate panel's
+``pipelineChanged``), and a pipeline's live frames can take over the image area (``window.takeover``).
+
 Photos come in through :mod:`ddpm_gui.photo_intake` (``photoLoaded`` / ``photoFailed(message)``); the widgets and
 menus are built by :mod:`ddpm_gui.window_ui`, the settings kept by :mod:`ddpm_gui.settings`.
 """
@@ -47,6 +51,7 @@ from core.readout import (closed_form_psnr, display_stride, histogram_index, his
 from core.schedule import NoiseSchedule
 from ddpm_gui import settings as settings_mod
 from ddpm_gui.image_views import ImagePane
+from ddpm_gui.latent_view import LatentView, Takeover
 from ddpm_gui.photo_intake import SYNC_MAX_PIXELS, PhotoIntake
 from ddpm_gui.schedule_panel import SchedulePanel
 from ddpm_gui.window_ui import CHAIN, CHAIN_NOTE, CLOSED, build_menus, build_view, xt_title
@@ -122,6 +127,8 @@ class MainWindow(PhotoIntake, QMainWindow):
         self._photo_runner = self.create_runner("photo")
         self._noise_runner = self.create_runner("noise")
         build_view(self)
+        self.latent = LatentView(self)
+        self.takeover = Takeover(self, settings)
         build_menus(self)
         self.schedule_panel.scheduleChanged.connect(self._on_schedule_changed)
         self.schedule_panel.timestepDragged.connect(self.set_timestep)
@@ -134,6 +141,7 @@ class MainWindow(PhotoIntake, QMainWindow):
         self.train_panel = TrainPanel.install(self, settings=settings)
         from ddpm_gui.elbo_panel import ElboPanel  # the ELBO tab (issue 7)
         self.elbo_panel = ElboPanel.install(self)
+        self._connect_pipeline_source(self.generate_panel)
 
         restored = settings_mod.restore_window(self, settings) if settings is not None else {}
         opened = False
@@ -188,6 +196,27 @@ class MainWindow(PhotoIntake, QMainWindow):
         """The uint8 pixels of x_t currently handed to the view."""
         return self.xtPane.image
 
+    @property
+    def pipeline(self):
+        """The Stable Diffusion pipeline chosen in Generate (what Latent space encodes with), or None."""
+        return self.latent.pipe
+
+    def set_pipeline(self, pipe) -> None:
+        """The pipeline Latent space uses (None: none; the toggle turns off and is disabled, saying why)."""
+        self.latent.set_pipeline(pipe)
+
+    def set_latent_space(self, on: bool) -> None:
+        """Turn the Latent space toggle on or off (on needs a pipeline: :meth:`set_pipeline`)."""
+        self.latentSpaceCheck.setChecked(bool(on) and self.latentSpaceCheck.isEnabled())
+
+    def _connect_pipeline_source(self, panel) -> None:
+        if hasattr(panel, "pipelineChanged"):
+            panel.pipelineChanged.connect(self.set_pipeline)
+        current = getattr(panel, "current_pipeline", None)
+        if current is not None:
+            self.set_pipeline(current())
+        self.takeover.connect_generate(panel)
+
     def set_timestep(self, t: int) -> None:
         self.timestepSlider.setValue(min(max(int(t), 0), self.schedule.T - 1))
 
@@ -233,6 +262,8 @@ class MainWindow(PhotoIntake, QMainWindow):
         """Write :meth:`strip_image` as a PNG at ``path`` (never over one of the inputs: False and one line)."""
         try:
             self.check_output_target(path)
+            if self.latent.active:   # the VAE decodes on a worker; stripExported(path) follows
+                return self.latent.export_strip(path, self.strip_timesteps())
             save_image(path, self.strip_image())
         except Exception as e:  # noqa: BLE001 - reloading the photo can raise anything; always one line
             msg = one_line(e)
@@ -290,6 +321,8 @@ class MainWindow(PhotoIntake, QMainWindow):
 
     def fit_view(self) -> None:
         self.xtPane.fit()
+        if self.takeover.showing:
+            self.takeoverPane.fit()
 
     def save_screenshot(self, path) -> None:
         """Grab the window as a PNG, written atomically (never over one of the inputs)."""
@@ -399,6 +432,9 @@ class MainWindow(PhotoIntake, QMainWindow):
         if t is None or self._preview is None:
             return
         t = min(t, self.schedule.T - 1)
+        if self.latent.active:
+            self.latent.render(t)
+            return
         if self._mode == CHAIN:
             self._update_readout(t, mse=math.nan)  # the chain's PSNR arrives with its frame
             self._start_chain(t)
@@ -410,8 +446,8 @@ class MainWindow(PhotoIntake, QMainWindow):
         self._request_aux()
         self._show_frame(frame, stride, t)
 
-    def _show_frame(self, u8: np.ndarray, stride: int, t: int) -> None:
-        self.xtPane.set_image(u8, stride=stride, full_shape=self._x0.shape[:2])
+    def _show_frame(self, u8: np.ndarray, stride: int, t: int, full_shape=None) -> None:
+        self.xtPane.set_image(u8, stride=stride, full_shape=full_shape or self._x0.shape[:2])
         self.last_frame_time = time.perf_counter()
         self.frames_rendered += 1
         self.frameShown.emit(t)
@@ -420,7 +456,12 @@ class MainWindow(PhotoIntake, QMainWindow):
         """The histogram and the schedule plot's t marker (≤ 30 times a second, through ``_request_aux``)."""
         t = self.timestep
         self.schedule_panel.set_timestep(t)
-        if self._mode == CLOSED and self._x0 is not None:
+        if self.latent.active:
+            values = self.latent.histogram_values(t)
+            if values is not None:
+                self.histogram.set_values(values)
+                self.histogram_t = t
+        elif self._mode == CLOSED and self._x0 is not None:
             self.histogram.set_values(histogram_values(self.schedule, t, self._hist_x0, self._hist_eps))
             self.histogram_t = t
 
@@ -442,7 +483,7 @@ class MainWindow(PhotoIntake, QMainWindow):
         return fp
 
     def _on_view_range(self, *_args) -> None:
-        if self._x0 is None:
+        if self._x0 is None or self.latent.active:
             return
         if self._mode == CLOSED and self.display_stride != self.xtPane.stride:
             self._request_frame()
@@ -519,7 +560,9 @@ class MainWindow(PhotoIntake, QMainWindow):
         except ValueError as e:
             self.statusBar().showMessage(f"Strip: {e}", 8000)
             return
-        if self._x0 is not None and self._noise is not None:
+        if self.latent.active:
+            self.latent.update_strip(ts)
+        elif self._x0 is not None and self._noise is not None:
             self.stripView.show_strip(self._x0, self._noise, self.schedule, ts)
 
     # ----- play --------------------------------------------------------------------------------------------
@@ -551,6 +594,7 @@ class MainWindow(PhotoIntake, QMainWindow):
         self._render_timer.stop()
         self._request_aux.cancel()
         self._request_strip.cancel()
+        self.latent._request_vae.cancel()
         self._pending_photo = None
         for runner in self._runners:
             runner.shutdown(timeout_s=0)     # detach and ask to stop; the wait is shared below

@@ -2,7 +2,10 @@
 editor whose control points rebuild the schedule by monotone interpolation (:mod:`core.schedule_edit`).
 
 The panel owns the current :class:`core.schedule.NoiseSchedule` and announces every change with
-``scheduleChanged(schedule)``; every change (preset, T, β range, a drag, Load) is one undo step.
+``scheduleChanged(schedule)``; every change (preset, T, β range, a drag, Load) is one undo step. A schedule from
+elsewhere — a Stable Diffusion pipeline's, while the main view is in latent space — can be shown instead
+(:meth:`SchedulePanel.show_override`): it is then the current one, read-only, until :meth:`~SchedulePanel.end_override`
+brings back the panel's own.
 """
 from __future__ import annotations
 
@@ -124,6 +127,8 @@ class SchedulePanel(QWidget):
         self._knots = fit_knots(self._schedule, BETA)
         self._pinned: NoiseSchedule | None = None
         self._t = 0
+        self._override: NoiseSchedule | None = None   # a pipeline's schedule shown instead of ours (read-only)
+        self._override_note = ""
         self._drag_before: EditState | None = None
         self._updating_marker = False
         self._last_preset = self._schedule.name if self._schedule.name in PRESETS else "linear"
@@ -138,7 +143,40 @@ class SchedulePanel(QWidget):
     # ----- public API ------------------------------------------------------------------------------------
     @property
     def schedule(self) -> NoiseSchedule:
+        """The current schedule: the override while one is shown, else the panel's own (edited) one."""
+        return self._override if self._override is not None else self._schedule
+
+    @property
+    def own_schedule(self) -> NoiseSchedule:
+        """The panel's own schedule (the one it edits, shown again when an override ends)."""
         return self._schedule
+
+    @property
+    def overridden(self) -> bool:
+        return self._override is not None
+
+    def show_override(self, schedule: NoiseSchedule, note: str) -> None:
+        """Show ``schedule`` (a pipeline's) as the current one, read-only: presets, points, Load and undo are off
+        and say why (``note``, rich text, heads the summary line). ``scheduleChanged`` announces it."""
+        self._override, self._override_note = schedule, note
+        self._sync_controls()
+        self._redraw()
+        self.scheduleChanged.emit(schedule)
+
+    def end_override(self) -> None:
+        """Back to the panel's own schedule (announced by ``scheduleChanged``)."""
+        if self._override is None:
+            return
+        self._override, self._override_note = None, ""
+        self._sync_controls()
+        self._redraw()
+        self.scheduleChanged.emit(self._schedule)
+
+    def _refused(self) -> bool:
+        """True (and a status line) when an edit comes while an override is shown."""
+        if self._override is not None:
+            self.message.emit("The schedule shown is the pipeline's (read-only): turn off Latent space to edit yours")
+        return self._override is not None
 
     @property
     def knots(self) -> Knots:
@@ -150,6 +188,8 @@ class SchedulePanel(QWidget):
 
     def set_schedule(self, schedule: NoiseSchedule, text: str = "Change schedule") -> None:
         """Make ``schedule`` current as one undo step."""
+        if self._refused():
+            return
         self._commit(EditState(schedule, knots_in(space_of(self._curve), schedule, knots_from_params(schedule))), text)
 
     def set_curve(self, curve: str) -> None:
@@ -182,6 +222,8 @@ class SchedulePanel(QWidget):
 
     def add_point(self, t: int) -> bool:
         """Add a control point on the curve at t (the schedule is unchanged until a point moves)."""
+        if self._refused():
+            return False
         try:
             knots = point_added(self._knots, self._schedule, t)
         except EditError as e:
@@ -191,6 +233,8 @@ class SchedulePanel(QWidget):
         return True
 
     def remove_point(self, i: int) -> bool:
+        if self._refused():
+            return False
         try:
             knots = self._knots.removed(i)
             schedule = rebuilt(knots, self._schedule)
@@ -203,6 +247,8 @@ class SchedulePanel(QWidget):
     def apply_preset(self, name: str | None = None, T: int | None = None, beta_start: float | None = None,
                      beta_end: float | None = None, zero_snr: bool | None = None) -> bool:
         """Switch to a preset (missing arguments come from the controls) as one undo step."""
+        if self._refused():
+            return False
         name = name or self._last_preset
         T = self.tSpin.value() if T is None else T
         beta_start = self.betaStartSpin.value() if beta_start is None else beta_start
@@ -226,6 +272,8 @@ class SchedulePanel(QWidget):
     def load_schedule(self, path) -> bool:
         """Load a schedule JSON file as one undo step; on any failure (not JSON, nested too deeply, numbers out
         of range, …) emit ``error`` with one line naming the file and keep the current schedule."""
+        if self._refused():
+            return False
         try:
             schedule = NoiseSchedule.load(path)
             self.set_schedule(schedule, f"Load {Path(path).name}")
@@ -242,7 +290,7 @@ class SchedulePanel(QWidget):
         try:
             refuse_overwriting_inputs([path], [self.loaded_path, *self.input_paths()])
             check_output_file(path)
-            self._schedule.save(path)
+            self.schedule.save(path)
         except Exception as e:  # noqa: BLE001 - always one line
             self.error.emit(_with_path(path, e))
             return False
@@ -251,7 +299,7 @@ class SchedulePanel(QWidget):
 
     def set_pinned(self, on: bool) -> None:
         """Keep the current schedule as a faint reference curve (or drop it)."""
-        self._pinned = self._schedule if on else None
+        self._pinned = self.schedule if on else None
         with QSignalBlocker(self.pinButton):
             self.pinButton.setChecked(on)
         self._redraw()
@@ -279,6 +327,8 @@ class SchedulePanel(QWidget):
         self._redraw()
 
     def _apply_point(self, i: int, t: int, value: float) -> bool:
+        if self._refused():
+            return False
         try:
             new_knots = self._knots.dragged(i, t, to_space(self._curve, value))
             schedule = rebuilt(new_knots, self._schedule)
@@ -297,7 +347,8 @@ class SchedulePanel(QWidget):
         self._set_state(EditState(state.schedule, knots_in(space_of(self._curve), state.schedule, state.knots)))
 
     def _set_state(self, state: EditState) -> None:
-        changed = state.schedule is not self._schedule
+        changed = state.schedule is not self._schedule and self._override is None  # an undo under an override
+        # changes our own schedule, announced when the override ends
         self._schedule, self._knots = state.schedule, state.knots
         if self._schedule.name in PRESETS:
             self._last_preset = self._schedule.name
@@ -431,7 +482,8 @@ class SchedulePanel(QWidget):
         return undo, redo
 
     def _sync_controls(self) -> None:
-        s = self._schedule
+        s = self.schedule
+        over = self._override is not None
         custom = s.name not in PRESETS
         p = s.params if isinstance(s.params, dict) else {}
         blockers = [QSignalBlocker(w) for w in (self.presetCombo, self.tSpin, self.betaStartSpin,
@@ -443,16 +495,19 @@ class SchedulePanel(QWidget):
             self.betaEndSpin.setValue(float(p["beta_end"]))
         self.zeroSnrCheck.setChecked(zero_terminal(s))
         del blockers
-        self.betaStartSpin.setEnabled(not custom and s.name != "cosine")
-        self.betaEndSpin.setEnabled(not custom and s.name != "cosine")
-        self.zeroSnrCheck.setEnabled(not custom)
-        self.info.setText(summary_html(s, len(self._knots)))
+        self.betaStartSpin.setEnabled(not over and not custom and s.name != "cosine")
+        self.betaEndSpin.setEnabled(not over and not custom and s.name != "cosine")
+        self.zeroSnrCheck.setEnabled(not over and not custom)
+        for w in (self.presetCombo, self.tSpin, self.notesButton, self.loadButton):
+            w.setEnabled(not over)
+        self.info.setText(f"{self._override_note}<br>{summary_html(s, 0).rsplit(' · ', 1)[0]}" if over
+                          else summary_html(s, len(self._knots)))
 
     def _log_y(self) -> bool:
         return self.logYCheck.isChecked() and self._curve != "log_snr"
 
     def _redraw(self) -> None:
-        s, curve = self._schedule, self._curve
+        s, curve = self.schedule, self._curve
         log_y = self._log_y()
         pi = self.plot.getPlotItem()
         pi.setLogMode(x=False, y=log_y)
@@ -464,7 +519,7 @@ class SchedulePanel(QWidget):
         self._draw(self.secondCurve, s if other else None, other, log_y, CURVE_HTML.get(other))
         pinned = self._pinned
         self._draw(self.pinCurve, pinned, curve, log_y, f"pinned: {pinned.name}" if pinned is not None else "")
-        self.points.setData(*knot_points(self._knots, curve, log_y))
+        self.points.setData(*(([], []) if self._override is not None else knot_points(self._knots, curve, log_y)))
         pi.setLabel("left", CURVE_HTML[curve])
         vb = pi.getViewBox()
         vb.setLimits(xMin=-0.02 * s.T, xMax=1.02 * (s.T - 1))
@@ -492,6 +547,8 @@ class SchedulePanel(QWidget):
         self.apply_preset(name)
 
     def _on_T(self, T: int) -> None:
+        if self._refused():
+            return
         if self._schedule.name in PRESETS:
             self.apply_preset(T=T)
             return
@@ -519,7 +576,7 @@ class SchedulePanel(QWidget):
         if self._updating_marker:
             return
         t = int(round(self.marker.value()))
-        t = min(max(t, 0), self._schedule.T - 1)
+        t = min(max(t, 0), self.schedule.T - 1)
         if t != self._t:
             self._t = t
             self.timestepDragged.emit(t)

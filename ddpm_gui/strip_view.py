@@ -1,5 +1,6 @@
 """The strip under the main view: x_0, then x_t at each strip timestep with the photo's one ε (eq. 5,
-:func:`core.forward.q_sample`), as small tiles captioned with their t and fitted to the label's size."""
+:func:`core.forward.q_sample`), as small tiles captioned with their t and fitted to the label's size. In latent
+space the tiles are D(z_0/s) and D(z_t/s), decoded on a worker (:meth:`StripView.show_frames`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,11 +34,14 @@ class StripView(QLabel):
         step = max(1, x0.shape[0] // STRIP_THUMB_HEIGHT)
         x0, eps = x0[::step, ::step], noise[::step, ::step]
         frames = [x0] + [q_sample(x0, t, eps, schedule) for t in timesteps]
+        self.show_frames(frames, ["x₀"] + [f"t = {t}" for t in timesteps])
+
+    def show_frames(self, frames: list, captions: list[str]) -> None:
+        """Tiles side by side (H×W×3 in [−1, 1], or uint8), each under its caption (the latent strip's path)."""
         grid = make_grid(frames, ncols=len(frames), pad=3)
         self._pixmap = qpixmap_from_u8(grid)
         tile_w = frames[0].shape[1] + 3
-        self._captions = [(i * tile_w / grid.shape[1], text)
-                          for i, text in enumerate(["x₀"] + [f"t = {t}" for t in timesteps])]
+        self._captions = [(i * tile_w / grid.shape[1], text) for i, text in enumerate(captions)]
         self._fit()
 
     def resizeEvent(self, ev):  # noqa: N802 - Qt override

@@ -35,6 +35,8 @@ def xt_title(mode: str) -> str:
 def build_view(w) -> None:
     """The image area (panes, photo and noise controls, mode, slider, readout, histogram, strip), the panel tabs
     beside it and the status bar's busy indicator."""
+    from ddpm_gui.latent_view import build_latent_widgets
+    build_latent_widgets(w)   # the latent-space toggle, the latent channels and the generation takeover panes
     w.xtPane = ImagePane(xt_title(CLOSED), "xtPane", "x_t at the slider's t. Wheel: zoom, drag: pan, Ctrl+0: fit.")
     w.x0Pane = ImagePane("<b>x<sub>0</sub></b> — the photo", "x0Pane", "The clean photo x_0")
     w.noisePane = ImagePane("<b>ε</b> ~ N(0, I) — fixed for this photo and seed", "noisePane",
@@ -121,12 +123,13 @@ def build_view(w) -> None:
     lv.setContentsMargins(6, 6, 6, 6)
     panes = QHBoxLayout()   # a layout, not a row widget: a pane's view drawn inside one samples the photo differently
     panes.setSpacing(6)
-    for pane in (w.xtPane, w.x0Pane, w.noisePane):
+    for pane in (w.xtPane, w.x0Pane, w.noisePane, w.takeoverPane):
         panes.addWidget(pane, 1)
+    panes.addWidget(w.channelsPane)
     lv.addLayout(panes, 1)
     for part in (row(w.showX0Check, w.showNoiseCheck, w.fitButton, (w.photoLabel, 1), None, "Seed", w.seedSpin,
                      w.newNoiseButton),
-                 row("Mode", (w.modeCombo, 1)), w.modeNote,
+                 row("Mode", (w.modeCombo, 1), w.latentSpaceCheck), w.modeNote,
                  row(w.playButton, "t", (w.timestepSlider, 1), w.timestepSpin, w.tMaxLabel),
                  w.readout, w.histogram,
                  row("Strip at t =", (w.stripEdit, 1), w.exportStripButton), w.stripView):
@@ -195,6 +198,9 @@ def build_menus(w) -> None:
         check.toggled.connect(a.setChecked)
         view.addAction(a)
     _action(w, view, "&Fit image", w.fit_view, "Ctrl+0", "fitViewAction")
+    view.addSeparator()
+    view.addAction(w.takeover.action)
+    w.addAction(w.takeover.action)
     _action(w, view, "&Play / pause", w.playButton.toggle, "Ctrl+Space", "playAction")
 
     help_menu = mb.addMenu("&Help")
