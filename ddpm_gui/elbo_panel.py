@@ -6,6 +6,12 @@ markers); hovering a point names the term, its value and share, clicking it move
 A trained model's bound always uses its own schedule; the oracle's uses the window's, so a schedule edit moves it
 (Compute again, or tick "on schedule edits"), with the previous curve kept faint.
 
+A Stable Diffusion pipeline chosen in the model menu (a folder, or a repo in the Hugging Face cache) gets a prompt
+field and the same plot in bits per latent dimension (:mod:`core.vlb.latent`): the bound of its UNet on the images'
+latents z_0 = s·E(x), L_0 a continuous density; the note says what it bounds, the breakdown shows the VAE's
+reconstruction PSNR, the status line the run's estimate before the first batch. The pipeline is loaded on the
+worker through the shared cache (:mod:`core.jobs.pipelines`), part by part, so the Generate panel's copy is reused.
+
 A thin view over :mod:`core.jobs.bound`: the widgets become an :class:`~core.jobs.bound.ElboJob` that a
 :class:`~ddpm_gui.worker.WorkerRunner` runs (:func:`~core.jobs.bound.elbo_events`). ``ElboPanel.install(window)``
 adds the "ELBO" tab to a :class:`~ddpm_gui.main_window.MainWindow`.
@@ -18,14 +24,16 @@ from typing import Callable
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPointF, Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QGridLayout, QLabel, QProgressBar, QSizePolicy, QVBoxLayout
+from PySide6.QtWidgets import QCheckBox, QGridLayout, QLabel, QLineEdit, QProgressBar, QSizePolicy, QVBoxLayout
 from superqt.utils import qdebounced
 
 from core.device import pick_device
-from core.jobs.bound import (DATASET, NO_PHOTO, OPEN_FOLDER, PHOTO_ORACLE_TIP, SOURCES, TIPS, VARIANCES, ElboJob,
-                             ElboProgress, ElboRun, accepts_any_schedule, done_line, elbo_events, format_bits,
-                             hover_anchor, hover_text, kl_line, model_note, model_request, nearest_term, point_xy,
-                             progress_line, schedule_changed_line, term_points, totals_text, view_range)
+from core.jobs.bound import (DATASET, LATENT_NOTE, NO_PHOTO, OPEN_FOLDER, PHOTO_ORACLE_TIP, SOURCES, TIPS, VARIANCES,
+                             ElboJob, ElboProgress, ElboRun, ElboStage, LatentElboJob, accepts_any_schedule,
+                             done_line, elbo_events, format_bits, hover_anchor, hover_text, kl_line,
+                             latent_elbo_events, model_note, model_request, nearest_term, point_xy, progress_line,
+                             schedule_changed_line, stage_line, term_points, totals_text, view_range)
+from core.jobs.pipelines import loaded_pipeline
 from core.messages import one_line
 from core.model_spec import ORACLE, PHOTO, ModelCache, parse_spec
 from core.schedule import NoiseSchedule
@@ -70,6 +78,8 @@ class ElboPanel(JobPanel):
         self._job: ElboJob | None = None
         self.hover_k: int | None = None
         self._key_memo: tuple | None = None      # (what the key was made from, the photo, the key): _loaded_model
+        self._pipeline_memo: tuple[str, bool] = ("", False)   # (spec, is it a Stable Diffusion pipeline)
+        self.estimate_note = ""                  # the run's estimate (a pipeline's bound), once the worker has it
         self._auto_later = qdebounced(self._auto_compute, timeout=AUTO_DELAY_MS, parent=self)
         self._build_ui()
         self.sourceCombo.set_quietly(1 if parse_spec(self.modelCombo.spec()).kind == "builtin" else 0)
@@ -91,12 +101,27 @@ class ElboPanel(JobPanel):
         spec = self.modelCombo.spec()
         if spec == PHOTO:
             return "photo-oracle", None
+        if self.is_pipeline():
+            return "pipeline", spec
         kind = parse_spec(spec).kind
         return ("folder" if kind == ORACLE and spec != "oracle:builtin:mnist" else kind), spec
 
+    def is_pipeline(self) -> bool:
+        """True when the chosen model is a Stable Diffusion pipeline (its bound is in latent space)."""
+        spec = self.modelCombo.spec()
+        if self._pipeline_memo[0] != spec:
+            from core.models.load import is_latent_spec
+            self._pipeline_memo = (spec, is_latent_spec(spec))
+        return self._pipeline_memo[1]
+
+    def set_prompt(self, prompt: str) -> None:
+        """A pipeline's prompt c (empty: the unconditional model)."""
+        self.promptEdit.setText(prompt)
+
     def select_model(self, spec: str) -> None:
         """``builtin:NAME``, ``photo`` (the oracle over the loaded photo), ``oracle:builtin:mnist``, or any other
-        model spec (a model folder, ``oracle:PATH``), which is added to the list."""
+        model spec (a model folder, ``oracle:PATH``, a Stable Diffusion pipeline folder or cached repo id), which
+        is added to the list."""
         self.modelCombo.select(spec)
 
     def select_source(self, spec: str, n: int | None = None) -> None:
@@ -119,19 +144,26 @@ class ElboPanel(JobPanel):
         except ValueError as e:
             self._fail(one_line(e))
             return False
-        loaded = self.cache.peek(job.model_key) is not None
+        if isinstance(job, LatentElboJob):
+            loaded = loaded_pipeline(job.spec, job.device) is not None
+            fn, args = latent_elbo_events, (job,)
+        else:
+            loaded = self.cache.peek(job.model_key) is not None
+            fn, args = elbo_events, (job, self.cache)
         try:  # the callbacks arrive through the event loop, after the state below is set
-            self.runner.start(elbo_events, job, self.cache, on_frame=self._on_progress,
+            self.runner.start(fn, *args, on_frame=self._on_progress,
                               on_finished=self._on_finished, on_cancelled=self._on_cancelled,
                               on_error=self._on_error, on_done=self._on_done)
         except RuntimeError:  # the window is closing: its runners were shut down
             return False
         self._job = job
         self.partial = None
+        self.estimate_note = ""
         self._set_running(True)
         self.progressBar.setFormat("%v / %m terms")
         self.progressBar.setRange(0, 0)  # busy until the first batch (the model may still be loading)
-        self._set_status("Computing the bound…" if loaded else "Loading the model…")
+        self._set_status("Computing the bound…" if loaded else
+                         "Loading the pipeline…" if isinstance(job, LatentElboJob) else "Loading the model…")
         self._redraw()
         self.runStarted.emit()
         return True
@@ -197,6 +229,8 @@ class ElboPanel(JobPanel):
     # ----- model and image lists -------------------------------------------------------------------------------
     def _model_accepts_any_schedule(self) -> bool:
         """The oracle works with any schedule; a trained model is tied to its own (known once it is loaded)."""
+        if self.is_pipeline():
+            return False
         model = self._loaded_model()
         return model.schedule is None if model is not None else accepts_any_schedule(self.modelCombo.spec())
 
@@ -204,9 +238,24 @@ class ElboPanel(JobPanel):
         self.countSpin.setEnabled((self.sourceCombo.currentData() or PHOTO) != PHOTO)
 
     def _update_model_note(self) -> None:
+        pipeline = self.is_pipeline()
+        for widget in (self.promptLabel, self.promptEdit, self.latentNote):
+            widget.setVisible(pipeline)
         any_schedule = self._model_accepts_any_schedule()
         self.autoCheck.setEnabled(any_schedule)
-        self.modelNote.setText(model_note(self._loaded_model(), self.window_.schedule, any_schedule))
+        if pipeline:
+            self.modelNote.setText(self._pipeline_note())
+        else:
+            self.modelNote.setText(model_note(self._loaded_model(), self.window_.schedule, any_schedule))
+
+    def _pipeline_note(self) -> str:
+        pipe = loaded_pipeline(self.modelCombo.spec(), self._device())
+        if pipe is None:
+            return ("A Stable Diffusion pipeline: Compute loads it (text encoder, UNet, VAE) and bounds its UNet on "
+                    "the images' latents, tied to its own schedule.")
+        s, den = pipe.denoiser.schedule, pipe.denoiser
+        return (f"{html.escape(pipe.name)}: latents {den.channels}×h×w (s = {pipe.scaling_factor:g}), trained at "
+                f"{pipe.default_size}²; tied to its own schedule ({html.escape(s.name)}, T = {s.T}).")
 
     def _device(self) -> str:
         return str(pick_device("auto"))
@@ -216,9 +265,11 @@ class ElboPanel(JobPanel):
         return model_request(self.modelCombo.spec(), device, photo_path=w.photo_path, photo=w.x0)
 
     def _loaded_model(self):
-        """The chosen model if it is loaded. Its key is remembered per photo (a pasted photo's pixels are hashed
+        """The chosen (pixel) model if it is loaded. Its key is remembered per photo (a pasted photo's pixels are hashed
         once, not on every schedule edit); Compute always makes a fresh one."""
         w, device = self.window_, self._device()
+        if self.is_pipeline():
+            return None
         made_of = (self.modelCombo.spec(), device, w.photo_path)
         memo = self._key_memo     # holds the photo array itself, so `is` cannot be fooled by a reused id()
         if memo is None or memo[0] != made_of or memo[1] is not w.x0:
@@ -229,21 +280,34 @@ class ElboPanel(JobPanel):
         return self.cache.peek(memo[2])
 
     # ----- the run ---------------------------------------------------------------------------------------------
-    def _make_job(self) -> ElboJob:
-        key, loader = self._model_request(self._device())
+    def _make_job(self) -> ElboJob | LatentElboJob:
         spec, w = self.sourceCombo.currentData() or PHOTO, self.window_
         photo = spec == PHOTO
         if photo and w.photo_path is None and w.x0 is None:
             raise ValueError(NO_PHOTO)
+        if self.is_pipeline():
+            return LatentElboJob(spec=self.modelCombo.spec(), device=self._device(),
+                                 source=PHOTO if photo else DATASET,
+                                 photo_path=str(w.photo_path) if photo and w.photo_path is not None else None,
+                                 photo_array=w.x0.copy() if photo and w.photo_path is None else None,
+                                 data=None if photo else spec, n=self.countSpin.value(),
+                                 prompt=self.promptEdit.text(), variance=self.varianceCombo.currentData(),
+                                 seed=self.seedSpin.value())
+        key, loader = self._model_request(self._device())
         return ElboJob(model_key=key, loader=loader, source=PHOTO if photo else DATASET,
                        photo_path=str(w.photo_path) if photo and w.photo_path is not None else None,
                        photo_array=w.x0.copy() if photo and w.photo_path is None else None,
                        data=None if photo else spec, n=self.countSpin.value(),
                        variance=self.varianceCombo.currentData(), seed=self.seedSpin.value(), schedule=w.schedule)
 
-    def _on_progress(self, p: ElboProgress) -> None:
+    def _on_progress(self, p: ElboProgress | ElboStage) -> None:
         if not self._running:
             return
+        if isinstance(p, ElboStage):   # a pipeline's loading stage, its encoding, its estimate
+            self.estimate_note = p.note or self.estimate_note
+            self._set_status(stage_line(p))
+            return
+        self.estimate_note = p.note or self.estimate_note
         if self.partial is None:
             self.progressBar.setRange(0, p.total)
             self._update_model_note()  # the model is loaded now: its name and schedule
@@ -257,7 +321,7 @@ class ElboPanel(JobPanel):
     def _on_finished(self, run: ElboRun) -> None:
         old = self.result
         if old is not None and self.keepCheck.isChecked():
-            self.previous = old
+            self.previous = old if old.space == run.space else None   # bits/dim and bits/latent-dim differ
         self.result, self.partial = run, None
         self._set_running(False)
         self._set_status(done_line(run, old, old_kept=self.previous is old))
@@ -333,7 +397,7 @@ class ElboPanel(JobPanel):
         r = self.result
         if k is None or r is None:
             return
-        if r.T == self.window_.schedule.T:
+        if r.T == self.window_.schedule.T and not r.latent:
             t_code = min(k, r.T - 1)  # term L_{t−1} is about x_t, the code's timestep t − 1 = k
             self.window_.set_timestep(t_code)
             self.window_.statusBar().showMessage(f"x_t for term L_{k if k < r.T else 'T'}: slider at t = {t_code}",
@@ -346,11 +410,12 @@ class ElboPanel(JobPanel):
         shown_terms = live.terms if live is not None else (self.result.terms if self.result is not None else None)
         faint = (self.result if (self._running and self.result is not None) else self.previous)
         if shown_terms is None:
-            for item in (self.klCurve, self.decoderPoint, self.priorPoint):
+            for item in (self.klCurve, self.decoderPoint, self.priorPoint, self.negativeDecoderPoint):
                 item.setData([], [])
         else:
             self.klCurve.setData(*kl_line(shown_terms), connect="finite")
             self.decoderPoint.setData(*term_points(shown_terms, [0]))
+            self.negativeDecoderPoint.setData(*term_points(-shown_terms, [0]))  # a latent L_0 < 0, drawn as |L_0|
             self.priorPoint.setData(*term_points(shown_terms, [len(shown_terms) - 1]))
         if faint is None:
             for item in (self.prevCurve, self.prevPoints):
@@ -378,8 +443,13 @@ class ElboPanel(JobPanel):
     def _update_legend(self, faint: ElboRun | None) -> None:
         legend = self.legend
         legend.clear()
+        latent = self.result is not None and self.result.latent
         legend.addItem(self.klCurve, "L<sub>t−1</sub>, t = 2…T (KL)")
-        legend.addItem(self.decoderPoint, "L<sub>0</sub> decoder (t = 1)")
+        legend.addItem(self.decoderPoint, "L<sub>0</sub> continuous decoder (t = 1)" if latent
+                       else "L<sub>0</sub> decoder (t = 1)")
+        if self.negativeDecoderPoint.getOriginalDataset()[0] is not None and \
+                len(self.negativeDecoderPoint.getOriginalDataset()[0]):
+            legend.addItem(self.negativeDecoderPoint, "−L<sub>0</sub>: L<sub>0</sub> < 0, a density (t = 1)")
         legend.addItem(self.priorPoint, "L<sub>T</sub> prior (t = T+1)")
         if faint is not None:
             now = None if self._running else self.result
@@ -406,6 +476,14 @@ class ElboPanel(JobPanel):
         self.modelNote = named(QLabel(""), "elboModelNote")
         self.modelNote.setWordWrap(True)
         self.modelNote.setStyleSheet("color: #555;")
+        self.promptLabel = QLabel("Prompt")
+        self.promptEdit = named(QLineEdit(), "elboPromptEdit", TIPS["elboPromptEdit"])
+        self.promptEdit.setPlaceholderText("empty: the unconditional model")
+        self.promptEdit.returnPressed.connect(self.compute)
+        self.latentNote = named(QLabel(LATENT_NOTE), "elboLatentNote", TIPS["elboLatentNote"])
+        self.latentNote.setTextFormat(rich)
+        self.latentNote.setWordWrap(True)
+        self.latentNote.setStyleSheet("color: #555;")
 
         ask = [source + ("A folder of images", str) for source in SOURCES if source[1] == OPEN_FOLDER]
         self.sourceCombo = FolderMenu("elboSourceCombo", TIPS["elboSourceCombo"],
@@ -460,12 +538,14 @@ class ElboPanel(JobPanel):
         self.klCurve = pg.PlotDataItem(pen=KL_PEN)
         self.decoderPoint = pg.PlotDataItem(pen=None, symbol="s", symbolSize=11, symbolBrush=DECODER_BRUSH,
                                             symbolPen=pg.mkPen("k"))
+        self.negativeDecoderPoint = pg.PlotDataItem(pen=None, symbol="s", symbolSize=11, symbolBrush=None,
+                                                    symbolPen=pg.mkPen(DECODER_BRUSH.color(), width=2))
         self.priorPoint = pg.PlotDataItem(pen=None, symbol="d", symbolSize=13, symbolBrush=PRIOR_BRUSH,
                                           symbolPen=pg.mkPen("k"))
         self.hoverMarker = pg.PlotDataItem(pen=None, symbol="o", symbolSize=14, symbolBrush=None,
                                            symbolPen=pg.mkPen((0, 0, 0), width=2))
-        for item in (self.prevCurve, self.prevPoints, self.klCurve, self.decoderPoint, self.priorPoint,
-                     self.hoverMarker):
+        for item in (self.prevCurve, self.prevPoints, self.klCurve, self.decoderPoint, self.negativeDecoderPoint,
+                     self.priorPoint, self.hoverMarker):
             pi.addItem(item)
         self.hoverText = pg.TextItem(anchor=(-0.05, 1.1))
         self.hoverText.setZValue(1000)
@@ -492,9 +572,11 @@ class ElboPanel(JobPanel):
         form = QGridLayout()
         form.setHorizontalSpacing(8)
         for widget, at in (("Model", (0, 0)), (self.modelCombo, (0, 1, 1, 5)), (self.modelNote, (1, 1, 1, 5)),
-                           ("Images", (2, 0)), (self.sourceCombo, (2, 1, 1, 3)), ("N", (2, 4)),
-                           (self.countSpin, (2, 5)), ("Variance", (3, 0)), (self.varianceCombo, (3, 1, 1, 3)),
-                           ("Seed", (3, 4)), (self.seedSpin, (3, 5))):
+                           (self.promptLabel, (2, 0)), (self.promptEdit, (2, 1, 1, 5)),
+                           (self.latentNote, (3, 1, 1, 5)),
+                           ("Images", (4, 0)), (self.sourceCombo, (4, 1, 1, 3)), ("N", (4, 4)),
+                           (self.countSpin, (4, 5)), ("Variance", (5, 0)), (self.varianceCombo, (5, 1, 1, 3)),
+                           ("Seed", (5, 4)), (self.seedSpin, (5, 5))):
             form.addWidget(QLabel(widget) if isinstance(widget, str) else widget, *at)
         form.setColumnStretch(1, 2)
         form.setColumnStretch(3, 1)

@@ -466,7 +466,7 @@ def totals_text(run: ElboRun | None, previous: ElboRun | None, live: ElboProgres
         prompt = f"prompt “{html.escape(r.prompt)}”" if r.prompt else "unconditional (empty prompt)"
         lines.append(f"bounds −log p(latents), not pixels: z<sub>0</sub> = s·E(x) of {shape} = {r.dims} dims, "
                      f"{prompt} · L<sub>0</sub> is a continuous density"
-                     + (" — negative here, so not drawn on the log axis" if r.terms[0] <= 0 else
+                     + (" — negative here: the hollow square at t = 1 is −L<sub>0</sub>" if r.terms[0] < 0 else
                         " (it may be negative)"))
         if r.vae_psnr_db is not None:
             lines.append(f"the VAE's own reconstruction D(z<sub>0</sub>/s): PSNR <b>{r.vae_psnr_db:.2f} dB</b> "
@@ -479,7 +479,8 @@ def hover_text(run: ElboRun, k: int, previous: ElboRun | None) -> tuple[str, str
     v, total, T = float(run.terms[k]), run.bits_per_dim, run.T
     share = 100.0 * v / total if total else float("nan")
     kind = " (the decoder)" if k == 0 else " (the prior)" if k == T else ""
-    line = (f"t = {k + 1}: {term_name(k, T)} = {term_formula(k, T)} = <b>{format_bits(v)}</b> bits/dim{kind}, "
+    unit = "bits/latent-dim" if run.latent else "bits/dim"
+    line = (f"t = {k + 1}: {term_name(k, T)} = {term_formula(k, T)} = <b>{format_bits(v)}</b> {unit}{kind}, "
             f"<b>{share:.3g} %</b> of the total")
     pk = None if previous is None else (previous.T if k == T else k if k < previous.T else None)
     if pk is not None:
