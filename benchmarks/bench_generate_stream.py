@@ -14,7 +14,7 @@ like any other. Every case is run interleaved (headless, window, headless, windo
   probe's own 200 ticks a second compete for the GIL); the longest gap between two ticks, minus 5 ms, is the
   longest time the UI event loop was blocked. Goal: ≤ 50 ms.
 - **first frame**: with the model loaded, a click on ``generateButton`` → the first frame handed to the views
-  (``framePainted``) and → the end of the x_t view's next repaint. Goal: ≤ 200 ms.
+  (``stepPainted``) and → the end of the x_t view's next repaint. Goal: ≤ 200 ms.
 
 Both runs use ``--threads`` torch threads (default 1, see the option's help).
 
@@ -230,12 +230,12 @@ def main() -> int:
         def on_paint(t):
             if first and not painted:
                 painted.append(t)
-        panel.framePainted.connect(on_frame)
+        panel.stepPainted.connect(on_frame)
         view.painted.connect(on_paint)
         t0 = time.perf_counter()
         QTest.mouseClick(panel.generateButton, Qt.MouseButton.LeftButton)
         wait(panel.runEnded)
-        panel.framePainted.disconnect(on_frame)
+        panel.stepPainted.disconnect(on_frame)
         view.painted.disconnect(on_paint)
         to_frame.append((first[0] - t0) * 1000)
         if painted:

@@ -23,14 +23,18 @@ from core.device import pick_device
 from core.jobs.generate import (EXPORT_MENU, EXPORTS, PAINT_BUDGET, PAINT_DUTY, SAMPLER_TIPS, TIPS, GenerateJob,
                                 LivePacer, ModelRequests, Recording, RunFrame, class_choices, class_labels, export_name,
                                 export_target, export_writer, generate_frames, model_note, preload_model, start_from)
+from core.jobs.generate_latent import LatentJob, latent_frames, pipeline_loading, pipeline_note
+from core.images import beside
 from core.messages import one_line
 from core.model_spec import FOLDER, ORACLE, PHOTO, ModelCache, parse_spec
-from core.models.load import load_model   # read from this module at each request: tests and scripts swap it
+from core.models.load import is_latent_spec, load_model   # read from here at each request: tests swap load_model
 from core.outputs import check_output_file, refuse_overwriting_inputs, spec_paths
 from core.samplers import SAMPLER_NAMES, SAMPLERS, default_steps
 from core.samplers.timesteps import max_steps
 from ddpm_gui.image_views import ImagePane
-from ddpm_gui.widgets import JobPanel, ModelMenu, TextLine, button, combo_box, device_combo, hbox, named, spin_box
+from ddpm_gui.prompt_box import PromptBox
+from ddpm_gui.widgets import (JobPanel, ModelMenu, TextLine, button, combo_box, device_combo, hbox, named, row,
+                              spin_box)
 from ddpm_gui.worker import WorkerRunner
 
 ORACLE_FOLDER = "oracle-folder"   # current_model()'s kind for an oracle over a photo file or a folder of images
@@ -47,7 +51,9 @@ class GeneratePanel(JobPanel):
 
     TITLE = "Generate"
     runStarted = Signal()
-    framePainted = Signal(int)        # a frame of the live run (its step index) was handed to the views
+    stepPainted = Signal(int)         # a frame of the live run (its step index) was handed to the views
+    framePainted = Signal(object)     # … and its picture, uint8 H×W×3 (x_t beside x̂_0), live or replayed
+    pipelineChanged = Signal(object)  # the LatentPipeline that became the model, or None for a pixel model
     runFinished = Signal(object)      # the final samples, N×C×H×W float32
     runCancelled = Signal(int)        # the number of steps done
     runEnded = Signal()               # after any of the three (or runFailed)
@@ -66,6 +72,7 @@ class GeneratePanel(JobPanel):
         self.cache = ModelCache()
         self.runner: WorkerRunner = window.create_runner("generate")
         self._load_runner: WorkerRunner = window.create_runner("generate-model")
+        self._pipe_runner: WorkerRunner = window.create_runner("generate-pipeline")
         self.recording: Recording | None = None
         self._live: Recording | None = None
         self._running = False
@@ -84,7 +91,12 @@ class GeneratePanel(JobPanel):
         self._replay_timer = QTimer(self)
         self._replay_timer.setInterval(int(1000 / REPLAY_FPS))
         self._replay_timer.timeout.connect(self._replay_tick)
+        self._pipe = None               # the Stable Diffusion pipeline that is the model (None: a pixel model)
+        self._pipe_spec: str | None = None
+        self._accepted: str | None = None   # the SPEC the panel's model comes from (a failed load goes back to it)
+        self._loading: str | None = None   # the pipeline SPEC being loaded
         self._build_ui()
+        self._accepted = self.modelCombo.spec()
         self._on_sampler_changed()
         self._set_running(False)
         self._set_status("Choose a model and click Generate (Ctrl+G).")
@@ -110,9 +122,19 @@ class GeneratePanel(JobPanel):
 
     def select_model(self, spec: str) -> None:
         """Select a model by any SPEC ``ddpm sample --model`` takes (``builtin:NAME``, ``oracle:TARGET``, a model
-        folder path; new folders are added to the list and remembered) or ``photo`` (the oracle over the loaded
-        photo)."""
+        or Stable Diffusion pipeline folder, a Hugging Face repo id in the local cache; new folders are added to
+        the list and remembered) or ``photo`` (the oracle over the loaded photo). A pipeline loads on a worker
+        (``pipelineChanged`` when it is the model); one that cannot load keeps the previous model."""
         self.modelCombo.select(spec)
+
+    def current_pipeline(self):
+        """The Stable Diffusion pipeline that is the panel's model, or None (a pixel model)."""
+        return self._pipe
+
+    @property
+    def loading(self) -> bool:
+        """True while a pipeline is loading."""
+        return self._loading is not None
 
     def set_start(self, mode: str) -> None:
         """``"noise"`` (pure noise x_T) or ``"here"`` (the photo noised to the slider's t)."""
@@ -122,6 +144,9 @@ class GeneratePanel(JobPanel):
         """Start a run with the current settings; False (with a one-line message) when the input is not usable."""
         if self._running:
             self._set_status("A run is in progress: Cancel it first (Esc).")
+            return False
+        if self._loading is not None:
+            self._set_status("The pipeline is still loading: wait, or Cancel it (Esc).")
             return False
         try:
             job = self._make_job()
@@ -136,12 +161,16 @@ class GeneratePanel(JobPanel):
         self._shown, self._last_follow = None, 0.0
         self._set_running(True)
         self.progressBar.setRange(0, 0)  # busy until the first step (the model may still be loading)
-        loaded = self.cache.peek(job.model_key) is not None
+        latent = isinstance(job, LatentJob)
+        loaded = latent or self.cache.peek(job.model_key) is not None
         self._set_status("Generating…" if loaded else "Loading the model…")
+        if latent:
+            self.prompts.remember_prompt()
         self._click_time = time.perf_counter()
         self._pacer = LivePacer(self.paint_budget, self.paint_duty)   # its clocks start now
+        fn, args = (latent_frames, (job, self._pipe)) if latent else (generate_frames, (job, self.cache))
         try:
-            self.runner.start(generate_frames, job, self.cache, self._live,
+            self.runner.start(fn, *args, self._live,
                               on_finished=self._on_finished, on_cancelled=self._on_cancelled,
                               on_error=self._on_error, on_done=self._on_done)
         except RuntimeError:  # the window is closing
@@ -153,7 +182,12 @@ class GeneratePanel(JobPanel):
         return True
 
     def cancel(self) -> bool:
-        """Ask the run in flight to stop; it stops after the model call it is in (the status says so at once)."""
+        """Ask the run in flight to stop; it stops after the model call it is in (the status says so at once).
+        A pipeline that is loading is abandoned at once (the previous model stays)."""
+        if self._loading is not None:
+            self._pipe_runner.discard()
+            self._on_load_failed(self._loading, "loading cancelled")
+            return True
         if not self._running:
             return False
         self._cancel_requested = True
@@ -198,9 +232,92 @@ class GeneratePanel(JobPanel):
 
     # ----- the model ---------------------------------------------------------------------------------------------
     def _on_model_changed(self, _spec: str = "") -> None:
+        spec = self.modelCombo.spec()
+        if is_latent_spec(spec):
+            self._load_pipeline(spec)
+            return
+        if self._loading is not None:
+            self._pipe_runner.discard()
+            self._loading = None
+        self._accepted = spec
+        if self._pipe is not None:
+            self._set_pipeline(None, None)
         self._update_class_widgets()
         self._on_model_T()
         self._preload()
+
+    # ----- a Stable Diffusion pipeline ---------------------------------------------------------------------------
+    def _load_pipeline(self, spec: str) -> None:
+        """Load the pipeline SPEC on the worker (stages in the progress bar, Cancel abandons it); it becomes the
+        model when it has loaded. The shared cache gives it at once when another panel loaded it."""
+        self._loading = spec
+        self._set_running(False)
+        self.progressBar.setRange(0, 4)
+        _set_progress(self.progressBar, 0)
+        self.progressBar.setFormat("loading %v / %m")
+        self._set_status(f"Loading {spec}…")
+        try:
+            self._pipe_runner.start(pipeline_loading, spec, self._device(), self._pipe, self._pipe_spec,
+                                    on_yield=self._on_load_stage,
+                                    on_finished=lambda r, s=spec: self._on_pipeline_loaded(s, r.pipe),
+                                    on_cancelled=lambda _n, s=spec: self._on_load_failed(s, "loading cancelled"),
+                                    on_error=lambda e, s=spec: self._on_load_failed(s, one_line(e)))
+        except RuntimeError:  # the window is closing
+            self._loading = None
+
+    def _on_load_stage(self, stage) -> None:
+        k, n, name = stage
+        self.progressBar.setRange(0, n)
+        _set_progress(self.progressBar, k - 1)
+        self._set_status(f"Loading {self._loading}: {name} ({k}/{n})…")
+
+    def _on_pipeline_loaded(self, spec: str, pipe) -> None:
+        self._loading = None
+        self._accepted = spec
+        self._set_running(False)
+        self.progressBar.setFormat("%v / %m")
+        self.progressBar.setRange(0, 1)
+        self.progressBar.setValue(0)
+        self._set_pipeline(spec, pipe)
+        self._set_status(f"{pipe.name} loaded: type a prompt and click Generate (Ctrl+G).")
+        self.modelReady.emit(pipe.name)
+
+    def _on_load_failed(self, spec: str, reason: str) -> None:
+        """The pipeline SPEC did not load: say why in one line and go back to the previous model's entry."""
+        if self._loading != spec:
+            return
+        self._loading = None
+        self.progressBar.setFormat("%v / %m")
+        self.progressBar.setRange(0, 1)
+        self.progressBar.setValue(0)
+        i = self.modelCombo.find(self._accepted)
+        if i >= 0:
+            self.modelCombo.set_quietly(i)
+        self._set_running(False)
+        if reason == "loading cancelled":
+            self._set_status(f"{spec}: loading cancelled; the model is still {self._accepted}.")
+        else:
+            self._fail(reason)
+            self.modelNote.setText(f"Cannot load: {reason}")
+
+    def _set_pipeline(self, spec: str | None, pipe) -> None:
+        """Make ``pipe`` (or no pipeline) the model: show the prompt widgets or the class widgets."""
+        changed = pipe is not self._pipe
+        self._pipe, self._pipe_spec = pipe, spec
+        self.prompts.setVisible(pipe is not None)
+        if pipe is not None:
+            from core.latent.decoders import find_taesd
+            try:
+                taesd = find_taesd() is not None
+            except Exception:  # noqa: BLE001 - an unreadable cache: no TAESD
+                taesd = False
+            self.prompts.set_pipeline(pipe, taesd)
+            self.modelNote.setText(pipeline_note(pipe))
+        self._update_class_widgets()
+        self._on_model_T()
+        self._on_parts_toggled()
+        if changed:
+            self.pipelineChanged.emit(pipe)
 
     def _device(self) -> str:
         return str(pick_device(self.deviceCombo.currentData() or "auto"))
@@ -212,7 +329,9 @@ class GeneratePanel(JobPanel):
 
     def _preload(self) -> None:
         """Load the selected model in the background (so the first Generate starts at once and the class widgets
-        know the model); failures only show in the model note."""
+        know the model); failures only show in the model note. A pipeline loads in :meth:`_load_pipeline`."""
+        if self._pipe is not None or self._loading is not None:
+            return
         try:
             key, loader, _ = self._model_request(self._device())
         except ValueError as e:
@@ -244,12 +363,18 @@ class GeneratePanel(JobPanel):
         return self.cache.peek(key)
 
     def _model_T(self) -> int:
+        if self._pipe is not None:
+            return self._pipe.denoiser.schedule.T
         model = self._loaded_model()
         if model is not None and model.schedule is not None:
             return model.schedule.T
         return self.window_.schedule.T
 
     def _update_class_widgets(self) -> None:
+        if self._pipe is not None:
+            for w in (self.classCombo, self.guidanceSpin, self.classLabel, self.guidanceLabel):
+                w.setVisible(False)
+            return
         model = self._loaded_model()
         k = int(getattr(model, "num_classes", 0) or 0)
         if model is not None:
@@ -265,7 +390,9 @@ class GeneratePanel(JobPanel):
         self._on_class_changed()
 
     # ----- the job ---------------------------------------------------------------------------------------------
-    def _make_job(self) -> GenerateJob:
+    def _make_job(self) -> GenerateJob | LatentJob:
+        if self._pipe is not None:
+            return self._make_latent_job()
         device = self._device()
         key, loader, spec = self._model_request(device)
         labels = class_labels(self.classCombo.currentData(), int(self.classCombo.property("numClasses") or 0),
@@ -278,6 +405,24 @@ class GeneratePanel(JobPanel):
                            n=self.batchSpin.value(), class_labels=labels,
                            guidance=self.guidanceSpin.value() if labels is not None else 1.0, device=device,
                            schedule=w.schedule, **start)
+
+    def _make_latent_job(self) -> LatentJob:
+        box, w = self.prompts, self.window_
+        height, width = box.image_size()
+        self._pipe.latent_size(height, width)   # one line if the size does not fit
+        start = {}
+        if self.startCombo.currentData() == FROM_HERE:
+            if w.photo_path is None and w.x0 is None:
+                raise ValueError("denoise from here needs a photo: open one first")
+            start = ({"init_path": str(w.photo_path)} if w.photo_path is not None
+                     else {"init_array": w.x0.copy()})
+            start["t_start"] = w.timestep
+        sampler = self.samplerCombo.currentData()
+        return LatentJob(spec=self._pipe_spec, prompt=box.prompt(), negative_prompt=box.negative_prompt(),
+                         guidance=box.guidance(), height=height, width=width, n=self.batchSpin.value(),
+                         seed=self.seedSpin.value(), sampler=sampler, steps=self.stepsSpin.value(),
+                         eta=self.etaSpin.value() if sampler == "ddim" else 0.0, preview=box.preview(),
+                         guidance_parts=self.prompts.guidancePartsCheck.isChecked(), **start)
 
     # ----- the live run ------------------------------------------------------------------------------------------
     def _poll(self) -> None:
@@ -315,11 +460,17 @@ class GeneratePanel(JobPanel):
             self._set_status(frame.progress_line())
         _set_progress(self.progressBar, frame.index)
         self.frames_painted += 1
-        self.framePainted.emit(frame.index)
+        self.stepPainted.emit(frame.index)
 
     def _show(self, frame: RunFrame, follow: bool = True) -> None:
-        self.xtPane.set_image(frame.xt)
-        self.x0Pane.set_image(frame.x0)
+        xt, x0 = frame.xt, frame.x0
+        self.xtPane.set_image(xt)
+        self.x0Pane.set_image(x0)
+        parts = getattr(frame, "parts", None)
+        if parts is not None and self.partsRow.isVisible():
+            self.uncondPane.set_image(parts[0])
+            self.condPane.set_image(parts[1])
+        self.framePainted.emit(beside(xt, x0))
         self.stepLabel.setText(f"step {frame.index}/{frame.total}   t = {frame.t}")
         w = self.window_
         rec = self._live if self._live is not None else self.recording
@@ -350,9 +501,10 @@ class GeneratePanel(JobPanel):
 
     def _set_running(self, on: bool) -> None:
         self._running = on
-        self.generateButton.setEnabled(not on)
-        self.cancelButton.setEnabled(on)
-        self._esc.setEnabled(on)
+        busy = on or self._loading is not None
+        self.generateButton.setEnabled(not busy)
+        self.cancelButton.setEnabled(busy)
+        self._esc.setEnabled(busy)
         for w in (self.timelineSlider, self.replayButton, self.exportButton):
             w.setEnabled(not on and self.recording is not None and len(self.recording) > 0)
         if not on and self.progressBar.maximum() == 0:   # ended before its first step: no bar, no "0 / 1"
@@ -419,6 +571,9 @@ class GeneratePanel(JobPanel):
         self.startNote.setText(f"from t = {self.window_.timestep}: the photo noised by eq. 5, then denoised"
                                if here else "x_T ~ N(0, I)")
 
+    def _on_parts_toggled(self, *_args) -> None:
+        self.partsRow.setVisible(self._pipe is not None and self.prompts.guidancePartsCheck.isChecked())
+
     def _on_photo_changed(self) -> None:
         if self.modelCombo.spec() == PHOTO and not self._running:
             self._preload()
@@ -453,7 +608,7 @@ class GeneratePanel(JobPanel):
         self.diceButton = button("⚄", "diceButton", "A random seed", self._roll_seed, QToolButton)
         self.batchSpin = spin_box("batchSpin", TIPS["batchSpin"], 1, MAX_BATCH, value=1)
         self.deviceCombo = device_combo()
-        self.deviceCombo.currentIndexChanged.connect(lambda _i: self._preload())
+        self.deviceCombo.currentIndexChanged.connect(lambda _i: self._on_model_changed())
         self.classLabel = QLabel("Class")
         self.classCombo = combo_box("classCombo", TIPS["classCombo"], [])
         self.classCombo.currentIndexChanged.connect(self._on_class_changed)
@@ -464,6 +619,9 @@ class GeneratePanel(JobPanel):
         self.startCombo.currentIndexChanged.connect(self._on_start_changed)
         self.startNote = named(TextLine(color="#555"), "startNote")
         self.startNote.setText("x_T ~ N(0, I)")
+        self.prompts = PromptBox(self._settings)
+        self.prompts.setVisible(False)
+        self.prompts.guidancePartsCheck.toggled.connect(self._on_parts_toggled)
 
         self.generateButton = button("Generate", "generateButton", "Run the reverse chain x_T → x_0 on a worker "
                                      "thread (Ctrl+G)", self.generate)
@@ -480,6 +638,15 @@ class GeneratePanel(JobPanel):
         self.x0Pane = ImagePane("<b>x̂<sub>0</sub></b> — the model's guess of the clean image", "generateX0Pane",
                                 TIPS["generateX0Pane"])
         self.x0Pane.link_to(self.xtPane)
+        self.uncondPane = ImagePane("<b>x̂<sub>0</sub></b> unconditional — from ε(z<sub>t</sub>, ∅)",
+                                    "generateUncondPane", "x̂_0 of the unconditional prediction (the empty or "
+                                    "negative prompt)")
+        self.condPane = ImagePane("<b>x̂<sub>0</sub></b> conditional — from ε(z<sub>t</sub>, c)", "generateCondPane",
+                                  "x̂_0 of the prompt's prediction; guidance w extrapolates from the left one "
+                                  "through this one")
+        self.condPane.link_to(self.uncondPane)
+        self.partsRow = row((self.uncondPane, 1), (self.condPane, 1))
+        self.partsRow.setVisible(False)
         self.stepLabel = named(TextLine(align=Qt.AlignmentFlag.AlignHCenter), "generateStepLabel",
                                "The frame shown: model call k of N, at timestep t")
 
@@ -524,10 +691,12 @@ class GeneratePanel(JobPanel):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(form)
+        layout.addWidget(self.prompts)
         layout.addLayout(hbox((self.generateButton, 2), (self.cancelButton, 1), (self.followCheck, 0)))
         layout.addWidget(self.progressBar)
         layout.addWidget(self.statusLabel)
-        layout.addLayout(hbox((self.xtPane, 1), (self.x0Pane, 1), spacing=6), 1)
+        layout.addLayout(hbox((self.xtPane, 1), (self.x0Pane, 1), spacing=6), 2)
+        layout.addWidget(self.partsRow, 1)
         layout.addWidget(self.stepLabel)
         layout.addLayout(hbox((self.replayButton, 0), (self.timelineSlider, 1), (self.timelineLabel, 0),
                                (self.exportButton, 0)))

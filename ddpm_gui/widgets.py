@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayo
                                QSpinBox, QWidget)
 
 from core.device import DEVICES, available_devices
-from core.model_spec import PHOTO, parse_spec
+from core.model_spec import FOLDER, PHOTO, parse_spec
 from core.models.load import builtin_models
 
 ERROR_COLOR = "#b00020"
@@ -253,7 +253,8 @@ class ModelMenu(FolderMenu):
     """The model menu of Generate and ELBO: built-in models, the oracle over the loaded photo and over the
     built-in digits, folders opened from disk (remembered under ``settings_key``), and two entries that open a
     folder dialog (the oracle's titled ``oracle_title``). Every entry's data is its SPEC string
-    (:mod:`core.model_spec`). ``specChanged(str)`` when another model is chosen."""
+    (:mod:`core.model_spec`), with the Hugging Face cache's pipelines and pixel UNets (repo ids, offline) after the
+    fixed entries. ``specChanged(str)`` when another model is chosen."""
 
     specChanged = Signal(str)
     aboutToShowPopup = Signal()
@@ -273,8 +274,10 @@ class ModelMenu(FolderMenu):
                  "diffusers UNet2DModel / pipeline folder; remembered", "Open a model folder", str),
                 ("Oracle over a folder of images…", "open:oracle", "The exact denoiser of every image in a folder "
                  "(sub-folders are classes); remembered", oracle_title, lambda folder: f"oracle:{folder}")]
+        self._cached = cached_entries()
+        entries += self._cached
         super().__init__(name, tip, entries, asks, settings, settings_key, convert=self._stored_spec,
-                         label=lambda spec: parse_spec(spec).label)
+                         label=spec_label)
         for i, spec in enumerate(builtins):
             if spec not in installed:
                 self.model().item(i).setEnabled(False)
@@ -294,6 +297,7 @@ class ModelMenu(FolderMenu):
     def showPopup(self):  # noqa: N802 - Qt override
         self.aboutToShowPopup.emit()
         self._refresh_builtins()
+        self._refresh_cached()
         super().showPopup()
 
     # ----- entries -----------------------------------------------------------------------------------------
@@ -320,6 +324,20 @@ class ModelMenu(FolderMenu):
                 self.setItemData(i, f"{spec}: the model that ships with DDPM Studio", Qt.ItemDataRole.ToolTipRole)
                 self.model().item(i).setEnabled(True)
 
+    def _refresh_cached(self) -> None:
+        """Add models that appeared in the Hugging Face cache while the app was open (after the fixed entries)."""
+        at = max((i for i in range(self.count()) if self.itemData(i) in {e[1] for e in self._cached}),
+                 default=self.find("oracle:builtin:mnist"))
+        for text, spec, item_tip in cached_entries():
+            if self.find(spec) < 0:
+                at += 1
+                with QSignalBlocker(self):
+                    self.insertItem(at, text, spec)
+                self.setItemData(at, item_tip, Qt.ItemDataRole.ToolTipRole)
+                self._cached.append((text, spec, item_tip))
+                if self._previous >= at:
+                    self._previous += 1
+
     @staticmethod
     def _stored_spec(item):
         """A remembered folder's SPEC (the old ``[kind, value]`` pairs read too), or None."""
@@ -327,6 +345,37 @@ class ModelMenu(FolderMenu):
             item = f"oracle:{item[1]}" if item[0] == "oracle-folder" else item[1]
         on_disk = isinstance(item, str) and not item.startswith("open:") and parse_spec(item).is_path
         return item if on_disk else None
+
+
+def cached_entries() -> list[tuple[str, str, str]]:
+    """Model menu entries (text, SPEC = repo id, tooltip) for the Hugging Face cache's pipelines and pixel UNets
+    (:func:`core.hf_cache.cached_models`; offline, nothing downloaded). Never raises: an unreadable cache lists
+    nothing."""
+    from core import hf_cache
+    try:
+        found = hf_cache.cached_models()
+    except Exception:  # noqa: BLE001 - a cache we cannot read lists nothing
+        return []
+    out = []
+    for m in found:
+        latent = m.kind == "pipeline" and "StableDiffusion" in (m.class_name or "")
+        if m.kind == "pipeline" or (m.kind == "unet" and m.class_name == "UNet2DModel"):
+            what = "Stable Diffusion" if latent else "Model"
+            out.append((f"{what} — {m.repo_id} (HF cache)", m.repo_id,
+                        f"{m.repo_id}: {m.class_name or m.kind} in the Hugging Face cache ({m.path}); loaded "
+                        "offline"))
+    return out
+
+
+def spec_label(spec: str) -> str:
+    """How a model menu shows a remembered SPEC: "Stable Diffusion — NAME" for a pipeline folder, else
+    :attr:`core.model_spec.ModelSpec.label`."""
+    parsed = parse_spec(spec)
+    if parsed.kind == FOLDER:
+        from core.models.load import is_latent_spec
+        if is_latent_spec(spec):
+            return f"Stable Diffusion — {Path(spec).name or spec}"
+    return parsed.label
 
 
 class JobPanel(QWidget):

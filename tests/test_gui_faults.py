@@ -107,7 +107,7 @@ CLOSE_SCRIPT = textwrap.dedent("""
                 if i >= 3 and not block["on"]:
                     block["on"] = mode == "generate-blocked"
                     QTimer.singleShot(200, close)
-            p.framePainted.connect(painted)
+            p.stepPainted.connect(painted)
             QTimer.singleShot(300, p.generate)
         elif mode == "chain":
             rng = np.random.default_rng(0)

@@ -201,7 +201,7 @@ def test_cancel_stops_within_one_model_call_and_re_enables_generate(window, qtbo
     den = SlowDenoiser(delay=0.02)
     use_slow_model(monkeypatch, panel, den)
     panel.samplerCombo.setCurrentIndex(panel.samplerCombo.findData("ddpm"))   # 1000 steps: ~20 s if not cancelled
-    with qtbot.waitSignal(panel.framePainted, timeout=TIMEOUT, check_params_cb=lambda i: i >= 5):
+    with qtbot.waitSignal(panel.stepPainted, timeout=TIMEOUT, check_params_cb=lambda i: i >= 5):
         qtbot.mouseClick(panel.generateButton, Qt.MouseButton.LeftButton)
     with qtbot.waitSignal(panel.runCancelled, timeout=5000) as blocker:
         calls_at_click = den.calls
@@ -331,7 +331,7 @@ def test_closing_the_window_mid_run_exits_cleanly():
         p.select_model("/slow")
         p.samplerCombo.setCurrentIndex(p.samplerCombo.findData("ddpm"))
         loop = QEventLoop()
-        p.framePainted.connect(lambda i: i >= 3 and loop.quit())
+        p.stepPainted.connect(lambda i: i >= 3 and loop.quit())
         QTimer.singleShot(20000, loop.quit)
         p.generate()
         loop.exec()

@@ -56,7 +56,7 @@ def main() -> None:
         at *= 20
     panel.seedSpin.setValue(2024)
     panel.generate()
-    if not wait(panel.framePainted, lambda i: i >= at):
+    if not wait(panel.stepPainted, lambda i: i >= at):
         raise SystemExit(f"step {at} was not reached: {panel.status_text}")
     loop = QEventLoop()
     QTimer.singleShot(120, loop.quit)
