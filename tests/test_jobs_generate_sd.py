@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
