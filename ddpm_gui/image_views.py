@@ -42,6 +42,9 @@ class ImagePane(QWidget):
         self.title = named(QLabel(title), f"{object_name}Title")
         self.title.setTextFormat(Qt.TextFormat.RichText)
         self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.title.setWordWrap(True)   # a long title wraps instead of widening its pane: linked panes of unequal
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # widths, each locking
+        # its aspect, would push each other's range wider at every relayout
         self.view = named(FrameView(), f"{object_name}View", tooltip)
         self.view.setAcceptDrops(False)  # drops go to the main window
         self.view.setMinimumSize(160, 120)

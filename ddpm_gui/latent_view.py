@@ -38,7 +38,7 @@ ON_TIP = ("Latent space: noise the photo's Stable Diffusion latents z_0 = s·E(x
 OFF_TIP = "Latent space needs a Stable Diffusion pipeline: choose one in the Generate tab's model menu first."
 TAKEOVER_KEY = "view/generationTakeover"
 XT_LATENT_TITLE = ("<b>D(z<sub>t</sub>/s)</b>, z<sub>t</sub> = √ᾱ<sub>t</sub>·z<sub>0</sub> + "
-                   "√(1−ᾱ<sub>t</sub>)·ε &nbsp;(eq. 5 on latents) — {decoder}")
+                   "√(1−ᾱ<sub>t</sub>)·ε (eq. 5) — {decoder}")
 
 
 def build_latent_widgets(w) -> None:
@@ -161,7 +161,7 @@ class LatentView(QObject):
         self.photo, self.approx, self._photo_gen, self._encoding_gen = None, None, -1, None
 
     def _title(self, decoder: str) -> None:
-        label = {APPROX: "the linear latent→RGB map (while t moves)", VAE: "the full VAE (t at rest)"}[decoder]
+        label = {APPROX: "linear latent→RGB map (t moving)", VAE: "full VAE (t at rest)"}[decoder]
         self.w.xtPane.title.setText(XT_LATENT_TITLE.format(decoder=label))
         self.w.xtPane.title.setProperty("decoder", decoder)
 
@@ -247,8 +247,8 @@ class LatentView(QObject):
         return None if photo is None else photo.hist_values(t, self.w.schedule)
 
     def _start_vae(self) -> None:
-        if not self.ready:
-            return
+        if not self.ready or not self.w.xtPane.isVisible():
+            return   # (generated frames have taken over the view: no VAE run for a frame nobody sees)
         t = self.w.timestep
         z = self.photo.at(t, self.w.schedule)
         key = (self.photo, t)
@@ -330,8 +330,13 @@ class Takeover(QObject):
                     and current() is not None)
 
     def _on_frame(self, value) -> None:
-        if isinstance(value, np.ndarray) and value.ndim == 3 and self._pipeline_running():
+        """A frame Generate painted: shown while a pipeline generates, and its replays while it is still shown."""
+        if not (isinstance(value, np.ndarray) and value.ndim == 3):
+            return
+        if self._pipeline_running():
             self.show_frame(value)
+        elif self.showing:
+            self.w.takeoverPane.set_image(np.ascontiguousarray(value).copy())
 
     def show_frame(self, u8: np.ndarray) -> None:
         """Show a generated frame (uint8 H×W×3) in the image area, if the toggle is on."""
@@ -365,6 +370,7 @@ class Takeover(QObject):
         for p in self._hidden:
             p.show()
         self._hidden = []
+        self.w._request_frame()
 
     def _on_toggled(self, on: bool) -> None:
         if self._settings is not None:

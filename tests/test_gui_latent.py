@@ -171,3 +171,24 @@ def test_generated_frames_take_over_the_image_area_zoomably_and_give_it_back(win
     tk.action.setChecked(False)
     tk.show_frame(frame)
     assert not window.takeoverPane.isVisible()
+
+
+def test_choosing_a_pipeline_in_generate_enables_latent_space_and_its_run_takes_over(window, qtbot, pipe):
+    panel = window.generate_panel
+    if not hasattr(panel, "pipelineChanged"):
+        pytest.skip("the Generate panel has no pipelineChanged yet")
+    with qtbot.waitSignal(panel.pipelineChanged, timeout=60000):
+        panel.select_model(str(pipe.folder))
+    qtbot.waitUntil(lambda: panel.generateButton.isEnabled(), timeout=60000)
+    assert window.pipeline is panel.current_pipeline() and window.latentSpaceCheck.isEnabled()
+    panel.stepsSpin.setValue(3)
+    with qtbot.waitSignal(panel.runFinished, timeout=60000):
+        assert panel.generate()
+    qtbot.waitUntil(lambda: not panel.running, timeout=60000)
+    assert window.takeover.showing and window.takeoverPane.isVisible() and not window.xtPane.isVisible()
+    assert window.takeoverPane.image.dtype == np.uint8 and window.takeoverBackButton.isVisible()
+    window.set_timestep(window.timestep + 1 if window.timestep < 999 else 0)   # moving t gives the photo back
+    assert not window.takeoverPane.isVisible() and window.xtPane.isVisible()
+    with qtbot.waitSignal(panel.pipelineChanged, timeout=60000):
+        panel.select_model("photo")
+    assert not window.latentSpaceCheck.isEnabled()
