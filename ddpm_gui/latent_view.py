@@ -104,9 +104,7 @@ class LatentView(QObject):
         check.setEnabled(pipe is not None)
         check.setToolTip(ON_TIP + f" Pipeline: {pipe.name}." if pipe is not None else OFF_TIP)
         if pipe is None:
-            check.setChecked(False)   # turns the view back to pixels
-            if was_on:
-                self.set_active(False)
+            check.setChecked(False)   # turns the view back to pixels (toggled → set_active(False))
         elif was_on:
             self._enter()
 

@@ -336,6 +336,8 @@ class MainWindow(PhotoIntake, QMainWindow):
     def save_settings(self) -> None:
         if self._settings is not None:
             settings_mod.save_window(self, self._settings)
+            if self.schedule_panel.overridden:   # a pipeline's schedule is shown: remember the user's own
+                self._settings.setValue("schedule/json", self.schedule_panel.own_schedule.to_json())
 
     # ----- photo, noise, schedule --------------------------------------------------------------------------
     def _show_photo(self, photo: Photo, prepared: PreparedPhoto | None, label: str, sample: str | None,

@@ -192,3 +192,17 @@ def test_choosing_a_pipeline_in_generate_enables_latent_space_and_its_run_takes_
     with qtbot.waitSignal(panel.pipelineChanged, timeout=60000):
         panel.select_model("photo")
     assert not window.latentSpaceCheck.isEnabled()
+
+
+def test_settings_remember_our_schedule_not_the_pipelines(qtbot, pipe, tmp_path):
+    from ddpm_gui import MainWindow
+    settings = QSettings(str(tmp_path / "w.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings)
+    qtbot.addWidget(w)
+    w.show()
+    w.schedule_panel.apply_notes_example()
+    latent_on(qtbot, w, pipe)
+    w.save_settings()
+    from core.schedule import NoiseSchedule
+    assert NoiseSchedule.from_json(settings.value("schedule/json")).T == 100
+    w.close()
