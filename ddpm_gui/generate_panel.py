@@ -23,7 +23,7 @@ from core.device import pick_device
 from core.jobs.generate import (EXPORT_MENU, EXPORTS, PAINT_BUDGET, PAINT_DUTY, SAMPLER_TIPS, TIPS, GenerateJob,
                                 LivePacer, ModelRequests, Recording, RunFrame, class_choices, class_labels, export_name,
                                 export_target, export_writer, generate_frames, model_note, preload_model, start_from)
-from core.jobs.generate_latent import LatentJob, latent_frames, pipeline_loading, pipeline_note
+from core.jobs.generate_latent import PREVIEW_SHARE, LatentJob, latent_frames, pipeline_loading, pipeline_note
 from core.images import beside
 from core.messages import one_line
 from core.model_spec import FOLDER, ORACLE, PHOTO, ModelCache, parse_spec
@@ -82,6 +82,7 @@ class GeneratePanel(JobPanel):
         self.frames_painted = 0
         self._requests = ModelRequests()
         self.paint_budget, self.paint_duty = PAINT_BUDGET, PAINT_DUTY
+        self.preview_share = PREVIEW_SHARE   # a pipeline run's preview decoding: this share of sampling at most
         self._pacer = LivePacer()
         self._shown: RunFrame | None = None
         self._last_follow = 0.0
@@ -422,7 +423,8 @@ class GeneratePanel(JobPanel):
                          guidance=box.guidance(), height=height, width=width, n=self.batchSpin.value(),
                          seed=self.seedSpin.value(), sampler=sampler, steps=self.stepsSpin.value(),
                          eta=self.etaSpin.value() if sampler == "ddim" else 0.0, preview=box.preview(),
-                         guidance_parts=self.prompts.guidancePartsCheck.isChecked(), **start)
+                         guidance_parts=self.prompts.guidancePartsCheck.isChecked(),
+                         preview_share=self.preview_share, **start)
 
     # ----- the live run ------------------------------------------------------------------------------------------
     def _poll(self) -> None:

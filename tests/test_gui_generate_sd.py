@@ -131,7 +131,7 @@ def test_cancel_mid_run_re_enables_generate(qtbot, window, sd):
         panel.cancel()
     qtbot.waitUntil(lambda: panel.generateButton.isEnabled(), timeout=TIMEOUT)
     assert "cancelled at step" in panel.status_text and not panel.cancelButton.isEnabled()
-    assert panel.recording is not None and len(panel.recording) >= 2
+    assert panel.recording is not None and len(panel.recording) >= 1
 
 
 def test_a_folder_with_a_missing_part_keeps_the_previous_model(qtbot, window, sd, tmp_path):

@@ -65,7 +65,7 @@ def test_loading_yields_its_stages_then_the_pipeline(sd):
 
 def test_final_image_equals_text_to_image_and_the_vae(pipe, sd):
     job = LatentJob(spec=str(sd), prompt="a red cat", negative_prompt="dog", guidance=3.0, height=12, width=20,
-                    n=2, seed=4, sampler="ddim", steps=5)
+                    n=2, seed=4, sampler="ddim", steps=5, preview_share=None)
     rec = jg.Recording()
     frames, final = _drain(latent_frames(job, pipe, rec))
     last = run_to_end(text_to_image(pipe, "a red cat", "dog", guidance=3.0, height=12, width=20, n=2, seed=4,
@@ -105,7 +105,8 @@ def test_denoise_from_here_equals_text_to_image_with_init_image(pipe, sd):
 
 def test_closing_mid_run_records_what_ran(pipe, sd):
     rec = jg.Recording()
-    gen = latent_frames(LatentJob(spec=str(sd), prompt="x", height=8, width=8, steps=6), pipe, rec)
+    gen = latent_frames(LatentJob(spec=str(sd), prompt="x", height=8, width=8, steps=6, preview_share=None), pipe,
+                        rec)
     next(gen), next(gen)
     gen.close()
     assert len(rec) == 2 and rec.final is None
@@ -113,7 +114,8 @@ def test_closing_mid_run_records_what_ran(pipe, sd):
 
 def test_exports_of_a_pipeline_run_write_files(pipe, sd, tmp_path):
     rec = jg.Recording()
-    _drain(latent_frames(LatentJob(spec=str(sd), prompt="a cat", height=8, width=8, n=2, steps=3), pipe, rec))
+    _drain(latent_frames(LatentJob(spec=str(sd), prompt="a cat", height=8, width=8, n=2, steps=3,
+                                   preview_share=None), pipe, rec))
     for kind in ("gif", "apng", "grid", "final"):
         out = tmp_path / f"out_{kind}{jg.EXPORTS[kind][1]}"
         jg.export_writer(kind, rec)(out, rec)
@@ -131,6 +133,15 @@ def test_a_failed_load_puts_the_previous_pipeline_back(pipe, sd, tmp_path):
         _load(broken, keep=pipe, keep_spec=str(sd))
     assert "vae" in str(e.value) and "\n" not in str(e.value)
     assert loaded_pipeline(str(sd), "cpu") is pipe
+
+
+def test_previews_take_at_most_their_share_of_the_sampling_time(pipe, sd):
+    rec = jg.Recording()
+    job = LatentJob(spec=str(sd), prompt="a cat", height=8, width=8, steps=20, preview_share=0.0)
+    frames, final = _drain(latent_frames(job, pipe, rec))
+    assert [f.index for f in rec.frames] == [1, 20], "a zero share decodes only the first and the last step"
+    every = LatentJob(spec=str(sd), prompt="a cat", height=8, width=8, steps=20, preview_share=None)
+    assert np.array_equal(final, _drain(latent_frames(every, pipe, jg.Recording()))[1])
 
 
 def test_sizes_snap_to_the_vae_factor(pipe):

@@ -34,6 +34,7 @@ DEFAULT_PREVIEW = "approx"
 GUIDANCE_RANGE = (1.0, 20.0)
 SIZE_PRESETS = (512, 768)
 MAX_SIDE = 2048
+PREVIEW_SHARE = 0.02   # decoding previews takes at most this share of the sampling time (steps are skipped)
 PROMPT_HISTORY_KEY = "generate/recentPrompts"
 MAX_PROMPTS = 20
 
@@ -138,6 +139,7 @@ class LatentJob:
     init_path: str | None = None
     init_array: np.ndarray | None = None
     t_start: int | None = None
+    preview_share: float | None = PREVIEW_SHARE
 
 
 @dataclass
@@ -179,7 +181,12 @@ def latent_frames(job: LatentJob, pipe, recording: Recording) -> Iterator[Latent
     """The worker's generator for a pipeline run: yield a :class:`LatentFrame` after every UNet call (decoded by
     the job's preview decoder, recorded), then decode the result with the full VAE and return it (N×3×H×W
     float32 in [−1, 1], the ``images`` of ``ddpm sample -o OUT.npz``). Closing it between two steps cancels the
-    run and frees its tensors (and the GPU cache)."""
+    run and frees its tensors (and the GPU cache).
+
+    Previews never cost more than ``job.preview_share`` of the sampling time so far: a step whose decode would
+    exceed it is not decoded (a bare ``yield``, still a cancel point; the recording keeps the decoded steps, the
+    first and the last always). A real UNet step takes far longer than the approx decoder, so every step is
+    decoded; a toy pipeline's 30 ms steps skip some. ``preview_share`` None decodes every step."""
     from core.latent.decoders import make_decoder
     from core.latent.generate import text_to_image
     decoder = make_decoder(pipe, job.preview)
@@ -192,9 +199,18 @@ def latent_frames(job: LatentJob, pipe, recording: Recording) -> Iterator[Latent
     recording.model_name = pipe.name
     recording.schedule_T = pipe.denoiser.schedule.T
     last = frame = None
+    share = job.preview_share
     try:
-        start = time.perf_counter()
+        start = before = time.perf_counter()
+        sampled = decoding = 0.0
         for step in steps:
+            now = time.perf_counter()
+            sampled += now - before
+            last = step
+            if share is not None and 1 < step.index < step.total and decoding > share * sampled:
+                before = time.perf_counter()
+                yield
+                continue
             xt, x0 = decoder.decode_step(step.x_t, step.x0_pred)
             parts = None
             if step.x0_parts is not None:
@@ -202,8 +218,9 @@ def latent_frames(job: LatentJob, pipe, recording: Recording) -> Iterator[Latent
                 parts = (_u8(both[:job.n]), _u8(both[job.n:]))
             frame = LatentFrame(step.index, step.total, step.t, _u8(xt), _u8(x0), time.perf_counter() - start,
                                 parts_u8=parts)
-            last = step
             recording.add(frame)
+            before = time.perf_counter()
+            decoding += before - now
             yield frame
         yield   # a cancel point before the VAE (seconds for a 512² image on a CPU)
         images = pipe.decode(last.x_t).clamp(-1, 1).cpu()
