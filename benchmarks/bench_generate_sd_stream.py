@@ -98,7 +98,7 @@ def main() -> int:
     from core.latent.decoders import make_decoder
     from core.latent.generate import text_to_image
     from core.samplers import run_to_end
-    app = QApplication.instance() or QApplication([])   # noqa: F841 - keeps the application alive
+    app = QApplication.instance() or QApplication([])
     from ddpm_gui.main_window import MainWindow
     folder = save_small_pipeline(Path(tempfile.mkdtemp(prefix="bench-sd-")) / "small-sd")
     w = MainWindow()
@@ -165,6 +165,7 @@ def main() -> int:
           f": {decode_ms:.2f} ms per decode_step against {step_ms:.1f} ms per headless step")
     print(f"headless {h:.3f} s, window {wv:.3f} s → {wv / h - 1:+.1%} (median of paired ratios {paired:+.1%}); "
           f"process CPU time {hc:.3f} s vs {wc:.3f} s → {wc / hc - 1:+.1%}")
+    app.processEvents()
     w.close()
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

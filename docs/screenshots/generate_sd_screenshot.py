@@ -27,7 +27,7 @@ def wait(signal, ok=lambda *a: True, ms=120_000) -> bool:
 
 def main() -> int:
     from sd_tiny import save_tiny_pipeline
-    app = QApplication.instance() or QApplication([])  # noqa: F841
+    app = QApplication.instance() or QApplication([])
     from ddpm_gui.main_window import MainWindow
     folder = save_tiny_pipeline(Path(tempfile.mkdtemp()) / "tiny-sd")
     w = MainWindow()
@@ -58,6 +58,7 @@ def main() -> int:
     print(f"wrote {HERE / 'generate_sd_tiny.png'} at {panel.status_text}")
     panel.cancel()
     wait(panel.runEnded, ms=30_000)
+    app.processEvents()
     w.close()
     return 0
 
