@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("schedule", "noise", "sample", "train", "evaluate", "elbo")
+COMMANDS = ("schedule", "noise", "sample", "train", "train-sd", "evaluate", "elbo")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -33,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"core.cli.cmd_{name}")
+            module = importlib.import_module(f"core.cli.cmd_{name.replace('-', '_')}")
         except ModuleNotFoundError as e:  # a command not built yet in this checkout
-            if e.name != f"core.cli.cmd_{name}":
+            if e.name != f"core.cli.cmd_{name.replace('-', '_')}":
                 raise
             continue
         module.register(sub)
