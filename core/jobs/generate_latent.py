@@ -34,7 +34,7 @@ DEFAULT_PREVIEW = "approx"
 GUIDANCE_RANGE = (1.0, 20.0)
 SIZE_PRESETS = (512, 768)
 MAX_SIDE = 2048
-PREVIEW_SHARE = 0.02   # decoding previews takes at most this share of the sampling time (steps are skipped)
+PREVIEW_SHARE = 0.01   # decoding previews takes at most this share of the sampling time (steps are skipped)
 PROMPT_HISTORY_KEY = "generate/recentPrompts"
 MAX_PROMPTS = 20
 
