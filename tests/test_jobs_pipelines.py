@@ -38,3 +38,16 @@ def test_a_missing_spec_is_one_line(tmp_path):
     with pytest.raises(ModelLoadError) as e:
         list(load_pipeline_job(str(tmp_path / "nope"), "cpu"))
     assert "\n" not in str(e.value)
+
+
+def test_a_bad_folder_keeps_the_pipeline_held(sd, tmp_path):
+    import shutil
+    PIPELINES.clear()
+    held = list(load_pipeline_job(str(sd), "cpu"))[-1]
+    broken = tmp_path / "broken"
+    shutil.copytree(sd, broken)
+    shutil.rmtree(broken / "unet")
+    with pytest.raises(ModelLoadError):
+        list(load_pipeline_job(str(broken), "cpu"))
+    assert loaded_pipeline(str(sd), "cpu") is held
+    PIPELINES.clear()

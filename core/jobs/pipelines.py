@@ -30,16 +30,19 @@ def loaded_pipeline(spec: str, device, precision: str | None = None):
 
 def load_pipeline_job(spec: str, device, precision: str | None = None) -> Iterator:
     """Yield the loading stages of SPEC's pipeline, then the pipeline (from :data:`PIPELINES` when it is there).
-    A new pipeline replaces the one held (whose memory is freed). Errors are one-line ``ModelLoadError``\\ s."""
+    Once the new folder has passed its checks, the pipeline held is dropped (its memory freed) before the new one
+    loads; a folder that fails its checks leaves it in place. Errors are one-line ``ModelLoadError``\\ s."""
     from core.latent.pipeline import loading
     from core.models.load import model_folder
     key = pipeline_key(spec, device, precision)
     with _loading:
         pipe = PIPELINES.peek(key)
         if pipe is None:
-            PIPELINES.clear()
+            from core.latent.pipeline import LOAD_STAGES
             for item in loading(model_folder(spec), device=device, precision=precision):
                 if isinstance(item, str):
+                    if item == LOAD_STAGES[1]:  # the folder checked out: free the old pipeline before the new
+                        PIPELINES.clear()
                     yield item
                 else:
                     pipe = item
