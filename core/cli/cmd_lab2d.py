@@ -47,8 +47,8 @@ def register(sub) -> None:
                    help=f"points of a preset (default {DEFAULT_POINTS})")
     p.add_argument("--denoiser", choices=("exact", "learned"), default="exact",
                    help="exact: E[x_0|x_t] of the point set; learned: a small MLP trained first (default exact)")
-    p.add_argument("--train-steps", type=int_in(1, 1_000_000), default=3000,
-                   help="training steps of the learned denoiser (default 3000)")
+    p.add_argument("--train-steps", type=int_in(1, 1_000_000), default=4000,
+                   help="training steps of the learned denoiser (default 4000)")
     p.add_argument("--sampler", type=_csv("sampler", str), default=list(SAMPLERS),
                    help=f"comma-separated, of {', '.join(SAMPLERS)} (default all)")
     p.add_argument("--steps", type=_csv("steps", int_in(1, 100_000)), default=list(DEFAULT_STEPS),
@@ -132,9 +132,11 @@ def _write(out: Path, data, last, den, schedule, args) -> None:
         save_image(out, scatter_image(data, last.particles, color=color,
                                       caption=f"{name}: energy distance {last.energy:.4f}"))
         return
-    frames = list(particle_frames(den, schedule, last.sampler, last.steps, args.n, args.seed, keep=TRAIL))
-    picks = sorted(set(np.linspace(0, len(frames) - 1, min(MAX_FRAMES, len(frames))).round().astype(int)))
-    images = [scatter_image(data, frames[i].particles, frames[i].trail, color=color,
-                            caption=f"{name}: step {frames[i].index}/{frames[i].total}") for i in picks]
+    from core.samplers import plan_timesteps
+    total = len(plan_timesteps(schedule.T, last.sampler, last.steps))
+    picks = set(np.linspace(0, total, min(MAX_FRAMES, total + 1)).round().astype(int).tolist())
+    images = [scatter_image(data, f.particles, f.trail, color=color, caption=f"{name}: step {f.index}/{f.total}")
+              for f in particle_frames(den, schedule, last.sampler, last.steps, args.n, args.seed, keep=TRAIL)
+              if f.index in picks]
     images += [images[-1]] * 20   # hold the end
     save_animation(out, images, duration_ms=80)

@@ -6,8 +6,9 @@ apply (Ho et al. 2020, Alg. 1): per step, from one seeded CPU generator and in t
 and ε ~ N(0, I); x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (eq. 5); L_simple = ‖ε − ε_θ(x_t, t)‖² (Ho et al. eq. 14); AdamW with
 a linear warm-up, gradient-norm clipping at 1, and EMA weights θ_ema ← d·θ_ema + (1−d)·θ with
 d = min(decay, (1 + n)/(10 + n)) — the EMA net is the one sampled and shown. Not applicable here: classes, label
-dropout, flips, checkpoints. The learning rate is higher than the images' 2e-4 (1e-3): a 2-input MLP trains stably
-at it, and it is what makes "seconds on a CPU" possible.
+dropout, flips, checkpoints. The learning rate is ten times the images' 2e-4 (2e-3): a 2-input MLP trains stably
+at it, and it is what makes "seconds on a CPU" possible (two moons: 4,000 steps of 512 points, about 14 s on one
+core, give the two arcs; 1e-3 or 3 layers leave a haze between them).
 
 :class:`Trainer2D` keeps its state (weights, optimizer, generator) outside the generator :meth:`Trainer2D.run`, so a
 run stopped at a yield (every yield ends a whole step) resumes exactly where a straight run would be.
@@ -32,7 +33,7 @@ from core.models.unet import timestep_embedding
 class EpsMLP(nn.Module):
     """x (N×2), t (N,) → ε̂ (N×2): ``layers`` hidden layers of ``hidden`` units with SiLU."""
 
-    def __init__(self, hidden: int = 128, layers: int = 3, emb_dim: int = 32):
+    def __init__(self, hidden: int = 128, layers: int = 4, emb_dim: int = 32):
         super().__init__()
         self.emb_dim = emb_dim
         dims = [2 + emb_dim] + [hidden] * layers
@@ -65,14 +66,14 @@ class MLPDenoiser(Denoiser):
 
 @dataclass
 class LearnConfig:
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 512
-    lr: float = 1e-3
+    lr: float = 2e-3
     warmup_steps: int = 100
     grad_clip: float = 1.0
     ema_decay: float = 0.995
     hidden: int = 128
-    layers: int = 3
+    layers: int = 4
     seed: int = 0
     report_every: int = 250      # a yielded event carries the EMA weights this often (the tab redraws)
 
@@ -107,7 +108,7 @@ class Trainer2D:
         self.points = check_points(points)
         self.schedule = schedule
         self._x = torch.from_numpy(self.points).float()
-        ab = torch.from_numpy(np.asarray(schedule.alphas_cumprod, dtype=np.float64))
+        ab = torch.tensor(np.asarray(schedule.alphas_cumprod, dtype=np.float64))
         self._a, self._s = ab.sqrt().float(), (1 - ab).sqrt().float()
         with torch.random.fork_rng(devices=[]):      # seeded initial weights, the global RNG untouched
             torch.manual_seed(int(cfg.seed))
@@ -167,7 +168,7 @@ class Trainer2D:
                              self.weights() if report else None)
 
 
-def denoiser_from_weights(weights: dict, schedule, hidden: int = 128, layers: int = 3) -> MLPDenoiser:
+def denoiser_from_weights(weights: dict, schedule, hidden: int = 128, layers: int = 4) -> MLPDenoiser:
     """An :class:`MLPDenoiser` from :meth:`Trainer2D.weights` (numpy arrays)."""
     net = EpsMLP(hidden, layers)
     net.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()})

@@ -50,29 +50,53 @@ def _xy(x) -> np.ndarray:
     return x[0, :, 0, :].T.float().numpy()
 
 
-def particle_frames(denoiser, schedule, sampler: str, steps: int, n: int, seed: int,
-                    keep: int = 0) -> Iterator[Frame]:
-    """The reverse chain of ``n`` particles as :class:`Frame` s, one per model call (frame 0: x_T)."""
+def particle_frames(denoiser, schedule, sampler: str, steps: int, n: int, seed: int, keep: int = 0,
+                    trail_rows: int = 100) -> Iterator[Frame]:
+    """The reverse chain of ``n`` particles as :class:`Frame` s, one per model call (frame 0: x_T). With ``keep``,
+    each frame's ``trail`` holds the first ``keep`` particles' states at every ⌈steps/trail_rows⌉-th step so far and
+    at the current one (a polyline of at most ``trail_rows`` + 1 points each)."""
     check_run(schedule, sampler, steps, n)
     gen = sample(denoiser, schedule, sampler, int(steps), seed=int(seed), n=1, size=(1, int(n)),
                  clip_sample=False)
     keep = min(int(keep), int(n))
-    trail = None
+    rows: list[np.ndarray] = []
+    stride = 1
     first = True
     for step in gen:
-        xy = _xy(step.x_t)
         if first:
             # the start x_T: the sampler's first draw, recomputed as it does (randn of the whole batch first)
             x_T = torch.randn((1, 2, 1, int(n)), generator=torch.Generator().manual_seed(int(seed)))
             start = _xy(x_T)
+            stride = max(1, -(-step.total // max(1, int(trail_rows))))
             if keep:
-                trail = np.empty((step.total + 1, keep, 2), np.float32)
-                trail[0] = start[:keep]
-            yield Frame(0, step.total, int(step.t), start, trail[:1] if keep else None)
+                rows.append(start[:keep])
+            yield Frame(0, step.total, int(step.t), start, np.stack(rows) if keep else None)
             first = False
+        xy = _xy(step.x_t)
+        trail = None
         if keep:
-            trail[step.index] = xy[:keep]
-        yield Frame(step.index, step.total, step.t, xy, trail[:step.index + 1] if keep else None)
+            if step.index % stride == 0 or step.index == step.total:
+                rows.append(xy[:keep].copy())
+                trail = np.stack(rows)
+            else:
+                trail = np.stack(rows + [xy[:keep]])
+        yield Frame(step.index, step.total, step.t, xy, trail)
+
+
+def lockstep(denoiser, schedule, samplers, steps: int, n: int, seed: int, data, keep: int = 0, name: str = "exact"):
+    """Several samplers from the same x_T, advanced one model call each per round: yields {sampler: Frame}; returns
+    {sampler: :class:`Row`} with each final figure (what :func:`sweep` gives for the same arguments)."""
+    gens = {s: particle_frames(denoiser, schedule, s, steps, n, seed, keep) for s in samplers}
+    last: dict = {}
+    while gens:
+        for s in list(gens):
+            try:
+                last[s] = next(gens[s])
+            except StopIteration:
+                del gens[s]
+        if gens:
+            yield dict(last)
+    return {s: Row(name, s, int(steps), energy_distance(f.particles, data), f.particles) for s, f in last.items()}
 
 
 def final_particles(denoiser, schedule, sampler: str, steps: int, n: int, seed: int) -> np.ndarray:
