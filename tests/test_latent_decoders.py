@@ -27,8 +27,11 @@ def pipe(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _private_caches(tmp_path, monkeypatch):
-    """Our cache and every Hugging Face cache root point into tmp_path: no test sees or writes the real ones."""
+def _private_caches(tmp_path, monkeypatch, request):
+    """Our cache and every Hugging Face cache root point into tmp_path: no test sees or writes the real ones; the
+    module's pipeline starts each test without the decoders an earlier test made for it."""
+    if "pipe" in request.fixturenames:
+        request.getfixturevalue("pipe").__dict__.pop("_decoders", None)
     monkeypatch.setenv("DDPM_STUDIO_CACHE", str(tmp_path / "app-cache"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for k in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
@@ -222,8 +225,9 @@ def test_approx_on_the_tiny_pipeline_is_fitted_once_and_cached(pipe, tmp_path, m
     assert len(files) == 1
     saved = json.loads(files[0].read_text())
     assert saved["key"] == D.fit_key(pipe) and saved["format"] == "ddpm-studio.latent-rgb"
-    second = D.make_decoder(pipe, "approx")
-    assert len(calls) == 1 and second.cached  # read back, not refitted
+    assert D.make_decoder(pipe, "approx") is first  # the same pipeline keeps its decoder
+    second = D.LinearDecoder.for_pipeline(pipe)
+    assert len(calls) == 1 and second.cached  # a new load reads the fit back, not refitted
     torch.testing.assert_close(second.weight, first.weight)
     torch.testing.assert_close(second.bias, first.bias)
     z = latents(6)
@@ -233,7 +237,7 @@ def test_approx_on_the_tiny_pipeline_is_fitted_once_and_cached(pipe, tmp_path, m
 
 def test_the_cache_key_follows_the_vae_weights_file(pipe, monkeypatch):
     calls = count_decodes(monkeypatch, pipe)
-    D.make_decoder(pipe, "approx")
+    D.LinearDecoder.for_pipeline(pipe)
     weights = D.vae_weights_file(pipe)
     assert weights == pipe.folder / "vae" / "diffusion_pytorch_model.safetensors"
     key = D.fit_key(pipe)
@@ -241,8 +245,8 @@ def test_the_cache_key_follows_the_vae_weights_file(pipe, monkeypatch):
     try:
         os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # the weights file "changed"
         assert D.fit_key(pipe) != key
-        assert not D.make_decoder(pipe, "approx").cached and len(calls) == 2
-        assert D.make_decoder(pipe, "approx").cached and len(calls) == 2
+        assert not D.LinearDecoder.for_pipeline(pipe).cached and len(calls) == 2
+        assert D.LinearDecoder.for_pipeline(pipe).cached and len(calls) == 2
     finally:
         os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert D.fit_key(pipe) == key
@@ -252,7 +256,7 @@ def test_the_cache_key_follows_the_vae_weights_file(pipe, monkeypatch):
                                      "nan", "shape"])
 def test_a_corrupt_cache_file_is_refitted(pipe, monkeypatch, garbage):
     calls = count_decodes(monkeypatch, pipe)
-    good = D.make_decoder(pipe, "approx")
+    good = D.LinearDecoder.for_pipeline(pipe)
     path = next((Path(os.environ["DDPM_STUDIO_CACHE"]) / "latent-rgb").glob("*.json"))
     d = json.loads(path.read_text())
     if garbage == "nan":
@@ -262,11 +266,11 @@ def test_a_corrupt_cache_file_is_refitted(pipe, monkeypatch, garbage):
         d["weight"] = d["weight"][:2]
         garbage = json.dumps(d).encode()
     path.write_bytes(garbage)
-    again = D.make_decoder(pipe, "approx")
+    again = D.LinearDecoder.for_pipeline(pipe)
     assert not again.cached and len(calls) == 2
     torch.testing.assert_close(again.weight, good.weight)
     assert json.loads(path.read_text())["key"] == D.fit_key(pipe)  # and rewritten whole
-    assert D.make_decoder(pipe, "approx").cached
+    assert D.LinearDecoder.for_pipeline(pipe).cached
 
 
 def test_a_cache_folder_inside_the_model_folder_is_not_used(pipe, monkeypatch):

@@ -336,6 +336,20 @@ def make_decoder(pipe, kind: str, taesd=None):
     TAESD is, for ``kind == "taesd"`` (else the Hugging Face cache's ``madebyollin/taesd``). One-line errors."""
     if kind not in PREVIEWS:
         raise ValueError(f"--preview {printable(str(kind))[:40]!r}: choose one of {', '.join(PREVIEWS)}")
+    made = getattr(pipe, "_decoders", None)
+    if made is None:  # one of each per loaded pipeline: a second run neither refits nor reloads
+        made = {}
+        try:
+            pipe._decoders = made
+        except AttributeError:
+            pass
+    key = (kind, str(taesd) if kind == "taesd" else None)
+    if key not in made:
+        made[key] = _make_decoder(pipe, kind, taesd)
+    return made[key]
+
+
+def _make_decoder(pipe, kind: str, taesd):
     if kind == "vae":
         return VaeDecoder(pipe)
     if kind == "approx":
