@@ -22,6 +22,21 @@ Every output place is checked before the first step (the folder can be created a
 
 Layout of ``out``: ``checkpoint/`` (latest resumable state), ``model/`` (inference files, written at the end),
 ``samples/step_NNNNNN.png`` (EMA sample grids).
+
+Data order: epoch ``e`` is a permutation of the images seeded by (seed, e) (:mod:`core.data_stream`), consumed as
+one stream of positions; an optimizer step takes the next *global batch* = world size × ``batch_size`` ×
+``accumulate`` positions, and every per-sample random draw (t, ε, label dropout, flip) is a function of the sample's
+place in the global batch (drawn by one generator all ranks share: t, the dropout and flip coins and a seed per
+sample for its ε). So the samples and noise of a step do not depend on how the global batch is split over processes
+or accumulation steps: 2 processes × batch 8 train on exactly what 1 process × batch 16 trains on.
+
+Scale-out (``torchrun``, :mod:`core.distributed`): every rank holds the model in DistributedDataParallel (gradients
+averaged over ranks), draws its disjoint slice of each micro-batch, and all-reduces its loss, its it/s and its stop
+flag once a step (one collective), so the reported loss is the mean over ranks and all ranks stop at the same step
+boundary when any of them is asked to (:attr:`Trainer.stop_check`). Rank 0 alone keeps the EMA, draws sample grids
+and writes checkpoints and the model, with a barrier after each, so a checkpoint is the state of every rank at one
+step boundary. A folder of images streams from disk (:func:`core.data_stream.open_folder`, DataLoader workers);
+``builtin:mnist`` (and a :class:`core.data.Dataset` passed in) stays in memory.
 """
 from __future__ import annotations
 
@@ -35,8 +50,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import core.distributed as D
 from core.atomic import atomic_dir, recover_dir
 from core.data import Dataset, load_dataset
+from core.data_stream import DataOrder, RankBatches, open_folder, shard_of
 from core.device import DeviceError, autocast, pick_device
 from core.images import make_grid, save_image, to_uint8
 from core.models.checkpoint import read_json, read_safetensors, write_model_files
@@ -80,7 +97,10 @@ def unet_config_for(size: str, resolution: int, channels: int, num_classes: int,
 
 #: Recipe fields a resumed run may change on purpose (``ddpm train --resume --label-dropout P``), e.g. to give the
 #: unconditional (null-label) mode more training late in a run. Each change is logged in ``train_state.json``.
-CHANGEABLE_ON_RESUME = ("label_dropout", "lr", "ema_decay")
+CHANGEABLE_ON_RESUME = ("label_dropout", "lr", "ema_decay", "accumulate")
+#: Options that are not the recipe: how and where this session runs (a resume takes them from its own command).
+SESSION_OPTIONS = ("steps", "device", "precision", "checkpoint_every", "sample_every", "sample_steps", "clip_sample",
+                   "compile", "workers")
 
 
 @dataclass
@@ -114,9 +134,14 @@ class TrainConfig:
     sample_every: int = 500
     sample_steps: int = 25
     loss_log_every: int = 10
+    accumulate: int = 1          # micro-batches per optimizer step (gradient accumulation)
+    compile: bool = False        # torch.compile the network
+    workers: int | None = None   # DataLoader worker processes per rank for a folder (None: one per spare core)
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "T", "sample_steps", "loss_log_every"):
+        if self.workers is not None and int(self.workers) < 0:
+            raise ValueError(f"workers must be ≥ 0, got {self.workers}")
+        for name in ("steps", "batch_size", "T", "sample_steps", "loss_log_every", "accumulate"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "checkpoint_every", "sample_every"):
@@ -198,10 +223,18 @@ class Trainer:
 
     def _init(self, config: TrainConfig, out: Path, resume: bool, dataset: Dataset | None,
               change: tuple[str, ...]) -> None:
-        check_outputs(out)
         ckpt = out / "checkpoint"
-        for folder in (ckpt, out / "model"):  # after a kill: the complete folder back in place, leftovers gone
-            recover_dir(folder)
+        failed = None
+        if D.is_main():  # one rank checks and tidies the folder; the others hear how it went
+            try:
+                check_outputs(out)
+                for folder in (ckpt, out / "model"):  # after a kill: the complete folder back, leftovers gone
+                    recover_dir(folder)
+            except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+                failed = e
+        failed = D.broadcast_object(failed)
+        if failed is not None:
+            raise failed
         if resume:
             if not (ckpt / STATE_JSON).is_file():
                 raise FileNotFoundError(f"{out}: no checkpoint to resume (expected {ckpt / STATE_JSON})")
@@ -220,35 +253,52 @@ class Trainer:
                     if getattr(saved, name) != getattr(config, name)}
             if diff:
                 changes.append({"step": int(state["step"]), **diff})
-            for name in ("steps", "device", "precision", "checkpoint_every", "sample_every", "sample_steps",
-                         "clip_sample", *change):
+            for name in (*SESSION_OPTIONS, *change):
                 setattr(saved, name, getattr(config, name))
             saved.out = str(out)
             config = saved
+            was = int(state.get("world_size", 1))
+            self.resume_note = ""
+            if was != D.world() or int(state["config"].get("accumulate", 1)) != saved.accumulate:
+                old_g = int(state.get("global_batch", saved.batch_size * was))
+                new_g = saved.batch_size * D.world() * saved.accumulate
+                changes.append({"step": int(state["step"]), "world_size": [was, D.world()],
+                                "global_batch": [old_g, new_g]})
+                self.resume_note = (f"the run was trained by {was} process{'es' * (was != 1)} (global batch {old_g}); "
+                                    f"now {D.world()} (global batch {new_g}): the model, EMA and optimizer resume "
+                                    "exactly, the data order changes from here on")
             self.recipe_changes = changes
         elif (ckpt / STATE_JSON).exists():
             raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
         else:
             self.recipe_changes = []
+            self.resume_note = ""
         self.cfg = cfg = config
         self.out = out
+        self.world, self.rank = D.world(), D.rank()
+        self.is_main = self.rank == 0
         self.device = pick_device(cfg.device)
+        if self.world > 1 and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", D.local_rank())  # one GPU per rank
         self.precision = cfg.precision
         if self.precision == "auto":
             self.precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if self.device.type == "cuda" \
                 else "fp32"
         if self.precision == "fp16" and self.device.type == "cpu":  # found now, not at the first step
             raise DeviceError("fp16 autocast needs a GPU; use bf16 or fp32 on the CPU")
-        data = dataset if dataset is not None else load_dataset(cfg.data, cfg.resolution, "train", cfg.channels)
+        data = dataset if dataset is not None else _open_data(cfg)
         self.dataset = data
+        self.streaming = bool(getattr(data, "streaming", False))
         self.schedule = NoiseSchedule.preset(cfg.schedule, T=cfg.T)
         ucfg = unet_config_for(cfg.model_size, data.resolution, data.channels, data.num_classes, cfg.prediction_type)
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the global RNG
             torch.manual_seed(int(cfg.seed))
             self.model = UNet(ucfg).to(self.device)
-        self.ema = UNet(ucfg).to(self.device)
-        self.ema.load_state_dict(self.model.state_dict())
-        self.ema.eval().requires_grad_(False)
+        self.ema = None  # rank 0 alone keeps the EMA weights (the ones saved and sampled)
+        if self.is_main:
+            self.ema = UNet(ucfg).to(self.device)
+            self.ema.load_state_dict(self.model.state_dict())
+            self.ema.eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         # loss scaling only where it does something: fp16 on CUDA (bf16 and fp32 have fp32's range; elsewhere
         # GradScaler only warns that it disables itself)
@@ -259,8 +309,17 @@ class Trainer:
         self.loss_history: list[list[float]] = []  # [step, mean loss over the last loss_log_every steps]
         self.loss_avg = float("nan")
         self._loss_window: list[float] = []
-        self._x = torch.from_numpy(data.images).to(self.device)
+        self.position = 0  # samples of the data order consumed (global, over all ranks)
+        self.global_batch = cfg.batch_size * self.world * cfg.accumulate
+        self._order = DataOrder(len(data), cfg.seed)
+        self._x = None if self.streaming else torch.from_numpy(data.images).to(self.device)
+        self._labels = data.labels
         self._y = torch.from_numpy(data.labels).to(self.device) if data.labels is not None else None
+        self._loader = None
+        self._noise_gen = torch.Generator()
+        self.stop_check = None   # a callable: True once this rank was asked to stop (a signal); see ``stopping``
+        self.stopping = False    # all ranks agreed, after the last step, to stop at this step boundary
+        self._it_per_s = None
         ab = torch.tensor(np.array(self.schedule.alphas_cumprod), dtype=torch.float64)
         self._sqrt_ab = ab.sqrt().float().to(self.device)
         self._sqrt_1mab = (1.0 - ab).sqrt().float().to(self.device)
@@ -270,6 +329,19 @@ class Trainer:
         self._start_time = None
         if resume:
             self._load_state(ckpt)
+        self._net = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self._net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            self._net = torch.compile(self._net)
+
+    @property
+    def batch_text(self) -> str:
+        """The global batch and how it is made, e.g. ``global batch 64 = 2 processes × 16 × 2 accumulation steps``."""
+        w, k = self.world, self.cfg.accumulate
+        return (f"global batch {self.global_batch} = {w} process{'es' * (w != 1)} × batch {self.cfg.batch_size}"
+                f" × {k} accumulation step{'s' * (k != 1)}")
 
     # ----- the iterator protocol ----------------------------------------------------------------------------
     def __iter__(self):
@@ -287,7 +359,9 @@ class Trainer:
         events = [self._event("step", loss)]
         s = self.step
         if self.cfg.sample_every and s % self.cfg.sample_every == 0 or s == self.cfg.steps:
-            events.append(self.sample_event())
+            ev = self.sample_event()
+            if ev is not None:
+                events.append(ev)
         if self.cfg.checkpoint_every and s % self.cfg.checkpoint_every == 0 or s == self.cfg.steps:
             events.append(self._event("checkpoint", path=str(self.save())))
         if s == self.cfg.steps:
@@ -309,42 +383,57 @@ class Trainer:
         """Stop now (no more steps). State stays in memory, so :meth:`save` still works afterwards."""
         self._closed = True
         self._pending = []
+        self._loader = None  # the DataLoader's workers exit
 
     # ----- one step -----------------------------------------------------------------------------------------
     def train_step(self) -> float:
-        """One optimizer step on a fresh batch (Ho et al. Alg. 1, plus options); returns the loss."""
+        """One optimizer step on the next global batch (Ho et al. Alg. 1, plus options); returns the loss (the
+        mean over ranks and accumulation steps)."""
         if self._start_time is None:
             self._start_time, self._start_step = time.perf_counter(), self.step
         cfg, g, dev = self.cfg, self.generator, self.device
-        b = cfg.batch_size
-        idx = torch.randint(len(self._x), (b,), generator=g)
-        t = torch.randint(self.schedule.T, (b,), generator=g)
-        eps = torch.randn((b, *self._x.shape[1:]), generator=g)
-        drop = torch.rand(b, generator=g) < cfg.label_dropout
-        flip = torch.rand(b, generator=g) < 0.5
-        idx, t, eps = idx.to(dev), t.to(dev), eps.to(dev)
-        x0 = self._x[idx]
-        if cfg.hflip:
-            x0 = torch.where(flip.to(dev)[:, None, None, None], x0.flip(-1), x0)
-        labels = None
-        if self._y is not None:
-            labels = torch.where(drop.to(dev), torch.full_like(self._y[idx], self.dataset.num_classes), self._y[idx])
-        a, s = self._sqrt_ab[t][:, None, None, None], self._sqrt_1mab[t][:, None, None, None]
-        x_t = a * x0 + s * eps  # eq. 5
-        target = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0}[cfg.prediction_type]
+        b, w, k_acc = cfg.batch_size, self.world, cfg.accumulate
+        n = b * w * k_acc
+        # every rank draws the whole global batch's (small) per-sample randomness from the shared generator
+        t_all = torch.randint(self.schedule.T, (n,), generator=g)
+        drop_all = torch.rand(n, generator=g) < cfg.label_dropout
+        flip_all = torch.rand(n, generator=g) < 0.5
+        seeds_all = torch.randint(1 << 62, (n,), generator=g)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.step, cfg)
         self.model.train()
-        with autocast(dev, self.precision):
-            out = self.model(x_t, t, labels)
-        per_sample = ((out.float() - target) ** 2).mean(dim=(1, 2, 3))
-        loss = (loss_weights(self._snr[t], cfg.prediction_type, cfg.min_snr_gamma) * per_sample).mean()
         self.opt.zero_grad(set_to_none=True)
+        total = None
+        for k in range(k_acc):
+            lo = (k * w + self.rank) * b
+            sl = slice(lo, lo + b)
+            idx = self._order.take(shard_of(self.position, k, w, self.rank, b), b)
+            x0 = self._images(idx)
+            t, drop, flip = t_all[sl].to(dev), drop_all[sl], flip_all[sl]
+            eps = self._noise(seeds_all[sl], x0.shape[1:]).to(dev)
+            if cfg.hflip:
+                x0 = torch.where(flip.to(dev)[:, None, None, None], x0.flip(-1), x0)
+            labels = None
+            if self._y is not None:
+                y = self._y[torch.from_numpy(idx).to(dev)]
+                labels = torch.where(drop.to(dev), torch.full_like(y, self.dataset.num_classes), y)
+            a, s = self._sqrt_ab[t][:, None, None, None], self._sqrt_1mab[t][:, None, None, None]
+            x_t = a * x0 + s * eps  # eq. 5
+            target = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0}[cfg.prediction_type]
+            sync = contextlib.nullcontext() if w == 1 or k == k_acc - 1 else self._net.no_sync()
+            with sync:  # DDP averages the gradients over ranks on the last micro-batch only
+                with autocast(dev, self.precision):
+                    out = self._net(x_t, t, labels)
+                per_sample = ((out.float() - target) ** 2).mean(dim=(1, 2, 3))
+                loss = (loss_weights(self._snr[t], cfg.prediction_type, cfg.min_snr_gamma) * per_sample).mean()
+                part = loss / k_acc if k_acc > 1 else loss
+                if self.scaler is not None:
+                    self.scaler.scale(part).backward()
+                else:
+                    part.backward()
+            total = part.detach() if total is None else total + part.detach()
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.opt)
-        else:
-            loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         if self.scaler is not None:
@@ -353,8 +442,19 @@ class Trainer:
         else:
             self.opt.step()
         self.step += 1
-        self._update_ema()
-        value = float(loss.detach())
+        self.position += n
+        if self.ema is not None:
+            self._update_ema()
+        value = float(total)
+        asked = bool(self.stop_check()) if self.stop_check is not None else False
+        if w > 1:  # one collective a step: the loss, the stop flags and it/s of all ranks
+            elapsed = time.perf_counter() - self._start_time
+            ips = (self.step - self._start_step) / elapsed if elapsed > 0 else 0.0
+            loss_sum, stops, ips_sum = D.all_reduce_sum([value, float(asked), ips], dev)
+            value, self._it_per_s = loss_sum / w, ips_sum / w
+            self.stopping = stops > 0
+        else:
+            self.stopping = asked
         if not math.isfinite(value):
             raise FloatingPointError(f"loss became {value} at step {self.step}; lower --lr or use fp32")
         self.loss_avg = value if self.loss_avg != self.loss_avg else self.loss_avg + (value - self.loss_avg) / 50
@@ -363,6 +463,32 @@ class Trainer:
             self.loss_history.append([self.step, float(np.mean(self._loss_window))])
             self._loss_window = []
         return value
+
+    def _noise(self, seeds: torch.Tensor, shape) -> torch.Tensor:
+        """ε for each sample from its own seed (so a sample's noise does not depend on which rank draws it)."""
+        eps = torch.empty((len(seeds), *shape))
+        gen = self._noise_gen
+        for i, seed in enumerate(seeds.tolist()):
+            gen.manual_seed(seed)
+            eps[i].normal_(generator=gen)
+        return eps
+
+    def _images(self, idx: np.ndarray) -> torch.Tensor:
+        """The x_0 of this rank's micro-batch: indexed in memory, or the next batch of the streaming loader (which
+        walks the same order: :class:`core.data_stream.RankBatches` from the same position)."""
+        if not self.streaming:
+            return self._x[torch.from_numpy(idx).to(self.device)]
+        if self._loader is None:
+            cfg = self.cfg
+            from core.data_stream import default_workers
+            workers = default_workers() if cfg.workers is None else int(cfg.workers)
+            sampler = RankBatches(len(self.dataset), cfg.seed, self.position, self.world, self.rank,
+                                  cfg.batch_size, cfg.accumulate)
+            loader = torch.utils.data.DataLoader(self.dataset.source, batch_sampler=sampler, num_workers=workers,
+                                                 pin_memory=self.device.type == "cuda",
+                                                 persistent_workers=False, prefetch_factor=4 if workers else None)
+            self._loader = iter(loader)
+        return next(self._loader).to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -376,8 +502,9 @@ class Trainer:
     def _event(self, kind: str, loss: float = float("nan"), **kw) -> TrainEvent:
         elapsed = time.perf_counter() - self._start_time if self._start_time else 0.0
         done = self.step - getattr(self, "_start_step", self.step)
+        ips = self._it_per_s if self._it_per_s is not None else (done / elapsed if elapsed > 0 else 0.0)
         return TrainEvent(kind, self.step, self.cfg.steps, loss, self.loss_avg, lr_at(max(self.step - 1, 0), self.cfg),
-                          done / elapsed if elapsed > 0 else 0.0, elapsed, **kw)
+                          ips, elapsed, **kw)
 
     # ----- samples ------------------------------------------------------------------------------------------
     def sample_grid(self, n: int | None = None, seed: int = 0) -> np.ndarray:
@@ -394,11 +521,16 @@ class Trainer:
                               class_labels=labels_each_class(n, k) if k else None)).x_t
         return make_grid(to_uint8(x.permute(0, 2, 3, 1).cpu().numpy()), ncols=k if 0 < k <= 10 else None, pad=2)
 
-    def sample_event(self) -> TrainEvent:
+    def sample_event(self) -> TrainEvent | None:
+        """Rank 0 draws and saves the grid (None on the other ranks, which wait for it at a barrier)."""
+        if not self.is_main:
+            D.barrier()
+            return None
         grid = self.sample_grid()
         folder = self.out / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         path = save_image(folder / f"step_{self.step:06d}.png", grid)
+        D.barrier()
         return self._event("sample", grid=grid, path=str(path))
 
     # ----- saving and resuming ------------------------------------------------------------------------------
@@ -412,6 +544,9 @@ class Trainer:
     def save(self, folder=None) -> Path:
         """Write a resumable checkpoint (default ``out/checkpoint``) atomically; returns its path."""
         folder = Path(folder) if folder is not None else self.out / "checkpoint"
+        if not self.is_main:  # rank 0 writes; every rank holds the same state at this step boundary
+            D.barrier()
+            return folder
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         opt_state = self.opt.state_dict()
         for pid, st in opt_state["state"].items():
@@ -424,27 +559,31 @@ class Trainer:
                  "recipe_changes": self.recipe_changes,
                  "optimizer_param_groups": groups, "loss_avg": self.loss_avg if math.isfinite(self.loss_avg) else None,
                  "loss_history": self.loss_history, "loss_window": self._loss_window,
-                 "grad_scale": float(self.scaler.get_scale()) if self.scaler is not None else None}
+                 "grad_scale": float(self.scaler.get_scale()) if self.scaler is not None else None,
+                 "position": self.position, "world_size": self.world, "global_batch": self.global_batch}
         from safetensors.torch import save_file
         with atomic_dir(folder) as tmp:
             write_model_files(tmp, self.ema, self.schedule, **self._model_meta())
             save_file(tensors, str(tmp / STATE_TENSORS))
             (tmp / STATE_JSON).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        D.barrier()
         return folder
 
     def save_model(self, folder=None) -> Path:
         """Inference files only (EMA weights; no optimizer state), atomically (default ``out/model``)."""
         folder = Path(folder) if folder is not None else self.out / "model"
-        with atomic_dir(folder) as tmp:
-            write_model_files(tmp, self.ema, self.schedule, **self._model_meta())
+        if self.is_main:
+            with atomic_dir(folder) as tmp:
+                write_model_files(tmp, self.ema, self.schedule, **self._model_meta())
+        D.barrier()
         return folder
 
     def _load_state(self, ckpt: Path) -> None:
         state = read_json(ckpt / STATE_JSON, "training state")
         tensors = read_safetensors(ckpt / STATE_TENSORS)
-        ema = read_safetensors(ckpt / "model.safetensors")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        self.ema.load_state_dict(ema)
+        if self.ema is not None:
+            self.ema.load_state_dict(read_safetensors(ckpt / "model.safetensors"))
         opt_state = {"state": {}, "param_groups": state["optimizer_param_groups"]}
         for key, value in tensors.items():
             if key.startswith("optim."):
@@ -456,6 +595,7 @@ class Trainer:
         self.opt.load_state_dict(opt_state)
         self.generator.set_state(tensors["rng.generator"])
         self.step = int(state["step"])
+        self.position = int(state.get("position", self.step * self.cfg.batch_size))
         self.loss_avg = float("nan") if state.get("loss_avg") is None else float(state["loss_avg"])
         self.loss_history = [list(p) for p in state.get("loss_history", [])]
         self._loss_window = list(state.get("loss_window", []))
@@ -463,6 +603,18 @@ class Trainer:
             self.scaler.update(float(state["grad_scale"]))
         if self.step > self.cfg.steps:
             raise ValueError(f"the checkpoint is at step {self.step}, past the requested {self.cfg.steps} steps")
+
+
+def _open_data(cfg: TrainConfig):
+    """``builtin:mnist`` in memory (:func:`core.data.load_dataset`); a folder streamed from disk."""
+    if str(cfg.data).startswith("builtin:"):
+        return load_dataset(cfg.data, cfg.resolution, "train", cfg.channels)
+    from core.data import DEFAULT_FOLDER_RESOLUTION
+    if cfg.resolution is not None and not 4 <= int(cfg.resolution) <= 512:
+        raise ValueError(f"resolution must be between 4 and 512, got {cfg.resolution}")
+    if cfg.channels not in (None, 1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {cfg.channels}")
+    return open_folder(cfg.data, int(cfg.resolution or DEFAULT_FOLDER_RESOLUTION), cfg.channels, cfg.workers)
 
 
 def check_outputs(out) -> None:
