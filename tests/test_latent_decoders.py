@@ -277,8 +277,8 @@ def test_a_cache_folder_inside_the_model_folder_is_not_used(pipe, monkeypatch):
     before = tree(pipe.folder)
     monkeypatch.setenv("DDPM_STUDIO_CACHE", str(pipe.folder / "cache"))
     calls = count_decodes(monkeypatch, pipe)
-    assert not D.make_decoder(pipe, "approx").cached
-    assert not D.make_decoder(pipe, "approx").cached and len(calls) == 2
+    assert not D.LinearDecoder.for_pipeline(pipe).cached
+    assert not D.LinearDecoder.for_pipeline(pipe).cached and len(calls) == 2
     assert tree(pipe.folder) == before
 
 
