@@ -1,0 +1,512 @@
+"""The "2D" tab: a point cloud's diffusion with the exact answers beside a learned network (issue 18).
+
+The canvas (``lab2dCanvas``) follows the window's timestep slider and schedule: the data's x_t = √ᾱ_t·x_0 +
+√(1−ᾱ_t)·ε with one fixed ε = draw_noise((M, 2), window seed) (eq. 5, the photo's rule), over a heatmap of the exact
+marginal q(x_t) (:func:`core.lab2d.exact.density_grid`, its s floored at half a cell for display) or of
+‖ε̂_exact − ε̂_learned‖, with arrows of the exact ε̂(x, t) (orange) and the learned one (cyan), or of the score
+−ε̂/√(1−ᾱ_t). Generate runs :func:`core.samplers.sample` on the particles (:func:`core.lab2d.run.lockstep`: DDPM and
+DDIM from the same x_T, side by side); Learn trains :class:`core.lab2d.mlp.Trainer2D` on a worker (Stop/Resume);
+Measure plots the energy distance against the number of steps (:func:`core.lab2d.run.sweep`), the figures
+``ddpm lab2d`` prints for the same data, seed and particles. ``Lab2DPanel.install(window)`` adds the tab.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+import torch
+from PySide6.QtCore import QTimer, Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGridLayout, QLabel, QLineEdit, QSplitter, QVBoxLayout,
+                               QWidget)
+
+from core.forward import draw_noise
+from core.lab2d import data as pts
+from core.lab2d.exact import Exact2D, density_grid, eps_field, grid_axes, score_from_eps
+from core.lab2d.mlp import LearnConfig, Trainer2D, denoiser_from_weights
+from core.lab2d.quality import energy_distance
+from core.lab2d.render import EXTENT, arrow_segments
+from core.lab2d.run import (DEFAULT_PARTICLES, MAX_PARTICLES, SHORT_NAMES, check_run, final_particles, lockstep,
+                            sweep)
+from core.messages import one_line
+from core.samplers import SAMPLERS
+from ddpm_gui.lab2d_views import SAMPLER_COLORS, CloudPlot
+from ddpm_gui.widgets import JobPanel, button, combo_box, hbox, spin_box
+
+HEAT_SIZE, DIFF_SIZE, ARROW_SIZE = 128, 48, 21
+TRAIL_KEEP, PREVIEW_N, PREVIEW_STEPS = 60, 1000, 20
+MODES = (("DDPM vs DDIM (same start)", ("ddpm", "ddim")), ("DDPM", ("ddpm",)), ("DDIM", ("ddim",)),
+         ("DPM-Solver++", ("dpmpp2m",)))
+
+
+class Lab2DPanel(JobPanel):
+    """The 2D tab. ``points`` is the data (M×2); ``result`` the last Generate's {sampler: Row}; ``rows`` the
+    Measure rows so far; ``learned`` the learned denoiser (or None)."""
+
+    TITLE = "2D"
+    generated = Signal(object)     # {sampler: Row}
+    measured = Signal(object)      # list of Row
+    learnStepped = Signal(int)
+
+    @classmethod
+    def install(cls, window) -> "Lab2DPanel":
+        panel = cls(window)
+        window.add_panel("2D", panel)
+        return panel
+
+    def __init__(self, window, parent=None):
+        super().__init__(window, parent)
+        self.setObjectName("lab2dPanel")
+        self.points = np.zeros((0, 2))
+        self._undo: list[np.ndarray] = []
+        self._eps = np.zeros((0, 2), np.float32)
+        self._eps_seed = None
+        self.exact: Exact2D | None = None
+        self.trainer: Trainer2D | None = None
+        self.learned = None
+        self.result: dict = {}
+        self.rows: list = []
+        self.losses: list[float] = []
+        self.frames_drawn = 0
+        self._dirty = True
+        self._rng = np.random.default_rng(12345)
+        self.gen_runner = window.create_runner("2d-generate")
+        self.learn_runner = window.create_runner("2d-learn")
+        self.measure_runner = window.create_runner("2d-measure")
+        self._build()
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(0)
+        self._redraw_timer.timeout.connect(self.redraw)
+        self._loss_timer = QTimer(self)
+        self._loss_timer.setSingleShot(True)
+        self._loss_timer.setInterval(100)
+        self._loss_timer.timeout.connect(self._draw_loss)
+        window.timestepChanged.connect(self._request)
+        window.scheduleChanged.connect(self._on_schedule)
+        window.imageChanged.connect(self._on_image)
+        self.set_data("moons")
+
+    # ----- widgets ------------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        items = [(pts.PRESET_NAMES[k], k) for k in pts.PRESETS] + [
+            ("Paint with the mouse", "paint"), ("From the photo's dark pixels", "photo"), ("Open a file…", "file")]
+        self.dataCombo = combo_box("lab2dDataCombo", "The point set (≤ 10,000 points)", items)
+        self.dataCombo.activated.connect(lambda _i: self.set_data(self.dataCombo.currentData()))
+        self.pointsSpin = spin_box("lab2dPointsSpin", "Points drawn from a preset or the photo", 1, pts.MAX_POINTS,
+                                   pts.DEFAULT_POINTS, 100)
+        self.seedSpin = spin_box("lab2dSeedSpin", "Seed of the points, the training and the sampling noise "
+                                 "(ddpm lab2d --seed)", 0, 2**31 - 1, 0)
+        for w in (self.pointsSpin, self.seedSpin):
+            w.editingFinished.connect(self._reload)
+        self.brushSpin = spin_box("lab2dBrushSpin", "Brush radius (data units)", 0.02, 1.0, 0.15, 0.05, 2)
+        self.clearButton = button("Clear", "lab2dClearButton", "Remove every point", self.clear_points)
+        self.undoButton = button("Undo", "lab2dUndoButton", "Undo the last stroke, clear or load", self.undo)
+        self.saveButton = button("Save…", "lab2dSaveButton", "Save the points as .csv or .npz", self._save_dialog)
+        self.fieldCheck = QCheckBox("Field")
+        self.fieldCheck.setObjectName("lab2dFieldCheck")
+        self.fieldCheck.setToolTip("Arrows of ε̂(x, t): exact (orange) and learned (cyan)")
+        self.fieldCheck.setChecked(True)
+        self.scoreCheck = QCheckBox("score")
+        self.scoreCheck.setObjectName("lab2dScoreCheck")
+        self.scoreCheck.setToolTip("Arrows of the score ∇log q(x_t) = −ε̂/√(1−ᾱ_t) instead of ε̂")
+        self.heatCombo = combo_box("lab2dHeatCombo", "The heatmap", [
+            ("density q(x_t)", "density"), ("‖ε̂ exact − ε̂ learned‖", "diff"), ("none", "none")])
+        for w in (self.fieldCheck, self.scoreCheck):
+            w.toggled.connect(self._request)
+        self.heatCombo.currentIndexChanged.connect(self._request)
+        self.learnButton = button("Learn", "lab2dLearnButton", "Train the MLP ε-network on a worker "
+                                  "(again: Stop, Resume)", self.toggle_learn)
+        self.learnSpin = spin_box("lab2dLearnStepsSpin", "Training steps", 100, 1_000_000, LearnConfig().steps, 500)
+        self.modeCombo = combo_box("lab2dSamplerCombo", "Sampler", [(t, d) for t, d in MODES])
+        self.stepsSpin = spin_box("lab2dStepsSpin", "Sampling steps", 1, 1000, 50, 10)
+        self.particlesSpin = spin_box("lab2dParticlesSpin", "Particles", 1, MAX_PARTICLES, DEFAULT_PARTICLES, 500)
+        self.denoiserCombo = combo_box("lab2dDenoiserCombo", "Exact E[x_0|x_t] or the learned network",
+                                       [("exact", "exact"), ("learned", "learned")])
+        self.trailsCheck = QCheckBox("trails")
+        self.trailsCheck.setObjectName("lab2dTrailsCheck")
+        self.trailsCheck.setChecked(True)
+        self.generateButton = button("Generate", "lab2dGenerateButton", "Sample the particles back", self.generate)
+        self.measureButton = button("Measure", "lab2dMeasureButton", "Energy distance vs steps, every sampler, "
+                                    "exact (and learned)", self.measure)
+        self.stepsListEdit = QLineEdit("5,10,20,50,100")
+        self.stepsListEdit.setObjectName("lab2dStepsListEdit")
+        self.statusLabel = QLabel("")
+        self.statusLabel.setObjectName("lab2dStatus")
+        self.statusLabel.setWordWrap(True)
+
+        self.canvas = CloudPlot("lab2dCanvas")
+        self.canvas.box.painter = None
+        self.left = CloudPlot("lab2dReverseA", dark=False)
+        self.right = CloudPlot("lab2dReverseB", dark=False)
+        for p in (self.left, self.right):
+            p.setMinimumSize(150, 150)
+        self.lossPlot = pg.PlotWidget(title="loss")
+        self.lossPlot.setObjectName("lab2dLossPlot")
+        self.lossPlot.setLogMode(False, True)
+        self.lossCurve = self.lossPlot.plot(pen=pg.mkPen(31, 119, 180))
+        self.qualityPlot = pg.PlotWidget(title="energy distance vs steps")
+        self.qualityPlot.setObjectName("lab2dQualityPlot")
+        self.qualityPlot.setLogMode(True, True)
+        self.qualityPlot.addLegend(offset=(-5, 5), labelTextSize="7pt")
+        self._quality_curves: dict = {}
+
+        form = QGridLayout()
+        form.addLayout(hbox("Data", (self.dataCombo, 1), "points", self.pointsSpin, "seed", self.seedSpin), 0, 0)
+        form.addLayout(hbox("Brush", self.brushSpin, self.clearButton, self.undoButton, self.saveButton, None,
+                            self.fieldCheck, self.scoreCheck, self.heatCombo), 1, 0)
+        form.addLayout(hbox(self.learnButton, self.learnSpin, "steps", None, (self.stepsListEdit, 1),
+                            self.measureButton), 2, 0)
+        form.addLayout(hbox((self.modeCombo, 1), self.stepsSpin, "steps", self.particlesSpin, self.denoiserCombo,
+                            self.trailsCheck, self.generateButton), 3, 0)
+        side = QWidget()
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(0, 0, 0, 0)
+        sl.addWidget(self.left)
+        sl.addWidget(self.right)
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(self.canvas)
+        top.addWidget(side)
+        top.setSizes([400, 200])
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.lossPlot)
+        bottom.addWidget(self.qualityPlot)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(top)
+        split.addWidget(bottom)
+        split.setSizes([520, 170])
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(split, 1)
+        lay.addWidget(self.statusLabel)
+
+    # ----- data ---------------------------------------------------------------------------------------------------
+    def set_data(self, kind: str) -> bool:
+        """Choose the point set: a preset name, ``"paint"`` (empty, paint with the mouse), ``"photo"`` or
+        ``"file"`` (a dialog). False, with one line in the status, when it cannot be had."""
+        i = self.dataCombo.findData(kind)
+        if kind == "file":
+            path, _ = QFileDialog.getOpenFileName(self, "Open points", "", "Points (*.csv *.npz)")
+            return self.load_file(path) if path else False
+        try:
+            if kind in pts.PRESETS:
+                new = pts.preset(kind, self.pointsSpin.value(), self.seedSpin.value())
+            elif kind == "photo":
+                if self.window_.x0 is None:
+                    raise pts.PointsError("no photo loaded")
+                new = pts.from_photo(self.window_.x0, self.pointsSpin.value(), self.seedSpin.value())
+            elif kind == "paint":
+                new = np.zeros((0, 2))
+            else:
+                raise pts.PointsError(f"unknown data {kind!r}")
+        except (ValueError, OSError) as e:
+            self._set_status(one_line(e), error=True)
+            return False
+        if i >= 0:
+            self.dataCombo.setCurrentIndex(i)
+        self.canvas.box.painter = self._paint if kind == "paint" else None
+        self._replace(new, undoable=kind == "paint")
+        return True
+
+    def load_file(self, path) -> bool:
+        try:
+            new = pts.load_points(path)
+        except (ValueError, OSError) as e:
+            self._fail(one_line(e))
+            return False
+        self.dataCombo.setCurrentIndex(self.dataCombo.findData("paint"))
+        self.canvas.box.painter = self._paint
+        self._replace(new, undoable=True)
+        return True
+
+    def save_file(self, path) -> bool:
+        try:
+            pts.save_points(path, self.points)
+        except (ValueError, OSError) as e:
+            self._fail(one_line(e))
+            return False
+        self._set_status(f"Saved {len(self.points)} points to {path}")
+        return True
+
+    def _save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save points", "points.csv", "Points (*.csv *.npz)")
+        if path:
+            self.save_file(path)
+
+    def _reload(self) -> None:
+        kind = self.dataCombo.currentData()
+        if kind in pts.PRESETS or kind == "photo":
+            self.set_data(kind)
+
+    def _on_image(self) -> None:
+        if self.dataCombo.currentData() == "photo":
+            self.set_data("photo")
+        self._request()
+
+    def paint_at(self, x: float, y: float, start: bool = True) -> None:
+        """One brush dab at (x, y): points uniform in the brush's disc (``start`` begins an undoable stroke)."""
+        if start:
+            self._push_undo()
+        room = pts.MAX_POINTS - len(self.points)
+        if room <= 0:
+            self._set_status(f"at most {pts.MAX_POINTS:,} points", error=True)
+            return
+        r = self.brushSpin.value()
+        new = pts.brush((x, y), r, min(room, max(1, int(round(8 * (r / 0.15) ** 2)))), self._rng)
+        self._replace(np.concatenate([self.points, new]), undoable=False)
+
+    _paint = paint_at
+
+    def clear_points(self) -> None:
+        self._push_undo()
+        self._replace(np.zeros((0, 2)), undoable=False)
+
+    def undo(self) -> None:
+        if self._undo:
+            self._replace(self._undo.pop(), undoable=False)
+
+    def _push_undo(self) -> None:
+        self._undo = (self._undo + [self.points.copy()])[-50:]
+
+    def _replace(self, new, undoable: bool) -> None:
+        if undoable:
+            self._push_undo()
+        self.points = np.asarray(new, np.float64).reshape(-1, 2)
+        self.exact = Exact2D(self.points) if len(self.points) else None
+        self.learn_runner.discard()
+        self.trainer, self.learned, self.losses, self.result = None, None, [], {}
+        self._eps_seed = None
+        self.learnButton.setText("Learn")
+        self.lossCurve.setData([], [])
+        for p in (self.left, self.right):
+            p.set_cloud(None), p.set_trails(None), p.set_cloud(self.points, p.data)
+        has = len(self.points) > 0
+        for w in (self.generateButton, self.learnButton, self.measureButton):
+            w.setEnabled(has)
+        self._set_status(f"{len(self.points)} points" + ("" if has else ": paint some with the mouse"))
+        self._request()
+
+    # ----- the forward view ---------------------------------------------------------------------------------------
+    def _request(self, *_) -> None:
+        self._dirty = True
+        if self.isVisible():
+            self._redraw_timer.start()
+
+    def showEvent(self, ev) -> None:  # noqa: N802
+        super().showEvent(ev)
+        if self._dirty:
+            self._redraw_timer.start()
+
+    def _on_schedule(self, _schedule) -> None:
+        if self.trainer is not None and self.trainer.schedule.T != self.window_.schedule.T:
+            self.learn_runner.discard()
+            self.trainer, self.learned = None, None
+            self.learnButton.setText("Learn")
+            self._set_status("the schedule's T changed: the network must be learned again")
+        self._request()
+
+    def noise(self) -> np.ndarray:
+        """The fixed ε of the data's forward process, draw_noise((M, 2), window seed)."""
+        seed = self.window_.seed
+        if self._eps_seed != (seed, len(self.points)):
+            self._eps = draw_noise((len(self.points), 2), seed).numpy()
+            self._eps_seed = (seed, len(self.points))
+        return self._eps
+
+    def forward_points(self, t: int | None = None) -> np.ndarray:
+        """x_t of every data point at the window's t (eq. 5, float32)."""
+        s = self.window_.schedule
+        t = self.window_.timestep if t is None else int(t)
+        a, b = np.float32(s.sqrt_alphas_cumprod[t]), np.float32(s.sqrt_one_minus_alphas_cumprod[t])
+        return a * self.points.astype(np.float32) + b * self.noise()
+
+    def redraw(self) -> None:
+        """Repaint the canvas at the window's t: particles, heatmap, arrows."""
+        self._dirty = False
+        sched, t = self.window_.schedule, min(self.window_.timestep, self.window_.schedule.T - 1)
+        self.canvas.set_cloud(self.forward_points(t))
+        self.canvas.set_cloud(self.points if self.canvas.box.painter else None, self.canvas.data)
+        self.frames_drawn += 1
+        if self.exact is None:
+            self.canvas.set_heat(None), self.canvas.set_arrows(None), self.canvas.set_arrows(None,
+                                                                                           self.canvas.learned_arrows)
+            return
+        heat = self.heatCombo.currentData()
+        if heat == "density":
+            cell = 2 * EXTENT / HEAT_SIZE
+            self.canvas.set_heat(np.sqrt(density_grid(self.points, sched, t, grid_axes(EXTENT, HEAT_SIZE),
+                                                      min_sigma=cell / 2)))
+        elif heat == "diff" and self.learned is not None and self.learned.schedule.T == sched.T:
+            xy = _grid_points(DIFF_SIZE)
+            d = np.linalg.norm(eps_field(self.exact, xy, sched, t) - self._learned_eps(xy, t), axis=1)
+            self.canvas.set_heat(d.reshape(DIFF_SIZE, DIFF_SIZE))
+        else:
+            self.canvas.set_heat(None)
+        if self.fieldCheck.isChecked():
+            xy = _grid_points(ARROW_SIZE)
+            cell = 2 * EXTENT / ARROW_SIZE
+            fields = [(eps_field(self.exact, xy, sched, t), self.canvas.arrows)]
+            if self.learned is not None and self.learned.schedule.T == sched.T:
+                fields.append((self._learned_eps(xy, t), self.canvas.learned_arrows))
+            else:
+                self.canvas.set_arrows(None, self.canvas.learned_arrows)
+            for v, item in fields:
+                if self.scoreCheck.isChecked():
+                    v = score_from_eps(v, sched, t)
+                self.canvas.set_arrows(arrow_segments(xy, v, cell), item)
+        else:
+            self.canvas.set_arrows(None), self.canvas.set_arrows(None, self.canvas.learned_arrows)
+
+    def _learned_eps(self, xy, t) -> np.ndarray:
+        x = torch.from_numpy(np.asarray(xy, np.float32).T.copy())[None, :, None, :]
+        return self.learned.model_output(x, torch.tensor([int(t)]))[0, :, 0, :].T.double().numpy()
+
+    # ----- generate -----------------------------------------------------------------------------------------------
+    def samplers(self) -> tuple:
+        return self.modeCombo.currentData()
+
+    def _denoiser(self):
+        if self.denoiserCombo.currentData() == "learned":
+            if self.learned is None:
+                raise ValueError("nothing learned yet: click Learn first")
+            return self.learned, self.learned.schedule, "learned"
+        return self.exact, self.window_.schedule, "exact"
+
+    def generate(self) -> bool:
+        """Run the chosen sampler(s) on ``lab2dParticlesSpin`` particles from the same x_T (seed), animated."""
+        try:
+            den, sched, name = self._denoiser()
+            args = (den, sched, self.samplers(), self.stepsSpin.value(), self.particlesSpin.value(),
+                    self.seedSpin.value(), self.points)
+            it = lockstep(*args, keep=TRAIL_KEEP if self.trailsCheck.isChecked() else 0, name=name)
+        except ValueError as e:
+            self._fail(one_line(e))
+            return False
+        self.generateButton.setEnabled(False)
+        for plot, s in zip((self.left, self.right), (*self.samplers(), None)):
+            plot.setTitle(SHORT_NAMES[s] if s else "")
+            plot.set_cloud(None), plot.set_trails(None)
+            if s:
+                plot.set_color(SAMPLER_COLORS[s])
+        self._set_status("generating…")
+        self.gen_runner.start(lambda: (yield from it), on_frame=self._paint_frames, on_finished=self._generated,
+                              on_error=lambda e: self._fail(one_line(e)),
+                              on_done=lambda: self.generateButton.setEnabled(len(self.points) > 0))
+        return True
+
+    def _paint_frames(self, frames: dict) -> None:
+        for plot, (s, f) in zip((self.left, self.right), frames.items()):
+            plot.set_cloud(f.particles)
+            plot.set_trails(f.trail)
+            plot.setTitle(f"{SHORT_NAMES[s]} {f.index}/{f.total}")
+
+    def _generated(self, rows: dict) -> None:
+        self.result = rows
+        for plot, (s, r) in zip((self.left, self.right), rows.items()):
+            plot.set_cloud(r.particles)
+            plot.setTitle(f"{SHORT_NAMES[s]} ×{r.steps}: E = {r.energy:.4f}")
+        self._set_status(" · ".join(f"{SHORT_NAMES[s]} {r.denoiser}, {r.steps} steps: energy distance "
+                                    f"{r.energy:.5f}" for s, r in rows.items()))
+        self.generated.emit(rows)
+
+    # ----- measure ------------------------------------------------------------------------------------------------
+    def steps_list(self) -> list[int]:
+        try:
+            out = [int(v) for v in self.stepsListEdit.text().replace(";", ",").split(",") if v.strip()]
+        except ValueError:
+            raise ValueError("steps must be comma-separated integers, e.g. 5,10,20,50") from None
+        if not out:
+            raise ValueError("no step counts listed")
+        return out
+
+    def measure(self) -> bool:
+        """Energy distance vs steps for every sampler with the exact denoiser (and the learned one, if any)."""
+        dens, scheds = {"exact": self.exact}, {"exact": self.window_.schedule}
+        if self.learned is not None:
+            dens["learned"], scheds["learned"] = self.learned, self.learned.schedule
+        try:
+            steps, n = self.steps_list(), self.particlesSpin.value()
+            for name in dens:
+                for sampler in SAMPLERS:
+                    for k in steps:
+                        check_run(scheds[name], sampler, k, n)
+        except ValueError as e:
+            self._fail(one_line(e))
+            return False
+        it = sweep(self.points, dens, SAMPLERS, steps, n, self.seedSpin.value(), scheds)
+        self.rows = []
+        self.qualityPlot.clear()
+        self._quality_curves = {}
+        self.measureButton.setEnabled(False)
+        self.measure_runner.start(lambda: (yield from it), on_yield=self._on_row,
+                                  on_done=self._measured)
+        return True
+
+    def _on_row(self, row) -> None:
+        self.rows.append(row)
+        key = (row.denoiser, row.sampler)
+        if key not in self._quality_curves:
+            style = Qt.PenStyle.SolidLine if row.denoiser == "exact" else Qt.PenStyle.DashLine
+            self._quality_curves[key] = self.qualityPlot.plot(
+                pen=pg.mkPen(*SAMPLER_COLORS[row.sampler], width=2, style=style), symbol="o", symbolSize=5,
+                symbolBrush=SAMPLER_COLORS[row.sampler], name=f"{SHORT_NAMES[row.sampler]} {row.denoiser}")
+        mine = [r for r in self.rows if (r.denoiser, r.sampler) == key and r.energy > 0]
+        self._quality_curves[key].setData([r.steps for r in mine], [r.energy for r in mine])
+        self._set_status(f"{SHORT_NAMES[row.sampler]} {row.denoiser}, {row.steps} steps: energy distance "
+                         f"{row.energy:.5f}")
+
+    def _measured(self) -> None:
+        self.measureButton.setEnabled(len(self.points) > 0)
+        self.measured.emit(list(self.rows))
+
+    # ----- learn --------------------------------------------------------------------------------------------------
+    def toggle_learn(self) -> None:
+        """Learn → Stop → Resume (a stopped run continues exactly where it was)."""
+        if self.learn_runner.is_running():
+            self.learn_runner.cancel()
+            return
+        if not len(self.points):
+            return
+        if self.trainer is None:
+            self.trainer = Trainer2D(self.points, self.window_.schedule,
+                                     LearnConfig(steps=self.learnSpin.value(), seed=self.seedSpin.value()))
+            self.losses = []
+        total = self.trainer.step + self.learnSpin.value() if self.trainer.step >= self.trainer.cfg.steps \
+            else self.trainer.cfg.steps
+        self.trainer.cfg.steps = total
+        self.learnButton.setText("Stop")
+        self.learn_runner.start(self.trainer.run, on_yield=self._on_learn, on_cancelled=self._learn_stopped,
+                                on_finished=lambda _r: self._learn_stopped(-1),
+                                on_error=lambda e: self._fail(one_line(e)))
+
+    def _on_learn(self, ev) -> None:
+        self.losses.append(ev.loss)
+        if not self._loss_timer.isActive():
+            self._loss_timer.start()
+        if ev.weights is not None:
+            self.learned = denoiser_from_weights(ev.weights, self.trainer.schedule)
+            self._set_status(f"learning: step {ev.step}/{ev.total}, loss {ev.loss_avg:.4f}, {ev.elapsed_s:.1f} s")
+            if not self.gen_runner.is_running():
+                p = final_particles(self.learned, self.learned.schedule, "ddim", PREVIEW_STEPS, PREVIEW_N,
+                                    self.seedSpin.value())
+                self.left.setTitle(f"learned, DDIM {PREVIEW_STEPS} steps: E = {energy_distance(p, self.points):.4f}")
+                self.left.set_color(SAMPLER_COLORS["ddim"])
+                self.left.set_trails(None)
+                self.left.set_cloud(p)
+            self._request()
+        self.learnStepped.emit(ev.step)
+
+    def _learn_stopped(self, _n: int) -> None:
+        done = self.trainer is not None and self.trainer.step >= self.trainer.cfg.steps
+        self.learnButton.setText("Learn more" if done else "Resume")
+        self._draw_loss()
+
+    def _draw_loss(self) -> None:
+        if self.losses:
+            y = np.asarray(self.losses)
+            k = max(1, len(y) // 400)
+            y = y[: len(y) // k * k].reshape(-1, k).mean(1)
+            self.lossCurve.setData(np.arange(len(y)) * k + k, y)
+
+
+def _grid_points(size: int) -> np.ndarray:
+    g = grid_axes(EXTENT, size)
+    return np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
