@@ -132,6 +132,41 @@ def describe_run(trainer) -> str:
             f"{data.channels}×{data.resolution}×{data.resolution}{classes}; {trainer.device}, {trainer.precision}")
 
 
+def torchrun_command(cfg: TrainConfig, nproc: str = "gpu", nnodes: int = 1, endpoint: str = "HOST:29500") -> str:
+    """The ``torchrun`` command line that trains ``cfg`` on a cluster machine (what the Train panel shows, to
+    copy): ``ddpm train`` with the panel's options, one process per GPU (``nproc`` "gpu"; or a count), on one
+    machine (``--standalone``) or ``nnodes`` machines meeting at ``endpoint`` (run the same line on each). The
+    panel's batch is each process's: the global batch is processes × batch."""
+    import shlex
+    launcher = ["torchrun"]
+    if nnodes > 1:
+        launcher += ["--nnodes", str(nnodes), "--nproc_per_node", str(nproc), "--rdzv-backend", "c10d",
+                     "--rdzv-endpoint", endpoint]
+    else:
+        launcher += ["--standalone", "--nproc_per_node", str(nproc)]
+    args = ["--data", cfg.data, "--out", cfg.out, "--steps", str(cfg.steps), "--batch", str(cfg.batch_size)]
+    if cfg.resolution is not None:
+        args += ["--resolution", str(cfg.resolution)]
+    if cfg.channels is not None:
+        args += ["--channels", str(cfg.channels)]
+    for flag, name in (("--model-size", "model_size"), ("--prediction", "prediction_type"),
+                       ("--schedule", "schedule"), ("--T", "T"), ("--lr", "lr"), ("--warmup", "warmup_steps"),
+                       ("--ema", "ema_decay"), ("--label-dropout", "label_dropout"), ("--seed", "seed"),
+                       ("--precision", "precision"), ("--checkpoint-every", "checkpoint_every"),
+                       ("--sample-every", "sample_every"), ("--accumulate", "accumulate")):
+        value = getattr(cfg, name)
+        if name == "model_size" or value != getattr(DEFAULTS, name):
+            args += [flag, str(value)]
+    if cfg.min_snr_gamma is not None:
+        args += ["--min-snr", str(cfg.min_snr_gamma)]
+    for flag, on in (("--hflip", cfg.hflip), ("--no-clip", not cfg.clip_sample), ("--compile", cfg.compile)):
+        if on:
+            args.append(flag)
+    if cfg.device not in ("auto", "cpu") and not str(cfg.device).startswith("cuda"):
+        args += ["--device", cfg.device]  # cuda ranks pick cuda:LOCAL_RANK themselves
+    return shlex.join([*launcher, "--no-python", "ddpm", "train", *args])
+
+
 def data_notes(dataset) -> tuple[str, ...]:
     """What a run's data says about itself, one line each: the files it skipped. (The loader also warns, but a
     warning may never reach the window: Python shows one warning from one place once per process.)"""
