@@ -15,8 +15,7 @@ import numpy as np
 import pyqtgraph as pg
 import torch
 from PySide6.QtCore import QTimer, Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QGridLayout, QLabel, QLineEdit, QSplitter, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import QFileDialog
 
 from core.forward import draw_noise
 from core.lab2d import data as pts
@@ -24,17 +23,14 @@ from core.lab2d.exact import Exact2D, density_grid, eps_field, grid_axes, score_
 from core.lab2d.mlp import LearnConfig, Trainer2D, denoiser_from_weights
 from core.lab2d.quality import energy_distance
 from core.lab2d.render import EXTENT, arrow_segments
-from core.lab2d.run import (DEFAULT_PARTICLES, MAX_PARTICLES, SHORT_NAMES, check_run, final_particles, lockstep,
-                            sweep)
+from core.lab2d.run import SHORT_NAMES, check_run, final_particles, lockstep, sweep
 from core.messages import one_line
 from core.samplers import SAMPLERS
-from ddpm_gui.lab2d_views import SAMPLER_COLORS, CloudPlot
-from ddpm_gui.widgets import JobPanel, button, combo_box, hbox, spin_box
+from ddpm_gui.lab2d_views import SAMPLER_COLORS
+from ddpm_gui.widgets import JobPanel
 
 HEAT_SIZE, DIFF_SIZE, ARROW_SIZE = 128, 48, 21
 TRAIL_KEEP, PREVIEW_N, PREVIEW_STEPS = 60, 1000, 20
-MODES = (("DDPM vs DDIM (same start)", ("ddpm", "ddim")), ("DDPM", ("ddpm",)), ("DDIM", ("ddim",)),
-         ("DPM-Solver++", ("dpmpp2m",)))
 
 
 class Lab2DPanel(JobPanel):
@@ -85,98 +81,9 @@ class Lab2DPanel(JobPanel):
         window.imageChanged.connect(self._on_image)
         self.set_data("moons")
 
-    # ----- widgets ------------------------------------------------------------------------------------------------
     def _build(self) -> None:
-        items = [(pts.PRESET_NAMES[k], k) for k in pts.PRESETS] + [
-            ("Paint with the mouse", "paint"), ("From the photo's dark pixels", "photo"), ("Open a file…", "file")]
-        self.dataCombo = combo_box("lab2dDataCombo", "The point set (≤ 10,000 points)", items)
-        self.dataCombo.activated.connect(lambda _i: self.set_data(self.dataCombo.currentData()))
-        self.pointsSpin = spin_box("lab2dPointsSpin", "Points drawn from a preset or the photo", 1, pts.MAX_POINTS,
-                                   pts.DEFAULT_POINTS, 100)
-        self.seedSpin = spin_box("lab2dSeedSpin", "Seed of the points, the training and the sampling noise "
-                                 "(ddpm lab2d --seed)", 0, 2**31 - 1, 0)
-        for w in (self.pointsSpin, self.seedSpin):
-            w.editingFinished.connect(self._reload)
-        self.brushSpin = spin_box("lab2dBrushSpin", "Brush radius (data units)", 0.02, 1.0, 0.15, 0.05, 2)
-        self.clearButton = button("Clear", "lab2dClearButton", "Remove every point", self.clear_points)
-        self.undoButton = button("Undo", "lab2dUndoButton", "Undo the last stroke, clear or load", self.undo)
-        self.saveButton = button("Save…", "lab2dSaveButton", "Save the points as .csv or .npz", self._save_dialog)
-        self.fieldCheck = QCheckBox("Field")
-        self.fieldCheck.setObjectName("lab2dFieldCheck")
-        self.fieldCheck.setToolTip("Arrows of ε̂(x, t): exact (orange) and learned (cyan)")
-        self.fieldCheck.setChecked(True)
-        self.scoreCheck = QCheckBox("score")
-        self.scoreCheck.setObjectName("lab2dScoreCheck")
-        self.scoreCheck.setToolTip("Arrows of the score ∇log q(x_t) = −ε̂/√(1−ᾱ_t) instead of ε̂")
-        self.heatCombo = combo_box("lab2dHeatCombo", "The heatmap", [
-            ("density q(x_t)", "density"), ("‖ε̂ exact − ε̂ learned‖", "diff"), ("none", "none")])
-        for w in (self.fieldCheck, self.scoreCheck):
-            w.toggled.connect(self._request)
-        self.heatCombo.currentIndexChanged.connect(self._request)
-        self.learnButton = button("Learn", "lab2dLearnButton", "Train the MLP ε-network on a worker "
-                                  "(again: Stop, Resume)", self.toggle_learn)
-        self.learnSpin = spin_box("lab2dLearnStepsSpin", "Training steps", 100, 1_000_000, LearnConfig().steps, 500)
-        self.modeCombo = combo_box("lab2dSamplerCombo", "Sampler", [(t, d) for t, d in MODES])
-        self.stepsSpin = spin_box("lab2dStepsSpin", "Sampling steps", 1, 1000, 50, 10)
-        self.particlesSpin = spin_box("lab2dParticlesSpin", "Particles", 1, MAX_PARTICLES, DEFAULT_PARTICLES, 500)
-        self.denoiserCombo = combo_box("lab2dDenoiserCombo", "Exact E[x_0|x_t] or the learned network",
-                                       [("exact", "exact"), ("learned", "learned")])
-        self.trailsCheck = QCheckBox("trails")
-        self.trailsCheck.setObjectName("lab2dTrailsCheck")
-        self.trailsCheck.setChecked(True)
-        self.generateButton = button("Generate", "lab2dGenerateButton", "Sample the particles back", self.generate)
-        self.measureButton = button("Measure", "lab2dMeasureButton", "Energy distance vs steps, every sampler, "
-                                    "exact (and learned)", self.measure)
-        self.stepsListEdit = QLineEdit("5,10,20,50,100")
-        self.stepsListEdit.setObjectName("lab2dStepsListEdit")
-        self.statusLabel = QLabel("")
-        self.statusLabel.setObjectName("lab2dStatus")
-        self.statusLabel.setWordWrap(True)
-
-        self.canvas = CloudPlot("lab2dCanvas")
-        self.canvas.box.painter = None
-        self.left = CloudPlot("lab2dReverseA", dark=False)
-        self.right = CloudPlot("lab2dReverseB", dark=False)
-        for p in (self.left, self.right):
-            p.setMinimumSize(150, 150)
-        self.lossPlot = pg.PlotWidget(title="loss")
-        self.lossPlot.setObjectName("lab2dLossPlot")
-        self.lossPlot.setLogMode(False, True)
-        self.lossCurve = self.lossPlot.plot(pen=pg.mkPen(31, 119, 180))
-        self.qualityPlot = pg.PlotWidget(title="energy distance vs steps")
-        self.qualityPlot.setObjectName("lab2dQualityPlot")
-        self.qualityPlot.setLogMode(True, True)
-        self.qualityPlot.addLegend(offset=(-5, 5), labelTextSize="7pt")
-        self._quality_curves: dict = {}
-
-        form = QGridLayout()
-        form.addLayout(hbox("Data", (self.dataCombo, 1), "points", self.pointsSpin, "seed", self.seedSpin), 0, 0)
-        form.addLayout(hbox("Brush", self.brushSpin, self.clearButton, self.undoButton, self.saveButton, None,
-                            self.fieldCheck, self.scoreCheck, self.heatCombo), 1, 0)
-        form.addLayout(hbox(self.learnButton, self.learnSpin, "steps", None, (self.stepsListEdit, 1),
-                            self.measureButton), 2, 0)
-        form.addLayout(hbox((self.modeCombo, 1), self.stepsSpin, "steps", self.particlesSpin, self.denoiserCombo,
-                            self.trailsCheck, self.generateButton), 3, 0)
-        side = QWidget()
-        sl = QVBoxLayout(side)
-        sl.setContentsMargins(0, 0, 0, 0)
-        sl.addWidget(self.left)
-        sl.addWidget(self.right)
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.addWidget(self.canvas)
-        top.addWidget(side)
-        top.setSizes([400, 200])
-        bottom = QSplitter(Qt.Orientation.Horizontal)
-        bottom.addWidget(self.lossPlot)
-        bottom.addWidget(self.qualityPlot)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(top)
-        split.addWidget(bottom)
-        split.setSizes([520, 170])
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(split, 1)
-        lay.addWidget(self.statusLabel)
+        from ddpm_gui.lab2d_ui import build
+        build(self)
 
     # ----- data ---------------------------------------------------------------------------------------------------
     def set_data(self, kind: str) -> bool:
