@@ -68,8 +68,8 @@ def build(p) -> None:
     p.canvas.box.painter = None
     p.left = CloudPlot("lab2dReverseA", dark=False)
     p.right = CloudPlot("lab2dReverseB", dark=False)
-    for p in (p.left, p.right):
-        p.setMinimumSize(150, 150)
+    for plot in (p.left, p.right):
+        plot.setMinimumSize(150, 150)
     p.lossPlot = pg.PlotWidget(title="loss")
     p.lossPlot.setObjectName("lab2dLossPlot")
     p.lossPlot.setLogMode(False, True)
