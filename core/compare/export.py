@@ -123,7 +123,7 @@ def score_line(res) -> str:
     if res is None:
         return NOT_RUN
     if res.status != "done":
-        return "✗ invalid"
+        return "invalid"
     sc, parts = res.scores, []
     if "confident_share" in sc:
         parts.append(f"conf {sc['confident_share']:.0%}")
