@@ -274,24 +274,22 @@ def pack_folder(folder, out, resolution: int, channels: int | None = None, worke
     (out / "shards").mkdir(parents=True, exist_ok=True)
     workers = default_workers() if workers is None else int(workers)
     loader = torch.utils.data.DataLoader(data.source, batch_size=256, num_workers=workers)
-    shards, buf, count = [], [], 0
+    shards, buf, count = [], np.zeros((0, data.channels, resolution, resolution), np.uint8), 0
 
-    def flush():
-        nonlocal buf
-        if buf:
-            arr = np.concatenate(buf)
-            name = f"shards/{len(shards):05d}.npy"
-            np.save(out / name, arr)
-            shards.append([name, int(len(arr))])
-            buf = []
+    def write(arr):
+        name = f"shards/{len(shards):05d}.npy"
+        np.save(out / name, arr)
+        shards.append([name, int(len(arr))])
 
     for x in loader:
         u8 = np.clip(np.round((x.numpy() + 1.0) * 127.5), 0, 255).astype(np.uint8)
-        buf.append(u8)
+        buf = np.concatenate([buf, u8])
         count += len(u8)
-        if sum(len(b) for b in buf) >= shard_images:
-            flush()
-    flush()
+        while len(buf) >= shard_images:
+            write(buf[:shard_images])
+            buf = buf[shard_images:]
+    if len(buf):
+        write(buf)
     index = {"format": PACK_FORMAT, "resolution": int(resolution), "channels": data.channels,
              "count": count, "skipped": data.skipped, "shards": shards,
              "labels": data.labels.tolist() if data.labels is not None else None,

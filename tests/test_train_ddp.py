@@ -16,7 +16,6 @@ process with ``--accumulate 2`` × batch 8 sums its micro-batches as the all-red
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
