@@ -7,7 +7,9 @@ goes to the loss curve, the EMA sample view and the status line (with the run's 
 runner's ``warned`` signal). The output folder is checked before anything starts. Stop, and closing the window,
 stop after the step in flight and save a resumable checkpoint first; Resume continues bit for bit (Steps may be
 raised to extend a run). "Use this model" hands the run's newest model files (``OUT/model``, else
-``OUT/checkpoint``) to the Generate panel. ``TrainPanel.install(window, settings)`` adds the "Train" tab.
+``OUT/checkpoint``) to the Generate panel. ``TrainPanel.install(window, settings)`` adds the "Train" tab. A read-only
+line shows the ``torchrun`` command that trains the same settings on a cluster machine
+(:func:`core.jobs.training.torchrun_command`), with a Copy button: a cluster job is not run from the window.
 """
 from __future__ import annotations
 
@@ -18,13 +20,13 @@ import numpy as np
 import pyqtgraph as pg
 import torch
 from PySide6.QtCore import QEvent, QObject, QSettings, QSignalBlocker, QStandardPaths, Qt, Signal
-from PySide6.QtWidgets import (QFileDialog, QGridLayout, QLabel, QLineEdit, QProgressBar, QSizePolicy, QSpinBox,
+from PySide6.QtWidgets import (QApplication, QFileDialog, QGridLayout, QLabel, QLineEdit, QProgressBar, QSizePolicy, QSpinBox,
                                QSplitter, QToolButton, QVBoxLayout)
 
 from core.jobs.training import (ADD_FOLDER_TIP, DEFAULTS, MNIST, MNIST_TIP, SIZE_TIPS, SMOOTH_HALF, TIPS, LossCurve,
                                 TrainSession, TrainUpdate, check_resume, check_start, folder_summary, new_run_folder,
                                 newest_model_folder, run_state, samples_title, saved_recipe, stopped_text,
-                                training_updates, update_text, warning_text)
+                                torchrun_command, training_updates, update_text, warning_text)
 from core.messages import one_line
 from core.train import MODEL_SIZES, TrainConfig
 from ddpm_gui import settings as settings_mod
@@ -438,6 +440,25 @@ class TrainPanel(JobPanel):
         s.setValue("train/out", self.outEdit.text().strip())
         s.sync()
 
+    def torchrun_command(self) -> str:
+        """The ``torchrun`` line of the current settings ("" while they do not make a run, e.g. no output)."""
+        try:
+            return torchrun_command(self.config())
+        except (ValueError, TypeError):
+            return ""
+
+    def copy_torchrun_command(self) -> bool:
+        self._update_torchrun()
+        text = self.torchrunEdit.text()
+        if text:
+            QApplication.clipboard().setText(text)
+        return bool(text)
+
+    def _update_torchrun(self) -> None:
+        if hasattr(self, "torchrunEdit"):
+            self.torchrunEdit.setText(self.torchrun_command())
+            self.torchrunEdit.setCursorPosition(0)
+
     def _remembered_spins(self) -> tuple[tuple[str, QSpinBox], ...]:
         return (("train/steps", self.stepsSpin), ("train/batch", self.batchSpin),
                 ("train/sampleEvery", self.sampleEverySpin))
@@ -486,6 +507,18 @@ class TrainPanel(JobPanel):
         self.resumeButton = button("Resume", "trainResumeButton", TIPS["trainResumeButton"], self.resume)
         self.useModelButton = button("Use this model", "trainUseModelButton", "Open the run's newest EMA weights "
                                      "(model/, else the checkpoint) in the Generate panel", self.use_model)
+        self.torchrunEdit = named(QLineEdit(), "torchrunCommandEdit", "The same run on a cluster machine: one "
+                                  "process per GPU (torchrun --nproc_per_node gpu), each with this batch, so the "
+                                  "global batch is GPUs × batch (scale the learning rate with it). For several "
+                                  "machines: --nnodes N --rdzv-backend c10d --rdzv-endpoint HOST:PORT instead of "
+                                  "--standalone, the same line on each")
+        self.torchrunEdit.setReadOnly(True)
+        self.torchrunCopyButton = button("Copy", "torchrunCopyButton", "Copy the torchrun command to the clipboard",
+                                         self.copy_torchrun_command, QToolButton)
+        for sig in (self.dataCombo.chosen, self.resolutionSpin.valueChanged, self.sizeCombo.currentIndexChanged,
+                    self.stepsSpin.valueChanged, self.batchSpin.valueChanged, self.sampleEverySpin.valueChanged,
+                    self.deviceCombo.currentIndexChanged, self.outEdit.textChanged):
+            sig.connect(lambda *_a: self._update_torchrun())
         self.progressBar = named(QProgressBar(), "trainProgress", "Optimizer steps done / total")
         self.progressBar.setFormat("step %v / %m")
         self.statusLabel = named(QLabel(), "trainStatus", TIPS["trainStatus"])
@@ -524,6 +557,8 @@ class TrainPanel(JobPanel):
             form.addWidget(QLabel(w) if isinstance(w, str) else w, r, c, 1, span)
         form.addWidget(row(self.outEdit, self.outBrowseButton, spacing=2), 3, 1, 1, 5)
         form.addWidget(self.runInfo, 4, 1, 1, 5)
+        form.addWidget(QLabel("torchrun"), 5, 0)
+        form.addWidget(row(self.torchrunEdit, self.torchrunCopyButton, spacing=2), 5, 1, 1, 5)
         for col, stretch in ((1, 2), (3, 1), (5, 1)):
             form.setColumnStretch(col, stretch)
 
@@ -546,4 +581,5 @@ class TrainPanel(JobPanel):
         self._clear_samples(DEFAULTS.sample_every)
         self.stepsSpin.valueChanged.connect(self._on_steps_changed)
         self._on_steps_changed(self.stepsSpin.value())
+        self._update_torchrun()
         self._set_status("Choose the data and a model size, then Start. Stop saves a checkpoint; Resume continues.")

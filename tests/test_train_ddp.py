@@ -210,3 +210,22 @@ def test_the_torchrun_command_of_the_train_panels_settings():
     from core.cli import build_parser
     args = build_parser().parse_args(argv[ddpm + 1:])  # the command parses as ddpm train's own arguments
     assert args.batch == 32 and args.data == "/data/my photos"
+
+
+def test_the_train_panel_shows_the_torchrun_command_and_copies_it(qtbot, tmp_path):
+    pytest.importorskip("pytestqt")
+    from PySide6.QtWidgets import QApplication, QLineEdit
+    from ddpm_gui.main_window import MainWindow
+    w = MainWindow()
+    qtbot.addWidget(w)
+    panel = w.train_panel
+    edit = panel.findChild(QLineEdit, "torchrunCommandEdit")
+    assert edit is not None and edit.isReadOnly()
+    panel.batchSpin.setValue(24)
+    panel.deviceCombo.setCurrentIndex(panel.deviceCombo.findData("cpu"))
+    panel.set_out(tmp_path / "run")
+    assert edit.text() == panel.torchrun_command()
+    assert "--nproc_per_node 2" in edit.text() and "--batch 24" in edit.text() and "--device cpu" in edit.text()
+    assert str(tmp_path / "run") in edit.text()
+    assert panel.copy_torchrun_command() and QApplication.clipboard().text() == edit.text()
+    w.close()

@@ -132,12 +132,15 @@ def describe_run(trainer) -> str:
             f"{data.channels}×{data.resolution}×{data.resolution}{classes}; {trainer.device}, {trainer.precision}")
 
 
-def torchrun_command(cfg: TrainConfig, nproc: str = "gpu", nnodes: int = 1, endpoint: str = "HOST:29500") -> str:
+def torchrun_command(cfg: TrainConfig, nproc: str | None = None, nnodes: int = 1,
+                     endpoint: str = "HOST:29500") -> str:
     """The ``torchrun`` command line that trains ``cfg`` on a cluster machine (what the Train panel shows, to
     copy): ``ddpm train`` with the panel's options, one process per GPU (``nproc`` "gpu"; or a count), on one
     machine (``--standalone``) or ``nnodes`` machines meeting at ``endpoint`` (run the same line on each). The
     panel's batch is each process's: the global batch is processes × batch."""
     import shlex
+    if nproc is None:  # every GPU of the machine; CPU training: two processes (gloo), set it to the node's sockets
+        nproc = "2" if cfg.device == "cpu" else "gpu"
     launcher = ["torchrun"]
     if nnodes > 1:
         launcher += ["--nnodes", str(nnodes), "--nproc_per_node", str(nproc), "--rdzv-backend", "c10d",
@@ -162,7 +165,7 @@ def torchrun_command(cfg: TrainConfig, nproc: str = "gpu", nnodes: int = 1, endp
     for flag, on in (("--hflip", cfg.hflip), ("--no-clip", not cfg.clip_sample), ("--compile", cfg.compile)):
         if on:
             args.append(flag)
-    if cfg.device not in ("auto", "cpu") and not str(cfg.device).startswith("cuda"):
+    if cfg.device not in ("auto",) and not str(cfg.device).startswith("cuda"):
         args += ["--device", cfg.device]  # cuda ranks pick cuda:LOCAL_RANK themselves
     return shlex.join([*launcher, "--no-python", "ddpm", "train", *args])
 
