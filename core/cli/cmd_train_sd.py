@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import torch
 
 from core.cli.cmd_train import _RunProgress, _StopAtStepBoundary
@@ -39,8 +40,15 @@ def register(sub) -> None:
                        "AutoencoderKL, 3×32×32 → 4×8×8), then 'unet' (a CLIP text encoder and a cross-attention "
                        "UNet, jointly, over the VAE's latents, captions from each digit's label and measured "
                        "attributes). Writes OUT/vae, then OUT/model (a diffusers pipeline folder).")
-    p.add_argument("stage", choices=("vae", "unet"), help="which part to train (vae first, then unet)")
-    p.add_argument("--out", required=True, help="the run's folder (both stages use the same one)")
+    p.add_argument("stage", choices=("vae", "unet", "evaluate"),
+                   help="which part to train (vae first, then unet), or evaluate a trained pipeline")
+    p.add_argument("--out", help="the run's folder (both stages use the same one)")
+    p.add_argument("--model", help="evaluate: the pipeline (default OUT/model, or builtin:mnist-sd)")
+    p.add_argument("--n", type=int_in(1, 100_000), default=100, help="evaluate: samples per digit (default 100)")
+    p.add_argument("--guidance", type=float_in(0.0, 100.0), default=5.0, help="evaluate: guidance (default 5)")
+    p.add_argument("--sample-steps", type=int_in(1, 1000), default=30, help="evaluate: DDIM steps (default 30)")
+    p.add_argument("--json", action="store_true", help="evaluate: print the figures as JSON")
+    p.add_argument("--grid", help="evaluate: also write a PNG of samples (rows: each digit, thin, bold, empty)")
     p.add_argument("--steps", type=int_in(1, MAX_STEPS),
                    help=f"total optimizer steps (default: vae {vd.steps}, unet {ud.steps})")
     p.add_argument("--batch", type=int_in(1, 4096), help=f"batch size (default {ud.batch_size})")
@@ -75,6 +83,10 @@ def run(args) -> int:
     from core.latent.train import UNetConfig, VAEConfig, train_unet, train_vae
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.stage == "evaluate":
+        return run_evaluate(args)
+    if not args.out:
+        raise ValueError(f"train-sd {args.stage} needs --out DIR")
     device = str(pick_device(args.device))
     common = dict(out=args.out, seed=args.seed, device=device, limit=args.limit)
     for key, flag in (("steps", "steps"), ("batch_size", "batch"), ("lr", "lr"), ("warmup_steps", "warmup"),
@@ -154,3 +166,50 @@ def run(args) -> int:
 def _params(trainer) -> str:
     nets = [trainer.unet, trainer.text_encoder] if trainer.name == "unet" else [trainer.vae]
     return f"{sum(p.numel() for m in nets for p in m.parameters()) / 1e6:.2f} M"
+
+
+def run_evaluate(args) -> int:
+    """The issue's figures (:func:`core.latent.train.evaluate_pipeline`) and a timed 30-step guided sample."""
+    import json
+    import time
+
+    from core.latent.generate import text_to_image
+    from core.latent.train import evaluate_pipeline, sample_digits
+    from core.models.load import load_latent
+    from core.samplers import run_to_end
+    spec = args.model or (str(__import__("pathlib").Path(args.out) / "model") if args.out else "builtin:mnist-sd")
+    pipe = load_latent(spec, device=args.device)
+    times = []
+    for i in range(5):  # batch 1, 30 DDIM steps with guidance, the VAE decode included
+        start = time.perf_counter()
+        last = run_to_end(text_to_image(pipe, "a handwritten 7", guidance=args.guidance, steps=args.sample_steps,
+                                        seed=i))
+        pipe.decode(last.x_t)
+        times.append(time.perf_counter() - start)
+    res = evaluate_pipeline(pipe, n=args.n, guidance=args.guidance, steps=args.sample_steps, seed=args.seed,
+                            on_progress=lambda p: print(f"  sampled {p!r}", file=sys.stderr, flush=True))
+    res["model"] = spec
+    res["seconds_batch1"] = {"median": float(sorted(times)[len(times) // 2]), "best": float(min(times))}
+    if args.grid:
+        from core.images import make_grid, save_image, to_uint8
+        rows = [sample_digits(pipe, f"a handwritten {d}", 10, args.guidance, args.sample_steps, seed=d)
+                for d in range(10)]
+        rows.append(np.concatenate([sample_digits(pipe, f"a thin {d}", 1, args.guidance, args.sample_steps, seed=d)
+                                    for d in range(10)]))
+        rows.append(np.concatenate([sample_digits(pipe, f"a bold {d}", 1, args.guidance, args.sample_steps, seed=d)
+                                    for d in range(10)]))
+        rows.append(sample_digits(pipe, "", 10, args.guidance, args.sample_steps, seed=99))
+        x = np.concatenate(rows)
+        save_image(args.grid, make_grid(to_uint8(np.repeat(x, 3, 1).transpose(0, 2, 3, 1)), ncols=10, pad=2))
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return 0
+    print(f"{spec}: {args.n} samples per digit, \"a handwritten D\", guidance {args.guidance}, DDIM "
+          f"{args.sample_steps}")
+    print("on label: " + ", ".join(f"{d} {v:.0%}" for d, v in res["on_label"].items())
+          + f" (lowest {res['min_on_label']:.1%})")
+    print(f"mean ink: thin {res['thin_ink']:.4f}, bold {res['bold_ink']:.4f} (on label {res['thin_on_label']:.1%} / "
+          f"{res['bold_on_label']:.1%})")
+    print(f"empty prompt: classes {res['empty_histogram']}, confident {res['empty_confident']:.1%}")
+    print(f"{args.sample_steps} steps at batch 1 with guidance, VAE decode included: median {res['seconds_batch1']['median']:.3f} s")
+    return 0

@@ -6,16 +6,16 @@ Attributes, measured on the 28×28 digit (uint8, ink bright on black) by :func:`
 - **stroke thickness** from the ink area: the binarised digit (pixels ≥ 128) has ink area A and boundary length P
   (pixel edges between ink and background). A ribbon of width w and length L has A ≈ w·L and P ≈ 2L, so
   w ≈ 2A/P, in pixels, nearly the same for every digit class (median 1.9 px on the training split).
-  ``thin`` when w < :data:`THIN_BELOW` (1.6 px, about the lowest 22% of the training digits), ``bold`` when
-  w > :data:`BOLD_ABOVE` (2.4 px, about the highest 20%).
+  ``thin`` when w < :data:`THIN_BELOW` (1.6 px, 21% of the training digits), ``bold`` when
+  w > :data:`BOLD_ABOVE` (2.4 px, 19%).
 - **slant** from the image moments: with intensity-weighted central moments μ11 and μ02 (x right, y down), the
   shear s = −μ11/μ02 is how far the digit leans right per pixel of height (s = tan of the lean angle).
-  ``slanted`` when s > :data:`SLANTED_ABOVE` (0.35, leaning right by more than about 19°, 24% of the digits),
-  ``upright`` when |s| < :data:`UPRIGHT_WITHIN` (0.1, about 25%), ``backslanted`` when s < −:data:`BACK_BELOW`
-  (−0.2, leaning left, about 10%).
+  ``slanted`` when s > :data:`SLANTED_ABOVE` (0.35, leaning right by more than about 19°, 23% of the digits),
+  ``upright`` when |s| < :data:`UPRIGHT_WITHIN` (0.1, 25%), ``backslanted`` when s < −:data:`BACK_BELOW`
+  (−0.2, leaning left, 11%).
 - **size** from the bounding box of the pixels > 0.2 (of 1): MNIST fits each digit's larger side to 20 px, so
   the height is 20 px for most digits; ``small`` when the box is at most :data:`SMALL_AT_MOST` (17) px tall
-  (about 7% of the training digits).
+  (6% of the training digits).
 
 A digit has at most one word per attribute, or none (a medium stroke, a slight lean). :func:`caption` draws one
 caption from a digit's label and attributes with a random stream: the digit as a numeral ("7") or a word
