@@ -11,6 +11,8 @@ Measure plots the energy distance against the number of steps (:func:`core.lab2d
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyqtgraph as pg
 import torch
@@ -30,6 +32,7 @@ from ddpm_gui.lab2d_views import SAMPLER_COLORS
 from ddpm_gui.widgets import JobPanel
 
 HEAT_SIZE, DIFF_SIZE, ARROW_SIZE = 128, 48, 21
+FIELD_MS = 50          # the heatmap and arrows follow a dragged slider at most 20 times a second
 TRAIL_KEEP, PREVIEW_N, PREVIEW_STEPS = 60, 1000, 20
 
 
@@ -72,6 +75,11 @@ class Lab2DPanel(JobPanel):
         self._redraw_timer.setSingleShot(True)
         self._redraw_timer.setInterval(0)
         self._redraw_timer.timeout.connect(self.redraw)
+        self._fields_at = 0.0
+        self.fields_t = None
+        self._fields_timer = QTimer(self)
+        self._fields_timer.setSingleShot(True)
+        self._fields_timer.timeout.connect(self.redraw_fields)
         self._loss_timer = QTimer(self)
         self._loss_timer.setSingleShot(True)
         self._loss_timer.setInterval(100)
@@ -225,13 +233,27 @@ class Lab2DPanel(JobPanel):
         a, b = np.float32(s.sqrt_alphas_cumprod[t]), np.float32(s.sqrt_one_minus_alphas_cumprod[t])
         return a * self.points.astype(np.float32) + b * self.noise()
 
-    def redraw(self) -> None:
-        """Repaint the canvas at the window's t: particles, heatmap, arrows."""
+    def redraw(self, fields_now: bool = False) -> None:
+        """Repaint the canvas at the window's t: the particles at once; the heatmap and arrows at most every
+        ``FIELD_MS`` while the slider moves (then once more when it rests), so a drag animates the particles at
+        the display's rate whatever the field costs."""
         self._dirty = False
-        sched, t = self.window_.schedule, min(self.window_.timestep, self.window_.schedule.T - 1)
+        t = min(self.window_.timestep, self.window_.schedule.T - 1)
         self.canvas.set_cloud(self.forward_points(t))
         self.canvas.set_cloud(self.points if self.canvas.box.painter else None, self.canvas.data)
         self.frames_drawn += 1
+        wait = FIELD_MS - (time.perf_counter() - self._fields_at) * 1000
+        if fields_now or wait <= 0:
+            self.redraw_fields()
+        else:
+            self._fields_timer.start(int(wait) + 1)
+
+    def redraw_fields(self) -> None:
+        """The heatmap and the arrows at the window's t."""
+        self._fields_timer.stop()
+        self._fields_at = time.perf_counter()
+        sched, t = self.window_.schedule, min(self.window_.timestep, self.window_.schedule.T - 1)
+        self.fields_t = t
         if self.exact is None:
             self.canvas.set_heat(None), self.canvas.set_arrows(None), self.canvas.set_arrows(None,
                                                                                            self.canvas.learned_arrows)

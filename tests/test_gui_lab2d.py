@@ -31,6 +31,10 @@ def panel(window):
     return p
 
 
+def settled(panel):
+    return not panel._dirty and not panel._fields_timer.isActive()
+
+
 def _mode(panel, samplers):
     panel.modeCombo.setCurrentIndex([panel.modeCombo.itemData(i) for i in range(panel.modeCombo.count())]
                                     .index(samplers))
@@ -42,7 +46,7 @@ def test_named_widgets_and_forward_follows_the_slider(window, panel, qtbot):
     assert window.panelTabs.tabText(window.panelTabs.indexOf(panel)) == "2D"
     assert len(panel.points) == pts.DEFAULT_POINTS
     window.set_timestep(400)
-    qtbot.waitUntil(lambda: not panel._dirty, timeout=5000)
+    qtbot.waitUntil(lambda: settled(panel), timeout=5000)
     s = window.schedule
     eps = np.asarray(__import__("core.forward", fromlist=["draw_noise"]).draw_noise((len(panel.points), 2),
                                                                                    window.seed))
@@ -52,7 +56,7 @@ def test_named_widgets_and_forward_follows_the_slider(window, panel, qtbot):
     assert np.allclose(x, want[:, 0]) and np.allclose(y, want[:, 1])
     assert panel.canvas.heat.isVisible() and len(panel.canvas.arrows.getData()[0]) > 0
     panel.fieldCheck.setChecked(False)
-    qtbot.waitUntil(lambda: not panel._dirty, timeout=5000)
+    qtbot.waitUntil(lambda: settled(panel), timeout=5000)
     assert panel.canvas.arrows.getData()[0] is None or len(panel.canvas.arrows.getData()[0]) == 0
 
 
@@ -134,7 +138,7 @@ def test_learn_stop_resume_and_measure(panel, qtbot):
         (d, s, k) for d in ("exact", "learned") for s in ("ddpm", "ddim", "dpmpp2m") for k in (2, 4)}
     assert all(np.isfinite(r.energy) for r in rows)
     panel.heatCombo.setCurrentIndex(panel.heatCombo.findData("diff"))
-    qtbot.waitUntil(lambda: not panel._dirty, timeout=5000)
+    qtbot.waitUntil(lambda: settled(panel), timeout=5000)
     assert panel.canvas.heat.isVisible() and len(panel.canvas.learned_arrows.getData()[0]) > 0
 
 
