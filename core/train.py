@@ -329,11 +329,12 @@ class Trainer:
         self._start_time = None
         if resume:
             self._load_state(ckpt)
-        self._net = self.model
+        self._net = self._ddp = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
-            self._net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if cfg.compile:
+            self._net = self._ddp = DDP(self.model,
+                                        device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:  # the compiled DDP module (torch's recommended order); no_sync stays on the DDP one
             self._net = torch.compile(self._net)
 
     @property
@@ -420,7 +421,7 @@ class Trainer:
             a, s = self._sqrt_ab[t][:, None, None, None], self._sqrt_1mab[t][:, None, None, None]
             x_t = a * x0 + s * eps  # eq. 5
             target = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0}[cfg.prediction_type]
-            sync = contextlib.nullcontext() if w == 1 or k == k_acc - 1 else self._net.no_sync()
+            sync = contextlib.nullcontext() if w == 1 or k == k_acc - 1 else self._ddp.no_sync()
             with sync:  # DDP averages the gradients over ranks on the last micro-batch only
                 with autocast(dev, self.precision):
                     out = self._net(x_t, t, labels)
