@@ -12,7 +12,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QGridLayout, QLabel, QLineEdit, QMenu,
-                               QProgressBar, QSplitter, QTableWidget, QTableWidgetItem, QToolButton,
+                               QProgressBar, QSplitter, QTableWidget, QToolButton,
                                QVBoxLayout, QWidget)
 
 from core.compare import AXES, PRESETS, GridRun, plan_grid
@@ -261,27 +261,34 @@ class ComparePanel(JobPanel):
         if cell.page != self._page():
             return
         res = self.run.results[index]
-        label = QLabel()
-        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        box = QWidget()
+        lay = QVBoxLayout(box)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.setSpacing(1)
+        pic = named(QLabel(), "compareCellPicture")
+        pic.setAlignment(Qt.AlignmentFlag.AlignCenter)
         if res is not None and res.images is not None:
-            label.setPixmap(qpixmap_from_u8(batch_grid(res.images, CELL_SCALE)))
+            grid = batch_grid(res.images)
+            pic.setPixmap(qpixmap_from_u8(batch_grid(res.images, CELL_SCALE if grid.shape[0] < 48 else 1)))
         else:
-            label.setText("…" if res is None else "✗ " + (res.reason or ""))
-            label.setWordWrap(True)
-            label.setStyleSheet("color: #b22;" if res is not None else "color: #888;")
+            pic.setText("…" if res is None else "✗ " + (res.reason or ""))
+            pic.setWordWrap(True)
+            pic.setMaximumWidth(180)
+            pic.setStyleSheet("color: #b22;" if res is not None else "color: #888;")
+        line = score_line(res) if res is None or res.status == "done" else "could not run"
+        head, _, last = line.rpartition(" · ")   # the scores over the seconds: two short lines
+        text = named(QLabel(f"{head}\n{last}" if head else line), "compareCellScore")
+        text.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        text.setStyleSheet("color: #333; font-size: 10px;")
+        lay.addWidget(pic, 1)
+        lay.addWidget(text)
         tip = score_line(res) if res is None or res.status == "done" else res.reason
         if res is not None and res.notes:
             tip += "\n" + "\n".join(res.notes)
-        item = QTableWidgetItem(score_line(res))
-        item.setToolTip(tip)
-        item.setTextAlignment(Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter)
-        self.table.setItem(cell.row, cell.col, item)
-        label.setToolTip(tip)
-        self.table.setCellWidget(cell.row, cell.col, label)
+        box.setToolTip(tip)
+        self.table.setCellWidget(cell.row, cell.col, box)
         self.table.resizeRowsToContents()
         self.table.resizeColumnsToContents()
-        for r in range(self.table.rowCount()):
-            self.table.setRowHeight(r, self.table.rowHeight(r) + 16)
 
     def _on_page(self, _i: int) -> None:
         if self.run is not None:
@@ -306,7 +313,11 @@ class ComparePanel(JobPanel):
         score = self.scoreCombo.currentData()
         ticks, lines = plot_series(self.run, score, self._page())
         xs = numeric_x(self.run)
+        cols = self.run.plan.cols
+        if cols is not None:   # the values alone under the axis; the axis's name as its label
+            ticks = [t.removeprefix(f"{cols.name} ").removeprefix("w ").removeprefix("η ") for t in ticks]
         self.plot.getAxis("bottom").setTicks([list(zip(xs.tolist(), ticks))])
+        self.plot.setLabel("bottom", cols.name if cols is not None else "")
         for k, (name, ys) in enumerate(lines):
             if not np.isfinite(ys).any():
                 continue
@@ -405,6 +416,8 @@ class ComparePanel(JobPanel):
         split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
+        split.setSizes([600, 300])
+        self.splitter = split
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(form)

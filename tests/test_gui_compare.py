@@ -8,6 +8,8 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from PySide6.QtWidgets import QLabel  # noqa: E402
+
 from core.compare import GridRun, run_grid  # noqa: E402
 from ddpm_gui.compare_panel import ComparePanel  # noqa: E402
 from ddpm_gui.main_window import MainWindow  # noqa: E402
@@ -27,6 +29,10 @@ def window(qtbot):
     w.compare = panel
     yield w
     w.close()
+
+
+def _picture(panel, row, col):
+    return panel.table.cellWidget(row, col).findChild(QLabel, "compareCellPicture")
 
 
 def _grid(panel, rows, cols, n=2, model=ORACLE):
@@ -50,7 +56,7 @@ def test_the_tab_fills_in_the_grid_with_the_headless_images(window, qtbot):
         pass
     for ui, ref in zip(p.run.results, headless.results):
         assert ui.status == "done" and np.array_equal(ui.images, ref.images)
-        assert p.table.cellWidget(ui.cell.row, ui.cell.col).pixmap().width() > 0
+        assert _picture(p, ui.cell.row, ui.cell.col).pixmap().width() > 0
     assert p.table.horizontalHeaderItem(1).text() == "steps 5" and p.table.verticalHeaderItem(0).text() == "ddpm"
     assert len(p.plot.getPlotItem().listDataItems()) == 2 and "Done: 4 cells" in p.status_text
 
@@ -85,7 +91,7 @@ def test_an_invalid_cell_says_why_and_the_rest_run(window, qtbot):
         p.start()
     status = [r.status for r in p.run.results]
     assert status == ["done", "done", "invalid", "invalid"]
-    assert "2000" in p.table.cellWidget(1, 0).text() and "could not run" in p.status_text
+    assert "2000" in _picture(p, 1, 0).text() and "could not run" in p.status_text
     p.select_cell(2)
     assert not p.openButton.isEnabled() and "2000" in p.cellLabel.text()
 
