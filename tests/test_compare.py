@@ -191,3 +191,20 @@ def test_progress_events_and_bad_command_lines(capsys):
         assert main(["compare", *argv, "-o", "/tmp/never.png"]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1
+
+
+class FailsOnClass3(SpyOracle):
+    def model_output(self, x_t, t, class_labels=None, schedule=None):
+        if class_labels is not None and (class_labels == 3).any():
+            raise ValueError("no training images of class 3")
+        return super().model_output(x_t, t, class_labels, schedule=schedule)
+
+
+def test_a_cell_that_fails_while_running_is_marked_and_the_batch_goes_on():
+    bad = FailsOnClass3(load_model(ORACLE))
+    plan = plan_grid(["class=1,3", "seed=0,1"], {"n": 1, "model": ORACLE, "steps": 3})
+    run = _run(plan, load=lambda spec, device: bad)
+    assert [r.status for r in run.results] == ["done", "done", "invalid", "invalid"]
+    assert "failed at step 1: no training images of class 3" in run.results[2].reason
+    alone = _run(plan_grid(["seed=0,1"], {"n": 1, "model": ORACLE, "steps": 3, "class": 1}))
+    assert all(np.array_equal(a.images, b.images) for a, b in zip(run.results[:2], alone.results))

@@ -177,14 +177,36 @@ def run_grid(plan: GridPlan, run: GridRun | None = None, load: Callable | None =
         groups: dict = {}
         for lane in active:
             groups.setdefault(lane.key, []).append(lane)
+        failed: dict = {}
         for group in groups.values():
             for chunk in _chunks(group, max_rows):
                 run.calls += 1
-                _shared_call(chunk, dev)
+                try:
+                    _shared_call(chunk, dev)
+                except Exception as e:  # noqa: BLE001 - e.g. an oracle without images of a class: its cells say so
+                    if len(chunk) == 1:
+                        failed[id(chunk[0])] = one_line(e)
+                        continue
+                    for lane in chunk:    # find the cells that fail: each alone
+                        run.calls += 1
+                        try:
+                            _shared_call([lane], dev)
+                        except Exception as e1:  # noqa: BLE001
+                            failed[id(lane)] = one_line(e1)
         still = []
         for lane in active:
             t0 = time.perf_counter()
-            step = next(lane.steps)
+            try:
+                if id(lane) in failed:
+                    raise RuntimeError(failed[id(lane)])
+                step = next(lane.steps)
+            except Exception as e:  # noqa: BLE001 - the cell failed at this step; the others go on
+                lane.steps.close()
+                res = CellResult(lane.cell, "invalid", f"failed at step {lane.i + 1}: {one_line(e)}", lane.ran,
+                                 lane.notes)
+                run.results[lane.cell.index] = res
+                yield res
+                continue
             lane.x = step.x_t
             lane.i += 1
             if lane.recording is not None:
