@@ -311,7 +311,7 @@ class Lab2DPanel(JobPanel):
             return False
         self.generateButton.setEnabled(False)
         for plot, s in zip((self.left, self.right), (*self.samplers(), None)):
-            plot.setTitle(SHORT_NAMES[s] if s else "")
+            plot.setTitle(SHORT_NAMES[s] if s else "", size="8pt")
             plot.set_cloud(None), plot.set_trails(None)
             if s:
                 plot.set_color(SAMPLER_COLORS[s])
@@ -325,13 +325,13 @@ class Lab2DPanel(JobPanel):
         for plot, (s, f) in zip((self.left, self.right), frames.items()):
             plot.set_cloud(f.particles)
             plot.set_trails(f.trail)
-            plot.setTitle(f"{SHORT_NAMES[s]} {f.index}/{f.total}")
+            plot.setTitle(f"{SHORT_NAMES[s]} {f.index}/{f.total}", size="8pt")
 
     def _generated(self, rows: dict) -> None:
         self.result = rows
         for plot, (s, r) in zip((self.left, self.right), rows.items()):
             plot.set_cloud(r.particles)
-            plot.setTitle(f"{SHORT_NAMES[s]} ×{r.steps}: E = {r.energy:.4f}")
+            plot.setTitle(f"{SHORT_NAMES[s]} ×{r.steps}: E = {r.energy:.4f}", size="8pt")
         self._set_status(" · ".join(f"{SHORT_NAMES[s]} {r.denoiser}, {r.steps} steps: energy distance "
                                     f"{r.energy:.5f}" for s, r in rows.items()))
         self.generated.emit(rows)
@@ -416,7 +416,8 @@ class Lab2DPanel(JobPanel):
             if not self.gen_runner.is_running():
                 p = final_particles(self.learned, self.learned.schedule, "ddim", PREVIEW_STEPS, PREVIEW_N,
                                     self.seedSpin.value())
-                self.left.setTitle(f"learned, DDIM {PREVIEW_STEPS} steps: E = {energy_distance(p, self.points):.4f}")
+                self.left.setTitle(f"learned, DDIM ×{PREVIEW_STEPS}: E = {energy_distance(p, self.points):.4f}",
+                                   size="8pt")
                 self.left.set_color(SAMPLER_COLORS["ddim"])
                 self.left.set_trails(None)
                 self.left.set_cloud(p)
