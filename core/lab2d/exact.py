@@ -156,7 +156,9 @@ def density_grid(points, schedule, t, axis=None, min_sigma: float = 0.0, dtype=n
     floor = dtype(FLOOR / 2) if dtype == np.float32 else -700.0   # float32: kx·ky stays a normal float (see FLOOR)
     kx = np.exp(np.maximum(c * (g[None, :] - dtype(a) * p[:, :1]) ** 2, floor))     # M×G
     ky = np.exp(np.maximum(c * (g[None, :] - dtype(a) * p[:, 1:]) ** 2, floor))
-    return (ky.T @ kx) * dtype(1.0 / (2 * np.pi * s**2 * len(p)))
+    # the product in torch: its thread setting holds (numpy's BLAS would start threads of its own)
+    out = torch.from_numpy(np.ascontiguousarray(ky.T)) @ torch.from_numpy(kx)
+    return out.numpy() * dtype(1.0 / (2 * np.pi * s**2 * len(p)))
 
 
 def density_float64(points, schedule, t, xy) -> np.ndarray:
