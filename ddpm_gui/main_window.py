@@ -141,6 +141,8 @@ class MainWindow(PhotoIntake, QMainWindow):
         self.train_panel = TrainPanel.install(self, settings=settings)
         from ddpm_gui.elbo_panel import ElboPanel  # the ELBO tab (issue 7)
         self.elbo_panel = ElboPanel.install(self)
+        from ddpm_gui.lab2d_panel import Lab2DPanel  # the 2D tab (issue 18)
+        self.lab2d_panel = Lab2DPanel.install(self)
         self._connect_pipeline_source(self.generate_panel)
 
         restored = settings_mod.restore_window(self, settings) if settings is not None else {}

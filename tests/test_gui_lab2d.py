@@ -26,7 +26,8 @@ TIMEOUT = 60_000
 
 @pytest.fixture
 def panel(window):
-    p = Lab2DPanel.install(window)
+    p = window.lab2d_panel  # MainWindow installs the 2D tab
+    assert isinstance(p, Lab2DPanel) and window.panelTabs.indexOf(p) >= 0
     window.show_panel(p)
     return p
 
