@@ -143,6 +143,8 @@ class MainWindow(PhotoIntake, QMainWindow):
         self.elbo_panel = ElboPanel.install(self)
         from ddpm_gui.lab2d_panel import Lab2DPanel  # the 2D tab (issue 18)
         self.lab2d_panel = Lab2DPanel.install(self)
+        from ddpm_gui.compare_panel import ComparePanel  # the Compare tab (issue 19)
+        self.compare_panel = ComparePanel.install(self)
         self._connect_pipeline_source(self.generate_panel)
 
         restored = settings_mod.restore_window(self, settings) if settings is not None else {}
