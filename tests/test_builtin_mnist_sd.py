@@ -19,6 +19,16 @@ pytestmark = pytest.mark.skipif(not (FOLDER / "model_index.json").is_file(),
                                 reason="resources/models/mnist-sd is not installed")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these tiny networks gain nothing from two, and two threads beside other jobs on a busy
+    2-core machine make every call many times slower (OpenMP threads waiting for each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def pipe():
     from core.models.load import load_latent

@@ -13,6 +13,16 @@ pytest.importorskip("transformers")
 
 from core.latent import train as T  # noqa: E402
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these tiny networks gain nothing from two, and two threads beside other jobs on a busy
+    2-core machine make every call many times slower (OpenMP threads waiting for each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TINY_VAE = dict(channels=[8, 16, 16], groups=4, limit=64, batch_size=8, checkpoint_every=10)
 TINY_UNET = dict(channels=[16, 32], attention=[False, True], groups=8, text_hidden=32, text_layers=1, heads=2,
                  limit=64, batch_size=8, checkpoint_every=10, sample_every=0)
