@@ -8,7 +8,8 @@ from PySide6.QtCore import QSettings, QSignalBlocker, Qt
 from PySide6.QtWidgets import QCheckBox, QGridLayout, QLabel, QMenu, QPlainTextEdit, QSlider, QToolButton, QWidget
 
 from core.jobs.generate_latent import (DEFAULT_PREVIEW, GUIDANCE_RANGE, LATENT_TIPS, MAX_PROMPTS, MAX_SIDE,
-                                       PREVIEW_MENU, PROMPT_HISTORY_KEY, remembered_prompt, size_presets, snap)
+                                       PREVIEW_MENU, PROMPT_HISTORY_KEY, example_prompts, remembered_prompt,
+                                       size_presets, snap)
 from core.latent.generate import DEFAULT_GUIDANCE
 from ddpm_gui.widgets import RecentList, combo_box, hbox, named, spin_box
 
@@ -80,6 +81,9 @@ class PromptBox(QWidget):
         """A pipeline became the model: its native size (and presets), its VAE factor, whether TAESD is there."""
         f = pipe.vae_scale_factor
         self._factor = f
+        self._examples = example_prompts(pipe)
+        if self._examples and not self.promptEdit.toPlainText().strip():
+            self.promptEdit.setPlainText(self._examples[0])
         for spin in (self.widthSpin, self.heightSpin):
             with QSignalBlocker(spin):
                 spin.setRange(f, MAX_SIDE - MAX_SIDE % f)
@@ -159,8 +163,12 @@ class PromptBox(QWidget):
         menu = self._history_menu
         menu.clear()
         prompts = self.recent_prompts()
-        if not prompts:
+        examples = [p for p in getattr(self, "_examples", []) if p not in prompts]
+        if not prompts and not examples:
             menu.addAction("(no prompts yet)").setEnabled(False)
+        if examples:
+            menu.addSection("Examples for this model")
+            prompts = prompts + examples
         for text in prompts:
             short = text.replace("\n", " ")
             action = menu.addAction(short if len(short) <= 60 else short[:57] + "…")

@@ -95,3 +95,24 @@ def test_cli_sample_gif(tmp_path, capsys):
     assert main(["sample", "--model", "builtin:mnist-sd", "--prompt", "a bold 3", "-o", str(out)]) == 0
     assert out.is_file() and out.stat().st_size > 0
     assert "wrote" in capsys.readouterr().out
+
+
+def test_the_window_offers_it_with_example_prompts(qtbot):
+    """builtin:mnist-sd is in Generate's model menu; choosing it offers the caption examples as prompts."""
+    pytest.importorskip("pytestqt")
+    from core.latent.captions import EXAMPLE_PROMPTS
+    from ddpm_gui.main_window import MainWindow
+    w = MainWindow()
+    qtbot.addWidget(w)
+    panel = w.generate_panel
+    menu = panel.modelCombo
+    texts = [f"{menu.itemText(i)} {menu.itemData(i)}" for i in range(menu.count())]
+    assert any("mnist-sd" in t for t in texts), texts
+    panel.select_model("builtin:mnist-sd")
+    qtbot.waitUntil(lambda: panel.current_pipeline() is not None, timeout=60_000)
+    from ddpm_gui.prompt_box import PromptBox
+    box = panel.findChild(PromptBox, "promptBox")
+    box._fill_history()
+    shown = [a.text() for a in box._history_menu.actions() if a.text()]
+    assert all(p in shown for p in EXAMPLE_PROMPTS if p)
+    assert box.promptEdit.toPlainText() == EXAMPLE_PROMPTS[0]

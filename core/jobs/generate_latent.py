@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -76,6 +77,19 @@ def pipeline_note(pipe) -> str:
     return (f"{pipe.name}: Stable Diffusion pipeline, native {pipe.default_size}×{pipe.default_size} "
             f"({den.channels}×{den.resolution}×{den.resolution} latents, VAE factor {f}), {den.prediction_type}-"
             f"prediction, T = {den.schedule.T}")
+
+
+def example_prompts(pipe) -> list[str]:
+    """Prompts to offer beside the recent ones: the built-in digit pipeline's caption examples
+    (:data:`core.latent.captions.EXAMPLE_PROMPTS`, non-empty ones), nothing for other pipelines."""
+    from core.latent.captions import EXAMPLE_PROMPTS
+    from core.models.load import builtin_root
+    folder = getattr(pipe, "folder", None)
+    try:
+        builtin = folder is not None and Path(folder).resolve() == (builtin_root() / "mnist-sd").resolve()
+    except OSError:
+        builtin = False
+    return [p for p in EXAMPLE_PROMPTS if p] if builtin else []
 
 
 def remembered_prompt(value):
