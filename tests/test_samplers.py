@@ -310,3 +310,13 @@ def test_guidance_parts_are_the_unconditional_and_conditional_x0(one_torch_threa
         assert torch.allclose(torch.lerp(uncond, cond, w), b.x0_pred, atol=1e-5)
     uncond, cond = kept[0].x0_parts  # at high noise the class changes the posterior mean
     assert (uncond - cond).abs().max() > 0.05
+
+
+def test_the_default_ddpm_steps_fit_a_leading_offset():
+    """Stable Diffusion's steps_offset = 1: DDPM's default (every timestep) would ask for t = T; it visits T − 1."""
+    from core.samplers import plan_timesteps
+    ts = plan_timesteps(1000, "ddpm", None, "leading", steps_offset=1)
+    assert len(ts) == 999 and ts[0] == 999 and ts[-1] == 1
+    assert len(plan_timesteps(1000, "ddpm", None, "leading")) == 1000
+    with pytest.raises(SamplerError, match="use fewer steps"):
+        plan_timesteps(1000, "ddpm", 1000, "leading", steps_offset=1)

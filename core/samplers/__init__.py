@@ -73,7 +73,12 @@ def plan_timesteps(T: int, sampler: str = "ddpm", steps: int | None = None, time
         limit = t_start if solver_style else t_start + 1
         steps = min(default_steps(sampler, T) if steps is None else _int("steps", steps, 1), limit)
         return sdedit_timesteps(t_start, steps, solver=solver_style)
-    steps = default_steps(sampler, T) if steps is None else _int("steps", steps, 1, max_steps(T, solver_style))
+    if steps is None:  # the default, capped so a "leading" offset (Stable Diffusion's 1) stays within 0…T−1
+        steps = default_steps(sampler, T)
+        if spacing == "leading" and not solver_style:
+            steps = min(steps, T - steps_offset)
+    else:
+        steps = _int("steps", steps, 1, max_steps(T, solver_style))
     try:
         return spaced_timesteps(T, steps, spacing, steps_offset, solver_style)
     except ValueError as e:
