@@ -26,7 +26,8 @@ from core.messages import one_line
 from core.models.load import load_model
 from core.samplers import SAMPLER_NAMES, SAMPLERS
 from ddpm_gui.image_views import qpixmap_from_u8
-from ddpm_gui.widgets import JobPanel, ModelMenu, TextLine, button, combo_box, device_combo, hbox, named, spin_box
+from ddpm_gui.widgets import (JobPanel, ModelMenu, TextLine, button, combo_box, device_combo, hbox, named,
+                              scrolling_page, spin_box)
 
 NONE = ""
 CELL_SCALE = 2
@@ -418,7 +419,7 @@ class ComparePanel(JobPanel):
         split.setStretchFactor(1, 2)
         split.setSizes([600, 300])
         self.splitter = split
-        layout = QVBoxLayout(self)
+        layout = scrolling_page(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(form)
         layout.addLayout(hbox((self.runButton, 2), (self.cancelButton, 1), (self.exportButton, 0)))

@@ -10,7 +10,7 @@ from core.lab2d import data as pts
 from core.lab2d.mlp import LearnConfig
 from core.lab2d.run import DEFAULT_PARTICLES, MAX_PARTICLES
 from ddpm_gui.lab2d_views import CloudPlot
-from ddpm_gui.widgets import button, combo_box, hbox, spin_box
+from ddpm_gui.widgets import button, combo_box, hbox, scrolling_page, spin_box
 
 MODES = (("DDPM vs DDIM (same start)", ("ddpm", "ddim")), ("DDPM", ("ddpm",)), ("DDIM", ("ddim",)),
          ("DPM-Solver++", ("dpmpp2m",)))
@@ -104,7 +104,7 @@ def build(p) -> None:
     split.addWidget(top)
     split.addWidget(bottom)
     split.setSizes([520, 170])
-    lay = QVBoxLayout(p)
+    lay = scrolling_page(p)
     lay.addLayout(form)
     lay.addWidget(split, 1)
     lay.addWidget(p.statusLabel)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtCore import QSettings, QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QStandardItemModel
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy,
-                               QSpinBox, QWidget)
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QPushButton,
+                               QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
 
 from core.device import DEVICES, available_devices
 from core.model_spec import FOLDER, PHOTO, parse_spec
@@ -140,6 +140,21 @@ def device_combo(name: str = "deviceCombo") -> QComboBox:
         if d != "auto" and d not in have:
             combo.model().item(combo.count() - 1).setEnabled(False)
     return combo
+
+
+def scrolling_page(panel: QWidget) -> QVBoxLayout:
+    """The layout of a tab page whose controls are wider than the window may be: they sit in a frameless scroll
+    area, so the page scrolls instead of setting the whole window's minimum width."""
+    outer = QVBoxLayout(panel)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea(panel)
+    area.setObjectName(f"{panel.objectName() or 'panel'}Scroll")
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    content = QWidget()
+    area.setWidget(content)
+    outer.addWidget(area)
+    return QVBoxLayout(content)
 
 
 class RecentList:
