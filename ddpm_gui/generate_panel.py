@@ -555,14 +555,21 @@ class GeneratePanel(JobPanel):
         sampler = self.samplerCombo.currentData()
         T = self._model_T()
         self._steps_T = T
-        self.stepsSpin.setMaximum(max_steps(T, sampler == "dpmpp2m"))
-        self.stepsSpin.setValue(default_steps(sampler, T))
+        pipe = self.current_pipeline()
+        offset = int(getattr(pipe.denoiser, "steps_offset", 0)) if pipe is not None else 0
+        leading = (getattr(pipe.denoiser, "timestep_spacing", None) if pipe is not None else None) in (None, "leading")
+        cap = T - offset if leading and sampler != "dpmpp2m" else max_steps(T, sampler == "dpmpp2m")
+        self.stepsSpin.setMaximum(min(cap, max_steps(T, sampler == "dpmpp2m")))
+        self.stepsSpin.setValue(min(default_steps(sampler, T), self.stepsSpin.maximum()))
         self.etaSpin.setEnabled(sampler == "ddim")
         self.samplerCombo.setToolTip(SAMPLER_TIPS[sampler])
 
     def _on_model_T(self) -> None:
         """A model was selected or loaded: keep the user's steps unless the number of timesteps T changed."""
-        if self._model_T() != getattr(self, "_steps_T", None):
+        pipe = self.current_pipeline()
+        key = (self._model_T(), getattr(pipe.denoiser, "steps_offset", 0) if pipe is not None else 0)
+        if key != getattr(self, "_steps_key", None):
+            self._steps_key = key
             self._on_sampler_changed()
 
     def _on_class_changed(self, *_args) -> None:
