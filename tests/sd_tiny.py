@@ -10,26 +10,14 @@ from pathlib import Path
 import torch
 
 
-def _byte_symbols() -> list[str]:
-    """GPT-2/CLIP's byte → printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 MERGES = ["c a", "ca t</w>", "d o", "do g</w>", "r e", "re d</w>"]
 
 
 def write_tokenizer(folder: Path, max_length: int = 16) -> Path:
     from transformers import CLIPTokenizer
     folder.mkdir(parents=True, exist_ok=True)
-    symbols = _byte_symbols()
+    from core.latent.tokenizer import byte_symbols
+    symbols = byte_symbols()
     vocab = symbols + [s + "</w>" for s in symbols]
     for m in MERGES:
         vocab.append(m.replace(" ", ""))
