@@ -68,6 +68,9 @@ def test_pipeline_loads_with_ours_and_diffusers_and_gives_the_same_image(run_dir
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         assert (folder / part).is_dir()
     assert not list(folder.rglob("*.bin")) and (folder / "tokenizer" / "vocab.json").is_file()
+    from safetensors.torch import load_file
+    unet = load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert {v.dtype for v in unet.values()} == {torch.float16}  # stored in half (store_half), loaded as fp32
     sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     assert (sched["steps_offset"], sched["set_alpha_to_one"], sched["clip_sample"]) == (1, False, False)
     pipe = load_pipeline(folder)
