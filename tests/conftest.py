@@ -85,3 +85,24 @@ def save_photo_folder(folder, n: int = 4, size: int = 12):
         save_image(folder / f"{i}.png", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
     (folder / "notes.png").write_text("not an image")
     return folder
+
+
+def cache_as_repo(folder, root, repo_id: str = "tester/tiny-sd", commit: str = "a" * 40):
+    """``folder`` copied into a Hugging Face cache layout under ``root`` as ``repo_id`` (blobs + relative symlinks,
+    refs/main); returns the snapshot folder."""
+    import os
+    import shutil
+    from pathlib import Path
+    folder, root = Path(folder), Path(root)
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / commit
+    for i, f in enumerate(sorted(p for p in folder.rglob("*") if p.is_file())):
+        blob = repo / "blobs" / f"blob{i}"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, blob)
+        link = snap / f.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snap

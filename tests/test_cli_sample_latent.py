@@ -15,6 +15,7 @@ from core.latent.forward import channel_view, fit_photo  # noqa: E402
 from core.latent.generate import text_to_image  # noqa: E402
 from core.models.load import is_latent_spec, load_latent, model_folder  # noqa: E402
 from core.samplers import run_to_end  # noqa: E402
+from conftest import cache_as_repo  # noqa: E402
 from sd_tiny import save_tiny_pipeline  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -42,17 +43,7 @@ def photo(tmp_path):
 def hf_cache(sd, tmp_path, monkeypatch):
     """The tiny pipeline as ``tester/tiny-sd`` in a Hugging Face cache layout (blobs + relative symlinks)."""
     root = tmp_path / "hub"
-    repo = root / "models--tester--tiny-sd"
-    snap = repo / "snapshots" / ("a" * 40)
-    for i, f in enumerate(sorted(p for p in sd.rglob("*") if p.is_file())):
-        blob = repo / "blobs" / f"blob{i}"
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(f, blob)
-        link = snap / f.relative_to(sd)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(__import__("os").path.relpath(blob, link.parent))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("a" * 40)
+    snap = cache_as_repo(sd, root)
     monkeypatch.setenv("HF_HUB_CACHE", str(root))
     return snap
 

@@ -18,6 +18,7 @@ from core.latent.forward import fit_photo  # noqa: E402
 from core.latent.generate import text_to_image  # noqa: E402
 from core.samplers import run_to_end  # noqa: E402
 from ddpm_gui.main_window import MainWindow  # noqa: E402
+from conftest import cache_as_repo  # noqa: E402
 from sd_tiny import save_tiny_pipeline  # noqa: E402
 
 TIMEOUT = 60_000
@@ -153,17 +154,7 @@ def test_a_folder_with_a_missing_part_keeps_the_previous_model(qtbot, window, sd
 
 def test_a_repo_id_from_the_hf_cache(qtbot, sd, tmp_path, monkeypatch):
     root = tmp_path / "hub"
-    repo = root / "models--tester--tiny-sd"
-    snap = repo / "snapshots" / ("a" * 40)
-    for i, f in enumerate(sorted(p for p in sd.rglob("*") if p.is_file())):
-        blob = repo / "blobs" / f"blob{i}"
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(f, blob)
-        link = snap / f.relative_to(sd)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(__import__("os").path.relpath(blob, link.parent))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("a" * 40)
+    cache_as_repo(sd, root)
     monkeypatch.setenv("HF_HUB_CACHE", str(root))
     w = MainWindow()
     qtbot.addWidget(w)
