@@ -261,6 +261,16 @@ def start_input(job: GenerateJob, denoiser) -> np.ndarray | None:
     return photo_to_model_input(img, denoiser.resolution, denoiser.channels)
 
 
+def end_run(recording: Recording, steps, on_gpu: bool) -> None:
+    """A run's end, finished or cancelled: close the recording and the sampler (its ``finally`` frees its tensors),
+    then give the GPU's cached memory back."""
+    recording.close()
+    steps.close()
+    del steps
+    if on_gpu:
+        torch.cuda.empty_cache()
+
+
 def generate_frames(job: GenerateJob, cache: ModelCache, recording: Recording) -> Iterator[RunFrame]:
     """The worker's generator: load (or reuse) the model, run the sampler, yield a :class:`RunFrame` after every
     model call (recording it), and return the final samples (N×C×H×W float32). Closing it between two steps
@@ -285,12 +295,9 @@ def generate_frames(job: GenerateJob, cache: ModelCache, recording: Recording) -
         recording.final = final
         return final
     finally:
-        recording.close()
-        steps.close()
         on_gpu = last is not None and last.x_t.device.type == "cuda"
-        del steps, last
-        if on_gpu:
-            torch.cuda.empty_cache()
+        del last
+        end_run(recording, steps, on_gpu)
 
 
 def _u8(x: torch.Tensor) -> np.ndarray:

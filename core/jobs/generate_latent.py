@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from core.images import load_image, make_grid, to_uint8
-from core.jobs.generate import Recording, RunFrame
+from core.jobs.generate import Recording, RunFrame, end_run
 
 PREVIEW_MENU = (  # (kind of core.latent.decoders.PREVIEWS, menu text, tooltip)
     ("approx", "approx (linear map)", "RGB = W·z + b per latent pixel, upsampled: nearly free (fitted once per VAE "
@@ -246,9 +246,6 @@ def latent_frames(job: LatentJob, pipe, recording: Recording) -> Iterator[Latent
         recording.final = final
         return final
     finally:
-        recording.close()
-        steps.close()
         on_gpu = last is not None and last.x_t.device.type == "cuda"
-        del steps, last
-        if on_gpu:
-            torch.cuda.empty_cache()
+        del last
+        end_run(recording, steps, on_gpu)
