@@ -89,6 +89,7 @@ class Evaluation:
     on_label_share: float | None
     classifier_heldout_accuracy: float | None
     sample_seconds: float
+    autoguidance: float | None = None  # the autoguidance weight used (None: the model has no guide)
     goals: dict = field(default_factory=dict)
 
     @property
@@ -157,10 +158,11 @@ def generate(denoiser, n: int, sampler: str = "ddim", steps: int = 50, seed: int
 
 def evaluate(model="builtin:mnist", n: int = 1000, sampler: str = "ddim", steps: int = 50, seed: int = 0,
              class_label=None, guidance: float = 1.0, batch: int = 250, on_batch=None,
-             samples_out: list | None = None, device="cpu") -> Evaluation:
+             samples_out: list | None = None, device="cpu", autoguidance: float | None = None) -> Evaluation:
     """Sample ``n`` digits from ``model`` (a SPEC, loaded on ``device``, or a Denoiser) and score them (see the
     module docstring). ``samples_out``, if a list, receives the samples and their labels (for a grid). The noise is
-    the same on every device; the classifier always runs on the CPU."""
+    the same on every device; the classifier always runs on the CPU. ``autoguidance`` overrides the weight of a
+    model with a guide (:mod:`core.models.autoguidance`; 1 = the model alone)."""
     from core.classifier import classify, classifier_dir, load_classifier
     from core.data import load_mnist_arrays
     from core.images import from_uint8
@@ -168,7 +170,8 @@ def evaluate(model="builtin:mnist", n: int = 1000, sampler: str = "ddim", steps:
     from core.models.load import load_model
     if not isinstance(n, int) or n < 20:
         raise ValueError(f"--n must be at least 20 (the Fréchet distance needs a sample), got {n}")
-    den = load_model(model, device=device) if isinstance(model, str) else model
+    from core.models.autoguidance import set_weight
+    den = set_weight(load_model(model, device=device) if isinstance(model, str) else model, autoguidance)
     name = model if isinstance(model, str) else den.name
     if den.resolution != 28 or den.channels != 1:
         raise ValueError(f"{name} makes {den.channels}×{den.resolution}×{den.resolution} images; the digit "
@@ -207,6 +210,7 @@ def evaluate(model="builtin:mnist", n: int = 1000, sampler: str = "ddim", steps:
         near_copy_share=float(near_copy_mask(x, train_x).mean()),
         near_copy_share_real=float(near_copy_mask(held_x, train_x).mean()),
         on_label_share=None if labels is None else float((pred == labels).mean()),
-        classifier_heldout_accuracy=meta.get("heldout_accuracy"), sample_seconds=seconds)
+        classifier_heldout_accuracy=meta.get("heldout_accuracy"), sample_seconds=seconds,
+        autoguidance=getattr(den, "weight", None))
     ev.goals = check_goals(ev)
     return ev

@@ -372,11 +372,17 @@ class GeneratePanel(JobPanel):
         return self.window_.schedule.T
 
     def _update_class_widgets(self) -> None:
+        model = self._loaded_model() if self._pipe is None else None
+        guided = getattr(model, "guide", None) is not None
+        if guided and self.autoguidanceSpin.property("model") != model.name:
+            self.autoguidanceSpin.setValue(model.weight)   # a newly chosen model starts at its own weight
+        self.autoguidanceSpin.setProperty("model", model.name if guided else None)
+        for w in (self.autoguidanceLabel, self.autoguidanceSpin):
+            w.setVisible(guided)
         if self._pipe is not None:
             for w in (self.classCombo, self.guidanceSpin, self.classLabel, self.guidanceLabel):
                 w.setVisible(False)
             return
-        model = self._loaded_model()
         k = int(getattr(model, "num_classes", 0) or 0)
         if model is not None:
             self.modelNote.setText(model_note(model, self.window_.schedule.T))
@@ -405,7 +411,9 @@ class GeneratePanel(JobPanel):
                            eta=self.etaSpin.value() if sampler == "ddim" else 0.0, seed=self.seedSpin.value(),
                            n=self.batchSpin.value(), class_labels=labels,
                            guidance=self.guidanceSpin.value() if labels is not None else 1.0, device=device,
-                           schedule=w.schedule, **start)
+                           schedule=w.schedule, autoguidance=(self.autoguidanceSpin.value()
+                                                              if self.autoguidanceSpin.isVisible() else None),
+                           **start)
 
     def _make_latent_job(self) -> LatentJob:
         box, w = self.prompts, self.window_
@@ -623,6 +631,9 @@ class GeneratePanel(JobPanel):
         self.classCombo.currentIndexChanged.connect(self._on_class_changed)
         self.guidanceLabel = QLabel("Guidance w")
         self.guidanceSpin = spin_box("guidanceSpin", TIPS["guidanceSpin"], 0.0, 20.0, value=1.0, step=0.5)
+        self.autoguidanceLabel = QLabel("Autoguidance")
+        self.autoguidanceSpin = spin_box("autoguidanceSpin", TIPS["autoguidanceSpin"], 0.0, 10.0, value=1.0,
+                                         step=0.25)
         self.startCombo = combo_box("startCombo", TIPS["startCombo"], [
             ("Pure noise", PURE_NOISE), ("Denoise from here (the photo at the slider's t)", FROM_HERE)])
         self.startCombo.currentIndexChanged.connect(self._on_start_changed)
@@ -686,7 +697,8 @@ class GeneratePanel(JobPanel):
         for r, cells in enumerate((("Model", (self.modelCombo, wide)), (None, (self.modelNote, wide)),
                                    ("Sampler", self.samplerCombo, "Steps", self.stepsSpin, "η", self.etaSpin),
                                    ("Seed", seed_row, "Batch", self.batchSpin, "Device", self.deviceCombo),
-                                   (self.classLabel, self.classCombo, self.guidanceLabel, self.guidanceSpin),
+                                   (self.classLabel, self.classCombo, self.guidanceLabel, self.guidanceSpin,
+                                    self.autoguidanceLabel, self.autoguidanceSpin),
                                    ("Start", (self.startCombo, wide)), (None, (self.startNote, wide)))):
             for c, cell in enumerate(cells):
                 item, span = cell if isinstance(cell, tuple) else (cell, 1)

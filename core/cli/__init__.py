@@ -9,7 +9,8 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("schedule", "noise", "sample", "train", "train-sd", "evaluate", "elbo", "lab2d", "compare")
+COMMANDS = ("schedule", "noise", "sample", "train", "train-sd", "evaluate", "elbo", "lab2d", "compare",
+            "autoguide")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 

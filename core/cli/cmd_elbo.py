@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from core.cli.options import BATCH, SEED, TIMESTEPS_T, int_in
+from core.cli.options import AUTOGUIDANCE, AUTOGUIDANCE_HELP, BATCH, SEED, TIMESTEPS_T, int_in
 from core.cli.progress import Progress
 from core.jobs.bound import DEFAULT_N, MAX_N, load_images
 from core.messages import json_text
@@ -48,6 +48,7 @@ def register(sub) -> None:
     p.add_argument("--prompt", default=None,
                    help="a pipeline's prompt c: the bound of ε_θ(z_t, t, τ(c)) (default empty: unconditional)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the noise that draws each x_t (default 0)")
+    p.add_argument("--autoguidance", type=AUTOGUIDANCE, metavar="W", help=AUTOGUIDANCE_HELP)
     p.add_argument("--batch-size", type=BATCH, default=None,
                    help=f"(image, timestep) pairs per forward pass (default {DEFAULT_BATCH_SIZE}; a pipeline: "
                    f"{LATENT_BATCH_ELEMENTS:,} latent pixels, 8 for SD 1.x at 512²)")
@@ -83,7 +84,8 @@ def run(args) -> int:
         return run_latent(args)
     if args.prompt is not None:
         raise ValueError("--prompt goes with a Stable Diffusion pipeline (--model SD_FOLDER or a cached repo id)")
-    denoiser = load_model(args.model, device=args.device)
+    from core.models.autoguidance import set_weight
+    denoiser = set_weight(load_model(args.model, device=args.device), args.autoguidance)
     schedule = pick_schedule(args, denoiser)  # before the images: a refusal costs no loading
     x0, source = load_images(denoiser, image=args.image, data=args.data, n=args.n, split=args.split)
     start = time.perf_counter()
@@ -141,6 +143,8 @@ def run_latent(args) -> int:
     from core.vlb.latent import BoundEstimate, LatentBound, latent_bound_events
     if args.schedule is not None or args.T is not None:
         raise ValueError("a pipeline's UNet is tied to its own schedule: --schedule and --T go with pixel models")
+    if args.autoguidance is not None:
+        raise ValueError("--autoguidance goes with pixel models that ship a guide, not with a pipeline")
     pipe = load_latent(args.model, device=pick_device(args.device))
     pixels, source = load_latent_images(pipe, image=args.image, data=args.data, n=args.n, split=args.split)
     start = time.perf_counter()

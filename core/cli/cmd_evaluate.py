@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cli.options import BATCH, GUIDANCE, SEED, STEPS, int_in
+from core.cli.options import AUTOGUIDANCE, AUTOGUIDANCE_HELP, BATCH, GUIDANCE, SEED, STEPS, int_in
 from core.cli.progress import Progress
 from core.messages import json_text, printable
 from core.outputs import check_output_file, refuse_overwriting_inputs, spec_paths
@@ -27,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--class", dest="class_label", help="guide towards a digit 0…9, or 'all' (every digit, n/10 each)")
     p.add_argument("--guidance", type=GUIDANCE, default=1.0, help="classifier-free guidance scale w (default 1)")
+    p.add_argument("--autoguidance", type=AUTOGUIDANCE, metavar="W", help=AUTOGUIDANCE_HELP)
     p.add_argument("--device", default="cpu", help="where to sample: cpu (default), cuda, mps or auto (the same "
                    "noise everywhere; figures agree to sampling round-off)")
     p.add_argument("--batch", type=BATCH, default=250, help="samples per sampler call (default 250)")
@@ -52,7 +53,8 @@ def run(args) -> int:
     samples: list = []
     ev = evaluate(args.model, n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                   class_label=args.class_label, guidance=args.guidance, batch=args.batch,
-                  on_batch=lambda done, total: bar.update(done), samples_out=samples, device=args.device)
+                  on_batch=lambda done, total: bar.update(done), samples_out=samples, device=args.device,
+                  autoguidance=args.autoguidance)
     bar.close()
     if grid_path is not None:
         from core.images import make_grid, save_image
@@ -72,6 +74,8 @@ def run(args) -> int:
 
 def format_report(ev) -> str:
     what = "unconditional" if ev.class_label is None else f"class {ev.class_label}, guidance {ev.guidance:g}"
+    if ev.autoguidance is not None:
+        what += f", autoguidance {ev.autoguidance:g}"
     lines = [f"{printable(ev.model)}: {ev.n} samples, {ev.sampler} {ev.steps} steps, {what} (seed {ev.seed}; "
              f"{ev.sample_seconds:.1f} s sampling)",
              f"  confident (p ≥ 0.9)      {ev.confident_share:7.1%}  (held-out real digits: "

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic import atomic_path
-from core.cli.options import BATCH, ETA, GUIDANCE, SEED, STEPS, float_in, int_in
+from core.cli.options import AUTOGUIDANCE, AUTOGUIDANCE_HELP, BATCH, ETA, GUIDANCE, SEED, STEPS, float_in, int_in
 from core.cli.progress import drive
 from core.messages import printable
 from core.outputs import check_output_file, refuse_overwriting_inputs, spec_paths
@@ -16,7 +16,7 @@ from core.outputs import check_output_file, refuse_overwriting_inputs, spec_path
 OUTPUTS = (".png", ".gif", ".npz")
 PREVIEWS = ("approx", "taesd", "vae")
 LATENT_ONLY = ("prompt", "negative_prompt", "height", "width", "preview", "taesd", "strength")
-PIXEL_ONLY = ("class_", "schedule", "resolution")
+PIXEL_ONLY = ("class_", "schedule", "resolution", "autoguidance")
 MAX_GIF_FRAMES = 60
 
 
@@ -43,6 +43,7 @@ def register(sub) -> None:
                    "(class-conditional models; -1 = no class)")
     p.add_argument("--guidance", type=GUIDANCE, default=None, help="classifier-free guidance scale w (default 1; "
                    "Stable Diffusion: 7.5, and w ≤ 1 means the prompt alone)")
+    p.add_argument("--autoguidance", type=AUTOGUIDANCE, metavar="W", help=AUTOGUIDANCE_HELP)
     p.add_argument("--prompt", help="Stable Diffusion: the text to draw")
     p.add_argument("--negative-prompt", help="Stable Diffusion: text to steer away from (guidance's other side)")
     p.add_argument("--height", type=int_in(8, 4096), help="Stable Diffusion: image height in pixels, a multiple of "
@@ -119,6 +120,7 @@ def run(args) -> int:
     args.precision = args.precision or "fp32"
     from core.device import pick_device
     from core.images import save_animation, save_image
+    from core.models.autoguidance import set_weight
     from core.models.load import load_model
     from core.images import batch_grid, evenly_spaced, load_image, photo_to_model_input
     from core.samplers import SAMPLER_NAMES, sample
@@ -133,7 +135,7 @@ def run(args) -> int:
         raise ValueError("--from IMAGE and --t T go together")
     device = pick_device(args.device)
     labels = parse_classes(args.class_)
-    denoiser = load_model(args.model, device=device, resolution=args.resolution)
+    denoiser = set_weight(load_model(args.model, device=device, resolution=args.resolution), args.autoguidance)
     x_start = (photo_to_model_input(load_image(args.from_image), denoiser.resolution, denoiser.channels)
                if args.from_image else None)
     if args.schedule is not None:

@@ -47,4 +47,7 @@ BATCH = int_in(1, 4096)
 STEPS = int_in(1, 100_000)
 TIMESTEPS_T = int_in(2, 100_000)
 GUIDANCE = float_in(0.0, 100.0)
+AUTOGUIDANCE = float_in(0.0, 10.0)
+AUTOGUIDANCE_HELP = ("autoguidance weight w of a model that has a guide (ε_guide + w·(ε − ε_guide); 1 = the model "
+                     "alone; default: the weight in its config.json)")
 ETA = float_in(0.0, 1.0)

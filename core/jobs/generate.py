@@ -21,6 +21,7 @@ from core.atomic import atomic_dir
 from core.images import batch_grid, beside, load_image, make_grid, photo_to_model_input, save_animation, save_image, to_uint8
 from core.messages import format_eta
 from core.model_spec import PHOTO, ModelCache, cache_key
+from core.models.autoguidance import set_weight
 from core.samplers import SAMPLER_NAMES, sample
 from core.samplers.guidance import labels_each_class
 from core.schedule import NoiseSchedule, model_schedule
@@ -63,6 +64,9 @@ TIPS = {
                   "image i gets class i mod K",
     "guidanceSpin": "Classifier-free guidance (Ho & Salimans 2022): ε̃ = ε(x_t, ∅) + w·(ε(x_t, c) − ε(x_t, ∅)); "
                     "w = 1 is plain conditional sampling, w > 1 sharper classes",
+    "autoguidanceSpin": "Autoguidance (Karras et al. 2024): the model guided by a weaker version of itself, "
+                        "ε̃ = ε_guide + w·(ε − ε_guide); w = 1 is the model alone, w > 1 cleaner samples "
+                        "(shown for models that ship a guide)",
     "startCombo": "Pure noise: x_T ~ N(0, I). Denoise from here (SDEdit): the photo, resized to the model's "
                   "resolution, noised to the slider's t with x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε, then denoised — "
                   "reconstruction at small t, hallucination at large t",
@@ -98,6 +102,7 @@ class GenerateJob:
     start_array: np.ndarray | None = None
     t_start: int | None = None
     spec: str | None = None
+    autoguidance: float | None = None  # the weight for a model with a guide (None: its own)
 
 
 class ModelRequests:
@@ -275,7 +280,7 @@ def generate_frames(job: GenerateJob, cache: ModelCache, recording: Recording) -
     """The worker's generator: load (or reuse) the model, run the sampler, yield a :class:`RunFrame` after every
     model call (recording it), and return the final samples (N×C×H×W float32). Closing it between two steps
     cancels the run and frees the sampler's tensors (and the GPU cache) before it returns."""
-    denoiser = cache.get(job.model_key, job.loader)
+    denoiser = set_weight(cache.get(job.model_key, job.loader), job.autoguidance)
     schedule = job.schedule if denoiser.schedule is None and job.schedule is not None else model_schedule(denoiser)
     steps = sample(denoiser, schedule=schedule, sampler=job.sampler, steps=job.steps, eta=job.eta, seed=job.seed,
                    n=job.n, class_labels=job.class_labels, guidance=job.guidance, x_start=start_input(job, denoiser),
@@ -314,7 +319,8 @@ def model_note(model, fallback_T: int) -> str:
     sched = (f"the window's schedule (T = {fallback_T})" if model.schedule is None
              else f"its own schedule (T = {model.schedule.T})")
     classes = f", {k} classes" if k else ""
-    return f"{model.name}: {res}{classes}; samples with {sched}"
+    guide = f"; {model.describe()}" if hasattr(model, "describe") else ""
+    return f"{model.name}: {res}{classes}; samples with {sched}{guide}"
 
 
 class LivePacer:

@@ -266,8 +266,10 @@ def read_model_config(folder: Path) -> tuple[dict, UNetConfig]:
 
 
 
-def load_checkpoint(folder, device="cpu") -> UNetDenoiser:
-    """Load one of our model folders as a :class:`UNetDenoiser` on ``device`` (eval mode)."""
+def load_checkpoint(folder, device="cpu", _plain: bool = False) -> UNetDenoiser:
+    """Load one of our model folders as a :class:`UNetDenoiser` on ``device`` (eval mode); a folder whose config
+    names an autoguidance guide gives an :class:`~core.models.autoguidance.AutoguidedDenoiser` (``_plain``: the
+    guide, which may not have a guide of its own)."""
     folder = Path(folder)
     if folder.is_file():
         if folder.suffix.lower() in PICKLE_SUFFIXES:
@@ -281,7 +283,9 @@ def load_checkpoint(folder, device="cpu") -> UNetDenoiser:
         schedule = NoiseSchedule.load(folder / SCHEDULE)
     except ScheduleError as e:
         raise ModelLoadError(str(e).splitlines()[0]) from None
-    state = read_safetensors(folder / WEIGHTS)
+    # weights stored in fp16/bf16 (a guide, to keep the folder small) are computed with in fp32
+    state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v
+             for k, v in read_safetensors(folder / WEIGHTS).items()}
     with torch.device("meta"):  # no random init: loading must not draw from (or race on) the global torch RNG
         net = UNet(ucfg)
     check_state_dict(net, state, folder / WEIGHTS)
@@ -290,4 +294,23 @@ def load_checkpoint(folder, device="cpu") -> UNetDenoiser:
     den = UNetDenoiser(net, schedule=schedule, variance_type=config.get("variance_type", "fixed_small"),
                        clip_sample=bool(config.get("clip_sample", True)),
                        name=printable(config.get("name") or folder.name)[:200], meta=meta)
+    if "autoguidance" in config and not _plain:
+        den = _with_guide(den, folder, config["autoguidance"])
     return den.to(device)
+
+
+def _with_guide(den: UNetDenoiser, folder: Path, settings) -> UNetDenoiser:
+    """Wrap ``den`` with the guide its config names (see :mod:`core.models.autoguidance`)."""
+    from core.models.autoguidance import AutoguidedDenoiser, parse_settings
+    try:
+        s = parse_settings(settings, str(folder / CONFIG))
+    except ValueError as e:
+        raise ModelLoadError(str(e)) from None
+    guide_dir = folder / s["guide"]
+    if not (guide_dir / CONFIG).is_file():
+        raise ModelLoadError(f"{guide_dir}: the autoguidance guide named in {folder / CONFIG} is missing")
+    guide = load_checkpoint(guide_dir, _plain=True)
+    try:
+        return AutoguidedDenoiser(den, guide, s["weight"], s["t_min"], s["t_max"])
+    except ValueError as e:
+        raise ModelLoadError(f"{folder}: {e}") from None
