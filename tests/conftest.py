@@ -62,12 +62,12 @@ with atomic.atomic_dir(target) as tmp:
 """
 
 
-def save_tiny_unet(folder, T: int = 1000, num_classes: int = 0, name: str = "tiny"):
-    """A tiny random UNet on 8×8 grey images (seed 0) saved as a model folder with a linear schedule of ``T``."""
+def save_tiny_unet(folder, T: int = 1000, num_classes: int = 0, name: str = "tiny", seed: int = 0):
+    """A tiny random UNet on 8×8 grey images (``seed``) saved as a model folder with a linear schedule of ``T``."""
     from core.models.checkpoint import save_checkpoint
     from core.models.unet import UNet, UNetConfig
     from core.schedule import NoiseSchedule
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = UNet(UNetConfig(resolution=8, in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
                           attention_resolutions=(), num_classes=num_classes, groups=4))
     save_checkpoint(folder, net, NoiseSchedule.preset("linear", T=T), name=name)

@@ -363,3 +363,30 @@ def test_a_long_run_keeps_every_kth_step_within_its_memory_budget_first_and_last
     assert rec.stride == 8 and idx[:-1] == list(range(1, 101, 8))
     assert rec.nbytes <= 20 * frame_bytes + frame_bytes
     assert [int(f.xt[0, 0, 0]) for f in rec.frames] == idx       # each kept frame is that step's picture
+
+
+def test_autoguidance_spin_follows_a_guided_model_and_its_run_equals_the_sampler(window, qtbot, tiny_model,
+                                                                                  tmp_path):
+    from core.models.autoguidance import set_weight, write_autoguided
+    guide = save_tiny_unet(tmp_path / "guide", T=1000, num_classes=3, seed=1)
+    guided = write_autoguided(tmp_path / "guided", tiny_model, guide, 2.0)
+    panel = window.generate_panel
+    panel.select_model(str(tiny_model))
+    qtbot.waitUntil(lambda: panel._loaded_model() is not None, timeout=TIMEOUT)
+    assert not panel.autoguidanceSpin.isVisibleTo(panel)   # a model without a guide: no spin
+    panel.select_model(str(guided))
+    qtbot.waitUntil(lambda: panel.autoguidanceSpin.isVisibleTo(panel), timeout=TIMEOUT)
+    assert panel.autoguidanceSpin.value() == 2.0 and "autoguidance w = 2" in panel.modelNote.text()
+    assert panel.autoguidanceSpin.toolTip()
+    panel.autoguidanceSpin.setValue(1.5)
+    panel.samplerCombo.setCurrentIndex(panel.samplerCombo.findData("ddim"))
+    panel.stepsSpin.setValue(6)
+    panel.seedSpin.setValue(3)
+    panel.batchSpin.setValue(2)
+    with qtbot.waitSignal(panel.runEnded, timeout=TIMEOUT):
+        qtbot.mouseClick(panel.generateButton, Qt.MouseButton.LeftButton)
+    den = load_model(str(guided))
+    _, expected = headless(set_weight(den, 1.5), den.schedule, sampler="ddim", steps=6, seed=3, n=2)
+    assert np.array_equal(panel.recording.final, expected)
+    _, own = headless(den, den.schedule, sampler="ddim", steps=6, seed=3, n=2)
+    assert not np.array_equal(own, expected)   # the spin's weight was used, not the folder's 2.0

@@ -27,6 +27,16 @@ import torch
 from core.models.unet import UNetDenoiser
 
 KEY = "autoguidance"
+_POOL = None
+
+
+def _pool():
+    """One worker thread for the guide's calls, made on first use (shared by all guided models)."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(1, thread_name_prefix="autoguidance")
+    return _POOL
 
 
 class AutoguidedDenoiser(UNetDenoiser):
@@ -42,24 +52,47 @@ class AutoguidedDenoiser(UNetDenoiser):
         self.weight = float(weight)
         self.t_min = int(t_min)
         self.t_max = int(t_max) if t_max is not None else (model.schedule.T - 1 if model.schedule else 10 ** 9)
+        self.parallel = True  # run the guide beside the model on a multi-core CPU (see _both)
 
     def model_output(self, x_t, t, class_labels=None, schedule=None):
-        out = self.net(x_t, t, class_labels)
         if self.weight == 1.0:
-            return out
+            return self.net(x_t, t, class_labels)
         t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(len(x_t))
         inside = (t >= self.t_min) & (t <= self.t_max)
         if not bool(inside.any()):
-            return out
+            return self.net(x_t, t, class_labels)
         if bool(inside.all()):
-            weak = self.guide.net(x_t, t, class_labels)
+            out, weak = self._both(x_t, t, class_labels, x_t, t, class_labels)
             return weak + self.weight * (out - weak)
         rows = inside.nonzero().flatten()
         labels = None if class_labels is None else torch.as_tensor(class_labels, device=x_t.device)[rows]
-        weak = self.guide.net(x_t[rows], t[rows], labels)
+        out, weak = self._both(x_t, t, class_labels, x_t[rows], t[rows], labels)
         out = out.clone()
         out[rows] = weak + self.weight * (out[rows] - weak)
         return out
+
+    def _both(self, x, t, labels, gx, gt, glabels):
+        """(ε_1 on all rows, ε_0 on the guided rows). On a CPU with ≥ 2 torch threads the two networks run at the
+        same time, one thread each (at batch 1 one network cannot use two cores; two networks can); the guide's
+        thread takes the caller's grad / inference mode, which are thread-local."""
+        threads = torch.get_num_threads()
+        if not self.parallel or x.device.type != "cpu" or threads < 2:
+            return self.net(x, t, labels), self.guide.net(gx, gt, glabels)
+        grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+        def weak():
+            torch.set_num_threads(max(1, threads // 2))  # per thread: the caller's count is left alone
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                return self.guide.net(gx, gt, glabels)
+
+        pending = _pool().submit(weak)
+        torch.set_num_threads(max(1, threads - threads // 2))
+        try:
+            out = self.net(x, t, labels)
+        finally:
+            torch.set_num_threads(threads)
+            result = pending.result()
+        return out, result
 
     def to(self, device) -> "AutoguidedDenoiser":
         self.guide.to(device)
