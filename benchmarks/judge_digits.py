@@ -2,7 +2,7 @@
 this script, score samples the way ``ddpm evaluate`` does (confident share, digit shares, Fréchet / floor,
 near-copies), so that a change to the model is not judged only by the ruler it could have been tuned to.
 
-    python benchmarks/judge_digits.py --model builtin:mnist [--n 1000] [--seed 0]     # DDIM 50, as evaluate
+    python benchmarks/judge_digits.py --model builtin:mnist [--n 1000] [--seed 0]     # ddpm evaluate's samples
     python benchmarks/judge_digits.py --samples a.npz b.npz        # score saved samples (key ``images``)
     python benchmarks/judge_digits.py --model builtin:mnist --save-samples s.npz
 
@@ -14,6 +14,7 @@ The judges (trained once, ~3 minutes on 2 cores, cached in ``~/.cache/ddpm-studi
 Neither sees noise or any generated image. A sample is *confident* when both judges' averaged probability of its
 top class is ≥ 0.9, the same threshold as ``ddpm evaluate``; the Fréchet distance uses the LeNet's 256-d
 features. The held-out real digits are scored the same way, so the ratio sample / real is the figure to read.
+With ``--model`` the samples are ``ddpm evaluate``'s own (same call, same seed), and its report is printed too.
 Nothing here is used for training or for choosing a sampler's settings by the judges' own scores alone: they are
 read beside the shipped classifier and beside grids a person looks at.
 """
@@ -145,6 +146,9 @@ def main(argv=None) -> int:
     src.add_argument("--samples", nargs="+", help="npz files with images N×1×28×28 in [−1, 1]")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class", dest="class_label", help="with --model: as ddpm evaluate --class (a digit or all)")
+    p.add_argument("--guidance", type=float, default=1.0, help="with --model and --class: guidance w")
+    p.add_argument("--autoguidance", type=float, help="with --model: override its autoguidance weight")
     p.add_argument("--save-samples", help="with --model: write the samples here (npz, key images)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
@@ -156,15 +160,17 @@ def main(argv=None) -> int:
     train_x, held_x = from_uint8(train_u8)[:, None], from_uint8(held_u8)[:, None]
     held_probs, held_feats = read(nets, held_x)
     shipped = load_classifier()
-    sets = {}
+    sets, evaluations = {}, {}
     if args.model:
-        from core.evaluate import generate
-        from core.models.load import load_model
+        from core.evaluate import evaluate
         start = time.perf_counter()
-        sets[args.model] = generate(load_model(args.model), args.n, "ddim", 50, args.seed)
+        out: list = []
+        evaluations[args.model] = evaluate(args.model, n=args.n, seed=args.seed, class_label=args.class_label,
+                                           guidance=args.guidance, autoguidance=args.autoguidance, samples_out=out)
+        sets[args.model] = out[0]
         print(f"sampled {args.n} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
         if args.save_samples:
-            np.savez_compressed(args.save_samples, images=sets[args.model])
+            np.savez_compressed(args.save_samples, images=out[0])
     else:
         for f in args.samples:
             with np.load(f) as z:
@@ -179,6 +185,8 @@ def main(argv=None) -> int:
         s["real_confident_share"] = float((held_probs.max(1) >= CONFIDENCE).mean())
         s["name"] = name
         s["shipped_classifier_confident_share"] = confident_share(shipped, images)
+        if name in evaluations:
+            s["ddpm_evaluate"] = evaluations[name].to_dict()
         rows.append(s)
         if not args.json:
             print(f"{name}: confident {s['confident_share']:.1%} (real {s['real_confident_share']:.1%}, ratio "
@@ -186,6 +194,9 @@ def main(argv=None) -> int:
                   f"{s['digit_share_max']:.1%}, Fréchet {s['frechet']:.2f} / {floor:.2f} = "
                   f"{s['frechet_ratio']:.2f}×, near-copies {s['near_copy_share']:.1%}; the shipped classifier: "
                   f"{s['shipped_classifier_confident_share']:.1%} confident")
+            if name in evaluations:
+                from core.cli.cmd_evaluate import format_report
+                print(format_report(evaluations[name]))
     if args.json:
         print(json.dumps(rows, indent=1))
     return 0
