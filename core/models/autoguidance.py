@@ -15,7 +15,8 @@ A model folder asks for it in ``config.json``::
     "autoguidance": {"guide": "guide", "weight": 1.5, "t_min": 0, "t_max": 999}
 
 ``guide`` is a sub-folder holding an ordinary model folder (``config.json``, ``model.safetensors``,
-``schedule.json``) with the same architecture, data, schedule and classes; ``ddpm autoguide`` writes one.
+``schedule.json``) for the same image size, classes, prediction type and T (its width may differ: Karras et al.
+guide with smaller models); ``ddpm autoguide`` writes one.
 """
 from __future__ import annotations
 
