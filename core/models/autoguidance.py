@@ -163,7 +163,7 @@ def write_autoguided(out, model_dir, guide_dir, weight: float, t_min: int = 0, t
     from core.atomic import _UMASK, atomic_dir
     from core.models.checkpoint import CONFIG, SCHEDULE, WEIGHTS, load_checkpoint, read_json
     model_dir, guide_dir, out = Path(model_dir), Path(guide_dir), Path(out)
-    model, guide = load_checkpoint(model_dir, _plain=True), load_checkpoint(guide_dir, _plain=True)
+    model, guide = load_checkpoint(model_dir, with_guide=False), load_checkpoint(guide_dir, with_guide=False)
     check_guide(model, guide)
     settings = parse_settings({"guide": "guide", "weight": weight, "t_min": t_min, "t_max": t_max}, str(out))
     config = read_json(model_dir / CONFIG, "model config")

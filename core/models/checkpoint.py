@@ -266,10 +266,10 @@ def read_model_config(folder: Path) -> tuple[dict, UNetConfig]:
 
 
 
-def load_checkpoint(folder, device="cpu", _plain: bool = False) -> UNetDenoiser:
+def load_checkpoint(folder, device="cpu", with_guide: bool = True) -> UNetDenoiser:
     """Load one of our model folders as a :class:`UNetDenoiser` on ``device`` (eval mode); a folder whose config
-    names an autoguidance guide gives an :class:`~core.models.autoguidance.AutoguidedDenoiser` (``_plain``: the
-    guide, which may not have a guide of its own)."""
+    names an autoguidance guide gives an :class:`~core.models.autoguidance.AutoguidedDenoiser` (``with_guide=False``:
+    the network alone, as a guide is loaded: a guide never has a guide of its own)."""
     folder = Path(folder)
     if folder.is_file():
         if folder.suffix.lower() in PICKLE_SUFFIXES:
@@ -294,7 +294,7 @@ def load_checkpoint(folder, device="cpu", _plain: bool = False) -> UNetDenoiser:
     den = UNetDenoiser(net, schedule=schedule, variance_type=config.get("variance_type", "fixed_small"),
                        clip_sample=bool(config.get("clip_sample", True)),
                        name=printable(config.get("name") or folder.name)[:200], meta=meta)
-    if "autoguidance" in config and not _plain:
+    if "autoguidance" in config and with_guide:
         den = _with_guide(den, folder, config["autoguidance"])
     return den.to(device)
 
@@ -309,7 +309,7 @@ def _with_guide(den: UNetDenoiser, folder: Path, settings) -> UNetDenoiser:
     guide_dir = folder / s["guide"]
     if not (guide_dir / CONFIG).is_file():
         raise ModelLoadError(f"{guide_dir}: the autoguidance guide named in {folder / CONFIG} is missing")
-    guide = load_checkpoint(guide_dir, _plain=True)
+    guide = load_checkpoint(guide_dir, with_guide=False)
     try:
         return AutoguidedDenoiser(den, guide, s["weight"], s["t_min"], s["t_max"])
     except ValueError as e:
