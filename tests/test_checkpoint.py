@@ -185,3 +185,26 @@ def test_loading_draws_nothing_from_the_global_rng(tmp_path):
     assert torch.equal(state, torch.get_rng_state())
     for (k, a), (_, b) in zip(net.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("num_classes, resolution", [(0, 8), (3, 8), (3, 7)])
+def test_cpu_inference_runs_a_trace_with_the_same_bits_as_the_network(num_classes, resolution):
+    net = small_unet(num_classes=num_classes, resolution=resolution)
+    den = UNetDenoiser(net, NoiseSchedule.preset("linear", T=100))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for b, t, labels in [(1, 5, None), (3, torch.tensor([0, 50, 99]), None), (4, 7, torch.tensor([0, -1, 2, 1])),
+                             (2, torch.tensor([3.5, 80.25]), 1)]:
+            x = torch.randn(b, 1, resolution, resolution, generator=g)
+            if not num_classes:
+                labels = None
+            assert torch.equal(den.model_output(x, t, labels), net(x, t, labels))
+        assert den._traces, "inference on the CPU should have gone through the trace"
+        for p in net.parameters():   # the trace shares the weights: an in-place change (EMA, load) is seen
+            p.mul_(0.9)
+        x = torch.randn(2, 1, resolution, resolution, generator=g)
+        assert torch.equal(den.model_output(x, 10), net(x, 10))
+    fresh = UNetDenoiser(net)
+    x = torch.randn(1, 1, resolution, resolution, generator=g)
+    out = fresh.model_output(x, 3)   # with gradients: the plain network, no trace
+    assert out.requires_grad and not fresh._traces

@@ -57,11 +57,11 @@ class AutoguidedDenoiser(UNetDenoiser):
 
     def model_output(self, x_t, t, class_labels=None, schedule=None):
         if self.weight == 1.0:
-            return self.net(x_t, t, class_labels)
+            return self.run_net(x_t, t, class_labels)
         t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(len(x_t))
         inside = (t >= self.t_min) & (t <= self.t_max)
         if not bool(inside.any()):
-            return self.net(x_t, t, class_labels)
+            return self.run_net(x_t, t, class_labels)
         if bool(inside.all()):
             out, weak = self._both(x_t, t, class_labels, x_t, t, class_labels)
             return weak + self.weight * (out - weak)
@@ -78,18 +78,18 @@ class AutoguidedDenoiser(UNetDenoiser):
         thread takes the caller's grad / inference mode, which are thread-local."""
         threads = torch.get_num_threads()
         if not self.parallel or x.device.type != "cpu" or threads < 2:
-            return self.net(x, t, labels), self.guide.net(gx, gt, glabels)
+            return self.run_net(x, t, labels), self.guide.run_net(gx, gt, glabels)
         grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
         def weak():
             torch.set_num_threads(max(1, threads // 2))  # per thread: the caller's count is left alone
             with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-                return self.guide.net(gx, gt, glabels)
+                return self.guide.run_net(gx, gt, glabels)
 
         pending = _pool().submit(weak)
         torch.set_num_threads(max(1, threads - threads // 2))
         try:
-            out = self.net(x, t, labels)
+            out = self.run_net(x, t, labels)
         finally:
             torch.set_num_threads(threads)
             result = pending.result()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -299,10 +300,37 @@ class UNetDenoiser(Denoiser):
                          device=param.device if param is not None else torch.device("cpu"))
         self.net = net.eval()
         self.meta = dict(meta or {})
+        self._traces: dict = {}
 
     def model_output(self, x_t, t, class_labels=None, schedule=None):
-        return self.net(x_t, t, class_labels)
+        return self.run_net(x_t, t, class_labels)
+
+    def run_net(self, x, t, class_labels=None) -> torch.Tensor:
+        """``self.net(x, t, class_labels)``. Inference on the CPU runs a TorchScript trace of the network, made on
+        first use for each image shape (it shares the weights, and the profiling executor's optimisations are off):
+        the same aten kernels in the same order, so the same bits, without the ~100 Python module calls of each
+        step (about a fifth of a batch-1 call of the built-in model on a 2-core CPU)."""
+        net = self.net
+        if x.device.type != "cpu" or x.dtype != torch.float32 or net.training or torch.is_grad_enabled():
+            return net(x, t, class_labels)
+        b = x.shape[0]
+        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(b)
+        if net.class_emb is None:
+            args = (x, t)
+        else:
+            labels = torch.full((b,), -1, dtype=torch.long) if class_labels is None else \
+                torch.as_tensor(class_labels, device=x.device).long().reshape(-1).expand(b)
+            args = (x, t, labels)
+        key = (len(args), tuple(x.shape[1:]), t.dtype)
+        with torch.jit.optimized_execution(False):
+            traced = self._traces.get(key)
+            if traced is None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the tracer's notes on shape checks fixed by the image size
+                    traced = self._traces[key] = torch.jit.trace(net, args, check_trace=False)
+            return traced(*args)
 
     def to(self, device) -> "UNetDenoiser":
         self.net.to(device)
+        self._traces = {}
         return super().to(device)
