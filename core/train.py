@@ -8,6 +8,12 @@ AdamW with linear warm-up, gradient-norm clipping, and EMA weights (the ones sav
 the model is class-conditional and each label is replaced by the null class with probability ``label_dropout``, so
 one network serves classifier-free guidance (Ho & Salimans 2022).
 
+Distillation (``teacher``): the target is the teacher's own prediction f_teacher(x_t, t, y) instead of ε, and the
+student starts from the teacher's network (its size, schedule and prediction type). With an autoguided teacher
+(:mod:`core.models.autoguidance`) the student learns ε_guide + w·(ε_model − ε_guide) in one network, so sampling
+costs one call a step instead of two (the first stage of Meng et al. 2023, "On Distillation of Guided Diffusion
+Models", with autoguidance in place of classifier-free guidance).
+
 :class:`Trainer` is an iterator of :class:`TrainEvent` (``for event in train(...)``). ``close()`` stops it at once;
 ``save()`` writes a resumable checkpoint at any time between events (every event ends a whole step, so the saved
 RNG state is the one the next step starts from). Checkpoints are folders written by :func:`core.atomic.atomic_dir`
@@ -137,6 +143,7 @@ class TrainConfig:
     accumulate: int = 1          # micro-batches per optimizer step (gradient accumulation)
     compile: bool = False        # torch.compile the network
     workers: int | None = None   # DataLoader worker processes per rank for a folder (None: one per spare core)
+    teacher: str | None = None   # a model SPEC to distil: its prediction is the target, its weights the start
 
     def __post_init__(self):
         if self.workers is not None and int(self.workers) < 0:
@@ -291,9 +298,17 @@ class Trainer:
         self.streaming = bool(getattr(data, "streaming", False))
         self.schedule = NoiseSchedule.preset(cfg.schedule, T=cfg.T)
         ucfg = unet_config_for(cfg.model_size, data.resolution, data.channels, data.num_classes, cfg.prediction_type)
+        self.teacher = None
+        if cfg.teacher:
+            self.teacher = load_teacher(cfg.teacher, data, self.device)
+            self.schedule, ucfg = self.teacher.schedule, self.teacher.net.config
+            cfg.prediction_type, cfg.T = ucfg.prediction_type, self.schedule.T
+            cfg.model_size = self.teacher.meta.get("model_size", cfg.model_size)
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, without touching the global RNG
             torch.manual_seed(int(cfg.seed))
             self.model = UNet(ucfg).to(self.device)
+        if self.teacher is not None:  # the student starts as the teacher's network
+            self.model.load_state_dict(self.teacher.net.state_dict())
         self.ema = None  # rank 0 alone keeps the EMA weights (the ones saved and sampled)
         if self.is_main:
             self.ema = UNet(ucfg).to(self.device)
@@ -420,7 +435,11 @@ class Trainer:
                 labels = torch.where(drop.to(dev), torch.full_like(y, self.dataset.num_classes), y)
             a, s = self._sqrt_ab[t][:, None, None, None], self._sqrt_1mab[t][:, None, None, None]
             x_t = a * x0 + s * eps  # eq. 5
-            target = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0}[cfg.prediction_type]
+            if self.teacher is not None:
+                with torch.no_grad():
+                    target = self.teacher.model_output(x_t, t, labels).float()
+            else:
+                target = {"epsilon": eps, "sample": x0, "v_prediction": a * eps - s * x0}[cfg.prediction_type]
             sync = contextlib.nullcontext() if w == 1 or k == k_acc - 1 else self._ddp.no_sync()
             with sync:  # DDP averages the gradients over ranks on the last micro-batch only
                 with autocast(dev, self.precision):
@@ -540,7 +559,8 @@ class Trainer:
                 "model_size": self.cfg.model_size, "class_names": list(self.dataset.class_names),
                 "weights": "ema", "ema_decay": self.cfg.ema_decay, "label_dropout": self.cfg.label_dropout,
                 "final_loss_avg": self.loss_avg if math.isfinite(self.loss_avg) else None,
-                "clip_sample": bool(self.cfg.clip_sample)}
+                "clip_sample": bool(self.cfg.clip_sample),
+                **({"distilled_from": self.cfg.teacher} if self.cfg.teacher else {})}
 
     def save(self, folder=None) -> Path:
         """Write a resumable checkpoint (default ``out/checkpoint``) atomically; returns its path."""
@@ -604,6 +624,22 @@ class Trainer:
             self.scaler.update(float(state["grad_scale"]))
         if self.step > self.cfg.steps:
             raise ValueError(f"the checkpoint is at step {self.step}, past the requested {self.cfg.steps} steps")
+
+
+def load_teacher(spec: str, data, device):
+    """The model a distillation run learns from: one of our UNet folders (alone or autoguided) that fits ``data``
+    (same image size, channels and classes); raises a one-line ``ValueError`` otherwise."""
+    from core.models.load import load_model
+    teacher = load_model(spec, device=device)
+    if not isinstance(getattr(teacher, "net", None), UNet):
+        raise ValueError(f"--teacher {spec}: distillation needs one of this project's UNet models (a folder made by "
+                         "ddpm train or ddpm autoguide)")
+    want = (data.resolution, data.channels, data.num_classes)
+    have = (teacher.resolution, teacher.channels, teacher.num_classes)
+    if want != have:
+        raise ValueError(f"--teacher {spec}: it makes {have[0]}×{have[0]} images with {have[1]} channel(s) and "
+                         f"{have[2]} classes; the data has {want[0]}×{want[0]}, {want[1]} and {want[2]}")
+    return teacher
 
 
 def _open_data(cfg: TrainConfig):

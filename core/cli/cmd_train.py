@@ -67,6 +67,10 @@ def register(sub) -> None:
     p.add_argument("--label-dropout", type=float_in(0.0, 1.0, hi_open=True),
                    help="probability in [0, 1) of training a sample unconditionally, for guidance (default "
                         f"{DEFAULTS.label_dropout}; with --resume: change it from this step on)")
+    p.add_argument("--teacher", metavar="SPEC",
+                   help="distil this model (e.g. an autoguided folder from ddpm autoguide): the student starts from "
+                        "its network and learns its prediction, so one network call does what the teacher's took; "
+                        "--model-size, --prediction, --schedule and --T come from it")
     p.add_argument("--min-snr", type=float_in(0.0, 1000.0, lo_open=True),
                    help="min-SNR-γ loss weighting, γ in (0, 1000] (e.g. 5; default off)")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (not for digits)")
@@ -137,7 +141,7 @@ def _run(args) -> int:
                       min_snr_gamma=args.min_snr, hflip=args.hflip, clip_sample=not args.no_clip, seed=args.seed,
                       device=args.device, precision=args.precision, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, accumulate=args.accumulate or 1, compile=args.compile,
-                      workers=args.workers)
+                      workers=args.workers, teacher=args.teacher)
     bar = None
 
     def warn(line: str) -> None:  # one line of ours, on a line of its own even while the bar is drawn
