@@ -74,6 +74,34 @@ def save_tiny_unet(folder, T: int = 1000, num_classes: int = 0, name: str = "tin
     return folder
 
 
+def perturbed_unet(seed: int, **over):
+    """A tiny class-conditional UNet (8×8 grey, 3 classes) whose weights are visibly far from the initialisation, so
+    two seeds give networks that really differ (a model and its guide); ``over`` changes config fields."""
+    from core.models.unet import UNet, UNetConfig
+    torch.manual_seed(seed)
+    net = UNet(UNetConfig(**{**dict(resolution=8, in_channels=1, base_channels=8, channel_mults=(1, 2),
+                                   attention_resolutions=(), groups=4, num_classes=3), **over}))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+def save_guided_pair(root, weight: float):
+    """``root/model`` (seed 0), ``root/guide`` (seed 1), both on a linear T = 40 schedule, and ``root/guided`` made
+    from them by ``ddpm autoguide --weight weight``; returns the three folders."""
+    from core.cli import main
+    from core.models.checkpoint import save_checkpoint
+    from core.schedule import NoiseSchedule
+    sched = NoiseSchedule.preset("linear", T=40)
+    model = save_checkpoint(root / "model", perturbed_unet(0), sched, name="m", trained_steps=200)
+    guide = save_checkpoint(root / "guide", perturbed_unet(1), sched, name="m", trained_steps=50)
+    guided = root / "guided"
+    assert main(["autoguide", "--model", str(model), "--guide", str(guide), "--weight", str(weight), "-o",
+                 str(guided)]) == 0
+    return model, guide, guided
+
+
 def save_photo_folder(folder, n: int = 4, size: int = 12):
     """``n`` random size×size RGB photos (seed 0) and one file that is not an image, in ``folder``."""
     import numpy as np

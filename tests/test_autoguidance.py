@@ -12,32 +12,16 @@ from core.cli import main
 from core.models.autoguidance import AutoguidedDenoiser, set_weight
 from core.models.checkpoint import ModelLoadError, load_checkpoint, save_checkpoint
 from core.models.load import load_model
-from core.models.unet import UNet, UNetConfig
 from core.samplers import sample
 from core.schedule import NoiseSchedule
+from conftest import perturbed_unet, save_guided_pair
 
-CFG = dict(resolution=8, in_channels=1, base_channels=8, channel_mults=(1, 2), attention_resolutions=(),
-           groups=4, num_classes=3)
-
-
-def _net(seed: int, **over) -> UNet:
-    torch.manual_seed(seed)
-    net = UNet(UNetConfig(**{**CFG, **over}))
-    with torch.no_grad():  # weights of a visible size, so model and guide really differ
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return net
+_net = perturbed_unet
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ag")
-    sched = NoiseSchedule.preset("linear", T=40)
-    model = save_checkpoint(root / "model", _net(0), sched, name="m", trained_steps=200)
-    guide = save_checkpoint(root / "guide", _net(1), sched, name="m", trained_steps=50)
-    out = root / "guided"
-    assert main(["autoguide", "--model", str(model), "--guide", str(guide), "--weight", "2", "-o", str(out)]) == 0
-    return model, guide, out
+    return save_guided_pair(tmp_path_factory.mktemp("ag"), weight=2)
 
 
 def test_guided_output_is_the_combination_of_the_two_networks(folders):

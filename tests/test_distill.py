@@ -9,25 +9,15 @@ import torch
 
 from core.cli import main
 from core.data import Dataset
-from core.models.checkpoint import load_checkpoint, save_checkpoint
-from core.models.unet import UNet, UNetConfig
-from core.schedule import NoiseSchedule
+from core.models.checkpoint import load_checkpoint
+from core.models.unet import UNet
 from core.train import TrainConfig, train
+from conftest import perturbed_unet, save_guided_pair
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-CFG = dict(resolution=8, in_channels=1, base_channels=8, channel_mults=(1, 2), attention_resolutions=(),
-           groups=4, num_classes=3)
 W = 2.0
-
-
-def _net(seed: int) -> UNet:
-    torch.manual_seed(seed)
-    net = UNet(UNetConfig(**CFG))
-    with torch.no_grad():  # weights of a visible size, so model and guide really differ
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return net
+_net = perturbed_unet
 
 
 def _data(n=12, res=8):
@@ -38,14 +28,7 @@ def _data(n=12, res=8):
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
-    root = tmp_path_factory.mktemp("teach")
-    sched = NoiseSchedule.preset("linear", T=40)
-    model = save_checkpoint(root / "model", _net(0), sched, name="m", trained_steps=200)
-    guide = save_checkpoint(root / "guide", _net(1), sched, name="m", trained_steps=50)
-    guided = root / "guided"
-    assert main(["autoguide", "--model", str(model), "--guide", str(guide), "--weight", str(W), "-o",
-                 str(guided)]) == 0
-    return model, guide, guided
+    return save_guided_pair(tmp_path_factory.mktemp("teach"), weight=W)
 
 
 def _cfg(tmp_path, teacher, name="run", **kw):
