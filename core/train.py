@@ -629,8 +629,10 @@ class Trainer:
 def load_teacher(spec: str, data, device):
     """The model a distillation run learns from: one of our UNet folders (alone or autoguided) that fits ``data``
     (same image size, channels and classes); raises a one-line ``ValueError`` otherwise."""
+    from core.messages import printable
     from core.models.load import load_model
     teacher = load_model(spec, device=device)
+    spec = printable(spec)
     if not isinstance(getattr(teacher, "net", None), UNet):
         raise ValueError(f"--teacher {spec}: distillation needs one of this project's UNet models (a folder made by "
                          "ddpm train or ddpm autoguide)")
