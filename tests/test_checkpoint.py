@@ -208,3 +208,17 @@ def test_cpu_inference_runs_a_trace_with_the_same_bits_as_the_network(num_classe
     x = torch.randn(1, 1, resolution, resolution, generator=g)
     out = fresh.model_output(x, 3)   # with gradients: the plain network, no trace
     assert out.requires_grad and not fresh._traces
+
+
+def test_a_network_the_tracer_cannot_follow_runs_as_it_is(monkeypatch):
+    net = small_unet(num_classes=3)
+    den = UNetDenoiser(net)
+
+    def refuse(*a, **k):
+        raise RuntimeError("tracer: unsupported op")
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(den.model_output(x, 4, torch.tensor([0, 2])), net(x, 4, torch.tensor([0, 2])))
+        assert torch.equal(den.model_output(x, 9), net(x, 9))   # the failure is remembered, not retried
+    assert list(den._traces.values()) == [None]

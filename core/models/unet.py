@@ -323,12 +323,15 @@ class UNetDenoiser(Denoiser):
             args = (x, t, labels)
         key = (len(args), tuple(x.shape[1:]), t.dtype)
         with torch.jit.optimized_execution(False):
-            traced = self._traces.get(key)
-            if traced is None:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # the tracer's notes on shape checks fixed by the image size
-                    traced = self._traces[key] = torch.jit.trace(net, args, check_trace=False)
-            return traced(*args)
+            if key not in self._traces:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # the tracer's notes on shape checks fixed by the image size
+                        self._traces[key] = torch.jit.trace(net, args, check_trace=False)
+                except Exception:  # noqa: BLE001 - a network the tracer cannot follow runs as it is
+                    self._traces[key] = None
+            traced = self._traces[key]
+            return traced(*args) if traced is not None else net(x, t, class_labels)
 
     def to(self, device) -> "UNetDenoiser":
         self.net.to(device)
